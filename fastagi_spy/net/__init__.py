@@ -1,0 +1,1 @@
+"""Twisted adapters: the FastAGI server and the AMI client."""

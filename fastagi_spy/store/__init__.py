@@ -1,0 +1,1 @@
+"""Durable storage: PIN hashes, lockout counters and the audit log (SQLite by default)."""

@@ -1,0 +1,1 @@
+"""The supervision flow and its policy: PIN, rights, target resolution, ChanSpy options."""

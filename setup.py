@@ -1,0 +1,29 @@
+"""Packaging for fastagi-spy: supervisor listen/whisper/barge for Asterisk."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fastagi-spy",
+    version="0.1.0",
+    description="FastAGI + AMI supervisor monitoring (listen, whisper, barge) for Asterisk",
+    python_requires=">=3.11",
+    packages=find_packages(include=["fastagi_spy", "fastagi_spy.*"]),
+    package_data={"fastagi_spy": ["py.typed", "web/static/*"]},
+    install_requires=[
+        "twisted>=26.10",
+        "argon2-cffi>=23.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6",
+            "ruff>=0.6",
+            "mypy>=1.10",
+        ],
+        "bench": [
+            "panoramisk>=1.4",
+        ],
+    },
+    entry_points={"console_scripts": ["fastagi-spy = fastagi_spy.cli:main"]},
+)
