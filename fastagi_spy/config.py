@@ -1,0 +1,357 @@
+"""One TOML config file, validated once; every error names the key and the problem.
+
+The result is a frozen :class:`Config` that the rest of the code receives; nothing else reads
+the file or the environment.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.internet.endpoints import serverFromString
+
+from fastagi_spy.store.directory import AgentEntry, Directory, Mode, SupervisorEntry
+
+T = TypeVar("T")
+
+DIGITS = re.compile(r"^[0-9]{1,10}$")
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+DEVICE = re.compile(r"^[A-Za-z0-9]+/[A-Za-z0-9@_.+-]{1,80}$")
+TEAM = re.compile(r"^[A-Za-z0-9_ .-]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """The config file is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class AsteriskServer:
+    name: str
+    server_ip: str
+    ami_host: str
+    ami_port: int
+    ami_username: str
+    ami_secret: str = field(repr=False)
+    ami_tls: bool = False
+    ping_interval: float = 10.0
+    ping_timeout: float = 5.0
+
+    @property
+    def endpoint(self) -> str:
+        kind = "tls" if self.ami_tls else "tcp"
+        return f"{kind}:host={self.ami_host}:port={self.ami_port}"
+
+
+@dataclass(frozen=True)
+class ApiUser:
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class MapRules:
+    """How the live map recognises sessions and customers."""
+
+    session_range: tuple[int, int] = (8600000, 8699999)
+    trunk_contexts: frozenset[str] = frozenset()
+    trunk_prefixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SecurityRules:
+    pin_tries_per_call: int = 3
+    lockout_failures: int = 5
+    lockout_window: float = 900.0
+    lockout_duration: float = 900.0
+    enforce_spy_group: bool = True
+    notice: str = ""  # sound played to the monitored parties on join; "" = none
+    pin_cost: str = "production"  # "production" or "cheap" (tests and benchmarks only)
+
+
+@dataclass(frozen=True)
+class Config:
+    agi_listen: str
+    http_listen: str
+    database: str
+    pin_pepper: bytes = field(repr=False)
+    asterisk: tuple[AsteriskServer, ...]
+    directory: Directory
+    map_rules: MapRules
+    security: SecurityRules
+    api_users: tuple[ApiUser, ...]
+    command_timeout: float = 30.0
+    drain_timeout: float = 10.0
+    source: str = ""
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file; raises ConfigError naming the bad key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return parse(raw, base=path.parent, source=str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> Config:
+    _only(raw, "", {"server", "asterisk", "map", "security", "agents", "supervisors",
+                    "customers", "never_spy", "api_users"})
+    server = _table(raw, "server")
+    _only(server, "server.", {"agi_listen", "http_listen", "database", "pin_pepper",
+                              "pin_pepper_file", "command_timeout", "drain_timeout"})
+    servers = tuple(_asterisk(i, t) for i, t in enumerate(_tables(raw, "asterisk", required=True)))
+    _unique([s.name for s in servers], "asterisk[].name")
+    agents = tuple(_agent(i, t) for i, t in enumerate(_tables(raw, "agents")))
+    _unique([a.number for a in agents], "agents[].number")
+    supervisors = tuple(_supervisor(i, t) for i, t in enumerate(_tables(raw, "supervisors")))
+    _unique([s.number for s in supervisors], "supervisors[].number")
+    customers = _table(raw, "customers")
+    for number, name in customers.items():
+        _check(DIGITS.match(number), f"customers.{number}", "keys must be phone numbers (digits)")
+        _check(isinstance(name, str), f"customers.{number}", "expected a name (string)")
+    never = _list(raw, "never_spy", str, default=[])
+    for i, number in enumerate(never):
+        _check(DIGITS.match(number), f"never_spy[{i}]", f"expected agent digits, got {number!r}")
+    directory = Directory(agents, supervisors, frozenset(never), dict(customers))
+    return Config(
+        agi_listen=_endpoint(server, "server.agi_listen", "tcp:4573:interface=127.0.0.1"),
+        http_listen=_endpoint(server, "server.http_listen", "tcp:8580:interface=127.0.0.1"),
+        database=str(base / _get(server, "server.database", str, "fastagi-spy.sqlite3")),
+        pin_pepper=_pepper(server, base),
+        asterisk=servers,
+        directory=directory,
+        map_rules=_map_rules(_table(raw, "map")),
+        security=_security(_table(raw, "security")),
+        api_users=tuple(_api_user(i, t) for i, t in enumerate(_tables(raw, "api_users"))),
+        command_timeout=_number(server, "server.command_timeout", 30.0, 1, 600),
+        drain_timeout=_number(server, "server.drain_timeout", 10.0, 0, 3600),
+        source=source,
+    )
+
+
+# -- sections ------------------------------------------------------------------------------
+
+def _asterisk(i: int, t: Mapping[str, Any]) -> AsteriskServer:
+    key = f"asterisk[{i}]."
+    _only(t, key, {"name", "server_ip", "ami_host", "ami_port", "ami_username", "ami_secret",
+                   "ami_tls", "ping_interval", "ping_timeout"})
+    name = _get(t, key + "name", str)
+    _check(NAME.match(name), key + "name", "letters, digits, '.', '_' or '-' only")
+    ip = _get(t, key + "server_ip", str, "127.0.0.1")
+    _check(re.match(r"^[-.:_0-9a-zA-Z]{1,64}$", ip), key + "server_ip", "not an address")
+    return AsteriskServer(
+        name=name,
+        server_ip=ip,
+        ami_host=_get(t, key + "ami_host", str, "127.0.0.1"),
+        ami_port=int(_number(t, key + "ami_port", 5038, 1, 65535, integer=True)),
+        ami_username=_nonempty(t, key + "ami_username"),
+        ami_secret=_nonempty(t, key + "ami_secret"),
+        ami_tls=_get(t, key + "ami_tls", bool, False),
+        ping_interval=_number(t, key + "ping_interval", 10.0, 1, 300),
+        ping_timeout=_number(t, key + "ping_timeout", 5.0, 0.5, 60),
+    )
+
+
+def _agent(i: int, t: Mapping[str, Any]) -> AgentEntry:
+    key = f"agents[{i}]."
+    _only(t, key, {"number", "name", "team", "devices"})
+    number = _digits(t, key + "number")
+    team = _get(t, key + "team", str, "default")
+    _check(TEAM.match(team), key + "team", "letters, digits, space, '.', '_' or '-' only")
+    return AgentEntry(number, _get(t, key + "name", str, number), team, _devices(t, key))
+
+
+def _supervisor(i: int, t: Mapping[str, Any]) -> SupervisorEntry:
+    key = f"supervisors[{i}]."
+    _only(t, key, {"number", "name", "teams", "modes", "devices"})
+    number = _digits(t, key + "number")
+    teams = _list(t, key + "teams", str, default=[])
+    modes = _list(t, key + "modes", str, default=["listen"])
+    valid = {m.value for m in Mode}
+    for j, mode in enumerate(modes):
+        _check(mode in valid, f"{key}modes[{j}]", f"expected one of {sorted(valid)}, got {mode!r}")
+    return SupervisorEntry(
+        number,
+        _get(t, key + "name", str, number),
+        frozenset(teams),
+        frozenset(Mode(m) for m in modes),
+        _devices(t, key),
+    )
+
+
+def _api_user(i: int, t: Mapping[str, Any]) -> ApiUser:
+    key = f"api_users[{i}]."
+    _only(t, key, {"user", "password"})
+    user = _nonempty(t, key + "user")
+    _check(NAME.match(user), key + "user", "letters, digits, '.', '_' or '-' only")
+    password = _nonempty(t, key + "password")
+    _check(len(password) >= 8, key + "password", "must be at least 8 characters")
+    return ApiUser(user, password)
+
+
+def _map_rules(t: Mapping[str, Any]) -> MapRules:
+    _only(t, "map.", {"session_range", "trunk_contexts", "trunk_prefixes"})
+    rng = _list(t, "map.session_range", int, default=[8600000, 8699999])
+    _check(
+        len(rng) == 2 and 1000000 <= rng[0] <= rng[1] <= 9999999,
+        "map.session_range",
+        "expected [first, last] 7-digit numbers with first <= last",
+    )
+    return MapRules(
+        session_range=(rng[0], rng[1]),
+        trunk_contexts=frozenset(_list(t, "map.trunk_contexts", str, default=[])),
+        trunk_prefixes=tuple(_list(t, "map.trunk_prefixes", str, default=[])),
+    )
+
+
+def _security(t: Mapping[str, Any]) -> SecurityRules:
+    _only(t, "security.", {"pin_tries_per_call", "lockout_failures", "lockout_window",
+                           "lockout_duration", "enforce_spy_group", "notice", "pin_cost"})
+    notice = _get(t, "security.notice", str, "")
+    _check(re.match(r"^[A-Za-z0-9/_-]{0,64}$", notice), "security.notice",
+           "a sound name such as 'beep' or 'custom/monitored'")
+    cost = _get(t, "security.pin_cost", str, "production")
+    _check(cost in ("production", "cheap"), "security.pin_cost", "'production' or 'cheap'")
+    return SecurityRules(
+        pin_tries_per_call=int(_number(t, "security.pin_tries_per_call", 3, 1, 10, integer=True)),
+        lockout_failures=int(_number(t, "security.lockout_failures", 5, 1, 1000, integer=True)),
+        lockout_window=_number(t, "security.lockout_window", 900.0, 1, 86400 * 30),
+        lockout_duration=_number(t, "security.lockout_duration", 900.0, 1, 86400 * 30),
+        enforce_spy_group=_get(t, "security.enforce_spy_group", bool, True),
+        notice=notice,
+        pin_cost=cost,
+    )
+
+
+def _pepper(server: Mapping[str, Any], base: Path) -> bytes:
+    inline = server.get("pin_pepper")
+    path = server.get("pin_pepper_file")
+    _check(not (inline and path), "server.pin_pepper", "give pin_pepper or pin_pepper_file, not both")
+    if path is not None:
+        _check(isinstance(path, str), "server.pin_pepper_file", "expected a path")
+        try:
+            value = (base / path).read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"server.pin_pepper_file: cannot read {path}: {exc.strerror}") from None
+    else:
+        value = _nonempty(server, "server.pin_pepper").encode()
+    _check(len(value) >= 16, "server.pin_pepper", "must be at least 16 bytes of secret")
+    return value
+
+
+# -- typed getters ---------------------------------------------------------------------------
+
+_MISSING: Any = object()
+
+
+def _get(t: Mapping[str, Any], key: str, kind: type[T], default: T = _MISSING) -> T:
+    name = key.rsplit(".", 1)[-1]
+    if name not in t:
+        if default is _MISSING:
+            raise ConfigError(f"{key}: required")
+        return default
+    value = t[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {type(value).__name__}")
+    return value  # type: ignore[no-any-return]
+
+
+def _nonempty(t: Mapping[str, Any], key: str) -> str:
+    value = _get(t, key, str)
+    _check(value.strip(), key, "must not be empty")
+    _check(not any(c in value for c in "\r\n\0"), key, "must not contain CR, LF or NUL")
+    return value
+
+
+def _digits(t: Mapping[str, Any], key: str) -> str:
+    value = _get(t, key, str)
+    _check(DIGITS.match(value), key, f"expected 1-10 digits as a string, got {value!r}")
+    return value
+
+
+def _number(
+    t: Mapping[str, Any], key: str, default: float, low: float, high: float, integer: bool = False
+) -> float:
+    name = key.rsplit(".", 1)[-1]
+    value = t.get(name, default)
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if integer:
+        ok = ok and float(value).is_integer()
+    _check(ok, key, f"expected a {'whole ' if integer else ''}number, got {value!r}")
+    _check(low <= value <= high, key, f"must be between {low:g} and {high:g}, got {value!r}")
+    return float(value)
+
+
+def _list(t: Mapping[str, Any], key: str, kind: type[T], default: list[T]) -> list[T]:
+    name = key.rsplit(".", 1)[-1]
+    value = t.get(name, default)
+    _check(isinstance(value, list), key, f"expected a list, got {type(value).__name__}")
+    for i, item in enumerate(value):
+        _check(isinstance(item, kind) and not isinstance(item, bool) or kind is bool,
+               f"{key}[{i}]", f"expected {kind.__name__}, got {item!r}")
+    return list(value)
+
+
+def _devices(t: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    devices = _list(t, key + "devices", str, default=[])
+    for j, device in enumerate(devices):
+        _check(DEVICE.match(device), f"{key}devices[{j}]",
+               f"expected a device such as 'PJSIP/1001', got {device!r}")
+    return tuple(devices)
+
+
+def _table(t: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = t.get(key, {})
+    _check(isinstance(value, dict), key, "expected a table")
+    return value  # type: ignore[no-any-return]
+
+
+def _tables(t: Mapping[str, Any], key: str, required: bool = False) -> list[Mapping[str, Any]]:
+    value = t.get(key, [])
+    _check(isinstance(value, list) and all(isinstance(v, dict) for v in value), key,
+           f"expected an array of tables ([[{key}]])")
+    _check(value or not required, key, f"at least one [[{key}]] is required")
+    return list(value)
+
+
+def _only(t: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
+    for name in t:
+        _check(name in allowed, f"{prefix}{name}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _unique(values: list[str], key: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        _check(value not in seen, key, f"duplicate {value!r}")
+        seen.add(value)
+
+
+def _endpoint(t: Mapping[str, Any], key: str, default: str) -> str:
+    value = _get(t, key, str, default)
+    try:
+        # Parsing only: the endpoint keeps the reactor reference without using it.
+        serverFromString(None, value)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{key}: not a Twisted endpoint such as {default!r}: {exc}") from None
+    return value
+
+
+def _check(ok: object, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {problem}")
+

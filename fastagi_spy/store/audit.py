@@ -1,0 +1,262 @@
+"""The durable audit log: one row per supervision attempt, denied and abandoned ones too.
+
+The row is committed before the spy starts and updated as the attempt goes on, so a kill -9
+leaves an open row that `close_interrupted` marks at the next start-up.
+"""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import enum
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass
+from dataclasses import fields as dataclass_fields
+from datetime import UTC, datetime
+from typing import TextIO
+
+from fastagi_spy.store.database import Database
+from fastagi_spy.store.directory import Mode
+
+
+class EndReason(enum.StrEnum):
+    """Why an attempt or session ended."""
+
+    SUPERVISOR_HANGUP = "supervisor_hangup"
+    AGENT_HANGUP = "agent_hangup"
+    DENIED = "denied"
+    LOCKED_OUT = "locked_out"
+    BAD_PIN = "bad_pin"
+    NOT_FOUND = "not_found"
+    NOT_LOGGED_IN = "not_logged_in"
+    NOT_ON_CALL = "not_on_call"
+    AMBIGUOUS = "ambiguous"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    INVALID_TARGET = "invalid_target"
+    ABANDONED = "abandoned"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+    COMPLETED = "completed"
+
+
+class AuthResult(enum.StrEnum):
+    """The outcome of identifying the supervisor ("pending" until it is known)."""
+
+    OK = "ok"
+    BAD_PIN = "bad_pin"
+    UNKNOWN_SUPERVISOR = "unknown_supervisor"
+    LOCKED_OUT = "locked_out"
+    NO_INPUT = "no_input"
+    PENDING = "pending"
+
+
+class Via(enum.StrEnum):
+    """Where the request came from."""
+
+    PHONE = "phone"
+    API = "api"
+    WEB = "web"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audit row; field order is the column order and the CSV column order."""
+
+    id: int
+    started_at: float
+    channel: str | None
+    uniqueid: str | None
+    via: str
+    supervisor: str | None
+    device: str | None
+    auth_result: str | None
+    requested_target: str | None
+    agent: str | None
+    resolved_channel: str | None
+    server: str | None
+    modes: str | None
+    spy_started_at: float | None
+    spy_stopped_at: float | None
+    ended_at: float | None
+    end_reason: str | None
+    detail: str | None
+
+
+_COLUMNS = tuple(f.name for f in dataclass_fields(AuditRecord))
+_TIME_COLUMNS = frozenset({"started_at", "spy_started_at", "spy_stopped_at", "ended_at"})
+# Identity, origin and the ending are fixed by open()/close(); everything else may change.
+_UPDATABLE = frozenset(_COLUMNS) - {"id", "started_at", "via", "ended_at", "end_reason"}
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM audit"
+_MAX_LIST = 10_000
+# Spreadsheets run cells starting with these as formulas (OWASP CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+FieldValue = str | float | None
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _csv_cell(column: str, value: object) -> str:
+    if value is None:
+        return ""
+    if column in _TIME_COLUMNS and isinstance(value, int | float):
+        return _iso(float(value))
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+class AuditLog:
+    """Reads and writes the audit table; every method is one committed transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def open(
+        self,
+        started_at: float,
+        via: str,
+        *,
+        channel: str | None = None,
+        uniqueid: str | None = None,
+        supervisor: str | None = None,
+        device: str | None = None,
+    ) -> int:
+        """Start a record (auth "pending") and return its id; committed before returning."""
+        Via(via)  # ValueError for anything but phone/api/web
+        with self._db.transaction() as conn:
+            (record_id,) = conn.execute(
+                "INSERT INTO audit (started_at, via, channel, uniqueid, supervisor, device, "
+                "auth_result) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (started_at, via, channel, uniqueid, supervisor, device, AuthResult.PENDING.value),
+            ).fetchone()
+        return int(record_id)
+
+    def update(self, record_id: int, **fields: FieldValue) -> None:
+        """Set some columns; ValueError for a column outside the allow-list."""
+        unknown = sorted(set(fields) - _UPDATABLE)
+        if unknown:
+            raise ValueError(f"audit columns not updatable: {', '.join(unknown)}")
+        auth_result = fields.get("auth_result")
+        if auth_result is not None and auth_result not in set(AuthResult):
+            raise ValueError(f"unknown auth_result {auth_result!r}")
+        if not fields:
+            return
+        names = list(fields)
+        # Column names come from the allow-list above, never from the caller's values.
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        with self._db.transaction() as conn:
+            cursor = conn.execute(
+                f"UPDATE audit SET {assignments} WHERE id = ?",
+                (*(fields[name] for name in names), record_id),
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(f"no audit record {record_id}")
+
+    def add_mode(self, record_id: int, mode: str) -> None:
+        """Append a mode to the record's mode history ("listen,barge"); repeats are skipped."""
+        Mode(mode)  # ValueError for anything but listen/whisper/barge
+        with self._db.transaction() as conn:
+            row = conn.execute("SELECT modes FROM audit WHERE id = ?", (record_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no audit record {record_id}")
+            history = row[0].split(",") if row[0] else []
+            if history and history[-1] == mode:
+                return
+            history.append(mode)
+            conn.execute(
+                "UPDATE audit SET modes = ? WHERE id = ?", (",".join(history), record_id)
+            )
+
+    def mark_spy_started(self, record_id: int, at: float) -> None:
+        """Note when ChanSpy started; the first start is kept."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE audit SET spy_started_at = ? WHERE id = ? AND spy_started_at IS NULL",
+                (at, record_id),
+            )
+
+    def mark_spy_stopped(self, record_id: int, at: float) -> None:
+        """Note when ChanSpy stopped; the last stop wins."""
+        with self._db.transaction() as conn:
+            conn.execute("UPDATE audit SET spy_stopped_at = ? WHERE id = ?", (at, record_id))
+
+    def close(
+        self, record_id: int, ended_at: float, reason: EndReason, detail: str | None = None
+    ) -> bool:
+        """End the record once; later calls change nothing. Returns whether this call closed it.
+
+        A None detail keeps any detail already written.
+        """
+        with self._db.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE audit SET ended_at = ?, end_reason = ?, detail = COALESCE(?, detail) "
+                "WHERE id = ? AND ended_at IS NULL",
+                (ended_at, EndReason(reason).value, detail, record_id),
+            )
+        return cursor.rowcount > 0
+
+    def close_interrupted(self, now: float) -> int:
+        """Close every open record as "interrupted" (start-up after a crash); returns how many.
+
+        This assumes no other live instance shares the table: with several instances on one
+        database it would also close their open records.
+        """
+        with self._db.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE audit SET ended_at = ?, end_reason = ? WHERE ended_at IS NULL",
+                (now, EndReason.INTERRUPTED.value),
+            )
+        return cursor.rowcount
+
+    def find_open_by_channel(self, uniqueid: str) -> int | None:
+        """The newest open record for the supervisor channel with this uniqueid."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT id FROM audit WHERE uniqueid = ? AND ended_at IS NULL "
+                "ORDER BY id DESC LIMIT 1",
+                (uniqueid,),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def get(self, record_id: int) -> AuditRecord | None:
+        """One record by id."""
+        with self._db.transaction() as conn:
+            row = conn.execute(f"{_SELECT} WHERE id = ?", (record_id,)).fetchone()
+        return None if row is None else AuditRecord(*row)
+
+    def list(
+        self, limit: int = 100, since: float | None = None, supervisor: str | None = None
+    ) -> builtins.list[AuditRecord]:
+        """The newest records first, optionally since a time and for one supervisor."""
+        if not 1 <= limit <= _MAX_LIST:
+            raise ValueError(f"limit must be between 1 and {_MAX_LIST}")
+        conditions: builtins.list[str] = []
+        params: builtins.list[FieldValue] = []
+        if since is not None:
+            conditions.append("started_at >= ?")
+            params.append(since)
+        if supervisor is not None:
+            conditions.append("supervisor = ?")
+            params.append(supervisor)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                f"{_SELECT}{where} ORDER BY started_at DESC, id DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [AuditRecord(*row) for row in rows]
+
+    @staticmethod
+    def export_csv(records: Iterable[AuditRecord], out: TextIO) -> None:
+        """Write records as CSV: a header row, ISO-8601 UTC times, formula cells neutralised.
+
+        Open `out` with newline="" as the csv module asks.
+        """
+        writer = csv.writer(out)
+        writer.writerow(_COLUMNS)
+        for record in records:
+            writer.writerow(
+                [_csv_cell(col, val) for col, val in zip(_COLUMNS, astuple(record), strict=True)]
+            )

@@ -1,0 +1,127 @@
+"""The SQLite connector: opening, PRAGMAs, schema and transactions.
+
+This is the only SQLite-specific module. Other store modules use plain SQL with bound
+parameters through `Database.transaction()`, so they can move to PostgreSQL later.
+All calls are blocking; the Twisted layer runs them in a thread pool.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fastagi_spy.store.errors import StoreError
+
+# CREATE ... IF NOT EXISTS makes opening idempotent. The DDL is the one non-portable part
+# (AUTOINCREMENT would be an identity column on PostgreSQL); the DML elsewhere is plain.
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS pins (
+        supervisor TEXT PRIMARY KEY,
+        hash TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS auth_failures (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL,
+        at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS auth_failures_key_at ON auth_failures (key, at)",
+    """CREATE TABLE IF NOT EXISTS lockouts (
+        key TEXT PRIMARY KEY,
+        until REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at REAL NOT NULL,
+        channel TEXT,
+        uniqueid TEXT,
+        via TEXT NOT NULL,
+        supervisor TEXT,
+        device TEXT,
+        auth_result TEXT,
+        requested_target TEXT,
+        agent TEXT,
+        resolved_channel TEXT,
+        server TEXT,
+        modes TEXT,
+        spy_started_at REAL,
+        spy_stopped_at REAL,
+        ended_at REAL,
+        end_reason TEXT,
+        detail TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_started_at ON audit (started_at)",
+    "CREATE INDEX IF NOT EXISTS audit_uniqueid ON audit (uniqueid)",
+    "CREATE INDEX IF NOT EXISTS audit_open ON audit (ended_at)",
+)
+
+_PRAGMAS = (
+    # WAL + synchronous=NORMAL: a committed transaction is in the WAL file before COMMIT
+    # returns, so it survives kill -9 of this process. Only an OS crash or power loss can
+    # lose the last few commits (they are not fsynced until a checkpoint).
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    # Other processes sharing the file (several instances) wait rather than fail at once.
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+class Database:
+    """One SQLite connection, shared by threads, with one transaction at a time."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves in transaction().
+            self._conn = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open database {self.path!r}: {exc}") from exc
+        try:
+            for pragma in _PRAGMAS:
+                self._conn.execute(pragma)
+            with self.transaction() as conn:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+        except (StoreError, sqlite3.Error) as exc:
+            self._conn.close()
+            raise StoreError(f"cannot open database {self.path!r}: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the body as one transaction: commit on success, roll back on any exception.
+
+        sqlite3 errors come out as StoreError; our own exceptions pass through unchanged.
+        """
+        with self._lock:
+            try:
+                # IMMEDIATE takes the write lock up front, so two processes cannot both read
+                # and then deadlock upgrading to write (busy_timeout cannot resolve that).
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"database {self.path!r}: {exc}") from exc
+            try:
+                yield self._conn
+            except BaseException as exc:
+                self._conn.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"database {self.path!r}: {exc}") from exc
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._conn.rollback()
+                raise StoreError(f"database {self.path!r}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection; the object is unusable afterwards."""
+        with self._lock:
+            self._conn.close()
