@@ -165,9 +165,7 @@ class AuditLog:
             if history and history[-1] == mode:
                 return
             history.append(mode)
-            conn.execute(
-                "UPDATE audit SET modes = ? WHERE id = ?", (",".join(history), record_id)
-            )
+            conn.execute("UPDATE audit SET modes = ? WHERE id = ?", (",".join(history), record_id))
 
     def mark_spy_started(self, record_id: int, at: float) -> None:
         """Note when ChanSpy started; the first start is kept."""

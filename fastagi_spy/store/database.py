@@ -80,9 +80,7 @@ class Database:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves in transaction().
-            self._conn = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None
-            )
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open database {self.path!r}: {exc}") from exc
         try:

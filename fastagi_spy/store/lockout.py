@@ -99,9 +99,7 @@ class LockoutStore:
         """Forget the failures of these keys (a lockout already in force stays)."""
         wanted = _keys(keys)
         with self._db.transaction() as conn:
-            conn.execute(
-                "DELETE FROM auth_failures WHERE at <= ?", (now - self.policy.window_s,)
-            )
+            conn.execute("DELETE FROM auth_failures WHERE at <= ?", (now - self.policy.window_s,))
             if wanted:
                 conn.execute(
                     f"DELETE FROM auth_failures WHERE key IN ({_placeholders(len(wanted))})",
@@ -124,9 +122,7 @@ class LockoutStore:
         return [(str(key), float(until)) for key, until in rows]
 
     @staticmethod
-    def _locked_until(
-        conn: sqlite3.Connection, keys: tuple[str, ...], now: float
-    ) -> float | None:
+    def _locked_until(conn: sqlite3.Connection, keys: tuple[str, ...], now: float) -> float | None:
         (until,) = conn.execute(
             f"SELECT MAX(until) FROM lockouts WHERE until > ? "
             f"AND key IN ({_placeholders(len(keys))})",

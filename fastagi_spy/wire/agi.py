@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeAlias
 from urllib.parse import parse_qs
 
 from fastagi_spy.wire.errors import LocalProtocolError, RemoteProtocolError
@@ -194,7 +195,7 @@ class HangupNotice:
     """The out-of-band ``HANGUP`` line: the channel hung up; not a reply."""
 
 
-AGIEvent = AGIEnvironment | AGIReply | HangupNotice
+AGIEvent: TypeAlias = AGIEnvironment | AGIReply | HangupNotice
 
 
 class AGIParser:

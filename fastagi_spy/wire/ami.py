@@ -1,0 +1,417 @@
+"""Sans-IO AMI: banner and header blocks in, frozen messages out; actions back.
+
+Theory of operation (main/manager.c, Asterisk 20-22):
+
+* On connect Asterisk writes one banner line, ``Asterisk Call Manager/<AMI
+  version>\\r\\n`` (session_do), with no colon and no blank line after it.
+* Everything after that is a message: ``Name: value`` lines ended by an empty
+  line.  Responses (``Response:``) and events (``Event:``) share the framing and
+  may interleave, so :class:`AMIParser` only frames; :class:`ActionCorrelator`
+  pairs responses and event-list items with the action that asked for them.
+* Headers repeat (``Output``, ``ChanVariable``, ``Variable``), so a message keeps
+  its headers as an ordered tuple of pairs with a case-insensitive lookup on top.
+
+:func:`encode_action` is the only way to build an action; it refuses CR, LF and
+NUL so a value can never add headers or a whole second action.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from fastagi_spy.wire.errors import LocalProtocolError, RemoteProtocolError
+from fastagi_spy.wire.lines import LineBuffer
+
+__all__ = [
+    "AMIBanner",
+    "AMIEvent",
+    "AMIMessage",
+    "AMIParser",
+    "ActionCorrelator",
+    "ActionResult",
+    "encode_action",
+    "md5_key",
+]
+
+# One header per line: the name runs to the FIRST ":" (values such as
+# "Uniqueid: 1723456789.12" or "Data: PJSIP/1001,30" contain colons) and exactly
+# one following space is dropped, so "AccountCode: " gives "".  Applied with
+# findall to a whole message at once: one regex call per message, not per line.
+_HEADER_LINE = re.compile(r"^([^:\n]+):[ ]?(.*)$", re.MULTILINE)
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+# manager.c keeps input lines in inbuf[1025]: get_input answers
+# "Failed to parse message: line too long" once 1024 bytes hold no line end.
+MAX_ACTION_LINE = 1024
+# do_message stores at most AST_MAX_MANHEADERS (128) header lines per action,
+# Action and ActionID included, and silently drops the rest.
+MAX_ACTION_HEADERS = 128
+
+_FORBIDDEN = ("\r", "\n", "\x00")
+
+
+@dataclass(frozen=True, slots=True)
+class AMIBanner:
+    """The greeting line, e.g. ``Asterisk Call Manager/11.0.0``."""
+
+    text: str
+    # AMI_VERSION from manager.h: 9.0.0 on Asterisk 20, 10.0.0 on 21, 11.0.0 on 22.
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class AMIMessage:
+    """One response or event: ordered headers, repeats kept, names as sent."""
+
+    headers: tuple[tuple[str, str], ...]
+    # Lower-cased name -> first value, built on first lookup: parsing stays
+    # cheap for messages nobody inspects, lookups stay O(1) for the rest.
+    _index: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _lookup(self) -> dict[str, str]:
+        index = self._index
+        if index is None:
+            # Reversed so the first occurrence wins: astman_get_header returns
+            # the first match, and so do we.
+            index = {name.lower(): value for name, value in reversed(self.headers)}
+            object.__setattr__(self, "_index", index)
+        return index
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """First value of header ``name`` (case-insensitive), else ``default``."""
+        return self._lookup().get(name.lower(), default)
+
+    def get_all(self, name: str) -> tuple[str, ...]:
+        """Every value of header ``name`` (case-insensitive), in order."""
+        wanted = name.lower()
+        return tuple(value for key, value in self.headers if key.lower() == wanted)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._lookup()
+
+    @property
+    def event(self) -> str | None:
+        """The ``Event`` header, or None for a response."""
+        return self._lookup().get("event")
+
+    @property
+    def response(self) -> str | None:
+        """The ``Response`` header: Success, Error or Goodbye."""
+        return self._lookup().get("response")
+
+    @property
+    def action_id(self) -> str | None:
+        """The ``ActionID`` header echoed back from the action, if any."""
+        return self._lookup().get("actionid")
+
+    @property
+    def is_event(self) -> bool:
+        """True when an ``Event`` header is present.
+
+        Checked before ``Response``: OriginateResponse is an event that also
+        carries a ``Response:`` header (manager.c originate, "Success"/"Failure").
+        """
+        return "event" in self._lookup()
+
+    @property
+    def is_response(self) -> bool:
+        """True for a reply to an action: ``Response`` and no ``Event``."""
+        index = self._lookup()
+        return "response" in index and "event" not in index
+
+    @property
+    def output(self) -> tuple[str, ...]:
+        """Every ``Output`` line of a Command response.
+
+        Since Asterisk 14 action_command sends one ``Output:`` header per CLI
+        line instead of the old ``Response: Follows`` body.
+        """
+        return self.get_all("Output")
+
+
+AMIEvent: TypeAlias = AMIBanner | AMIMessage
+
+
+class AMIParser:
+    """Incremental AMI parser for the Asterisk -> client direction.
+
+    Feed it bytes as they arrive; it returns the banner and the messages they
+    completed.  After a :class:`RemoteProtocolError` the parser stays broken and
+    every later :meth:`feed` raises again: the caller should drop the connection.
+    """
+
+    __slots__ = (
+        "_banner_seen",
+        "_broken",
+        "_lines",
+        "_max_headers",
+        "_pending",
+        "_pending_lines",
+    )
+
+    def __init__(self, max_line: int = 65536, max_headers: int = 4096) -> None:
+        self._lines = LineBuffer(max_line)
+        self._max_headers = max_headers
+        self._banner_seen = False
+        # Decoded lines of the message being received, each ending in "\n";
+        # chunks are joined only once the terminating blank line shows up.
+        self._pending: list[str] = []
+        self._pending_lines = 0
+        self._broken: RemoteProtocolError | None = None
+
+    def feed(self, data: bytes) -> list[AMIEvent]:
+        """Consume ``data``; return the banner and messages it completed."""
+        if self._broken is not None:
+            raise RemoteProtocolError("parser already failed") from self._broken
+        try:
+            return self._feed(data)
+        except RemoteProtocolError as exc:
+            self._broken = exc
+            raise
+
+    def _feed(self, data: bytes) -> list[AMIEvent]:
+        lines = self._lines.feed(data)
+        if not lines:
+            return []
+        out: list[AMIEvent] = []
+        if not self._banner_seen:
+            out.append(_parse_banner(lines[0]))
+            self._banner_seen = True
+            del lines[0]
+            if not lines:
+                return out
+        # LF never occurs inside a multi-byte UTF-8 sequence, so decoding the
+        # complete lines joined by LF gives exactly the per-line decoding (bad
+        # bytes become U+FFFD within their own line) in one C call.  The partial
+        # tail stays undecoded in the LineBuffer.
+        text = b"\n".join(lines).decode("utf-8", "replace") + "\n"
+        # Every line now ends in "\n", so "\n\n" marks the blank line that ends
+        # a message.  A chunk starting with "\n" ends the pending message too.
+        if "\n\n" not in text and text[0] != "\n":
+            self._hold(text)
+            return out
+        if self._pending:
+            self._pending.append(text)
+            text = "".join(self._pending)
+            self._pending = []
+            self._pending_lines = 0
+        blocks = text.split("\n\n")
+        rest = blocks.pop().lstrip("\n")
+        for block in blocks:
+            # Extra blank lines between messages are harmless: skip them.
+            body = block.lstrip("\n") if block[:1] == "\n" else block
+            if body:
+                out.append(self._message(body))
+        if rest:
+            self._hold(rest)
+        return out
+
+    def _hold(self, chunk: str) -> None:
+        count = self._pending_lines + chunk.count("\n")
+        if count > self._max_headers:
+            raise RemoteProtocolError(f"message has more than {self._max_headers} headers")
+        self._pending.append(chunk)
+        self._pending_lines = count
+
+    def _message(self, block: str) -> AMIMessage:
+        headers = _HEADER_LINE.findall(block)
+        count = block.count("\n") + 1
+        if len(headers) != count:
+            bad = next(
+                (line for line in block.split("\n") if _HEADER_LINE.fullmatch(line) is None),
+                block,
+            )
+            raise RemoteProtocolError(f"not a header line: {bad[:80]!r}")
+        if count > self._max_headers:
+            raise RemoteProtocolError(f"message has more than {self._max_headers} headers")
+        return AMIMessage(tuple(headers))
+
+
+def _parse_banner(raw: bytes) -> AMIBanner:
+    text = raw.decode("utf-8", "replace")
+    # session_do writes "Asterisk Call Manager/%s\r\n" before anything else; a
+    # header or blank line here means we are not talking to a fresh AMI session.
+    if not text or ": " in text:
+        raise RemoteProtocolError(f"expected the AMI banner, got {text[:80]!r}")
+    _, slash, version = text.rpartition("/")
+    return AMIBanner(text, version if slash else "")
+
+
+def _check_value(value: str, what: str) -> None:
+    for bad in _FORBIDDEN:
+        if bad in value:
+            # get_input ends a header at LF (CRLF or bare LF): a newline in a
+            # value would add headers or a whole second action.  NUL would
+            # truncate the C string.
+            raise LocalProtocolError(f"{what} contains {bad!r}")
+
+
+def _check_name(name: str, what: str) -> None:
+    if _NAME.fullmatch(name) is None:
+        raise LocalProtocolError(f"bad {what} {name[:40]!r}")
+
+
+def encode_action(
+    action: str,
+    headers: Iterable[tuple[str, str]] = (),
+    action_id: str | None = None,
+) -> bytes:
+    """Build one action: ``Action``, optional ``ActionID``, headers, blank line.
+
+    Raises :class:`LocalProtocolError` for a bad action or header name, CR, LF or
+    NUL in a value, a line over ``MAX_ACTION_LINE`` bytes (CRLF included), more
+    than ``MAX_ACTION_HEADERS`` lines, a second ``Action`` header, or an
+    ``ActionID`` header together with ``action_id``.
+    """
+    _check_name(action, "action name")
+    lines = [f"Action: {action}"]
+    if action_id is not None:
+        _check_value(action_id, "ActionID")
+        lines.append(f"ActionID: {action_id}")
+    for name, value in headers:
+        _check_name(name, "header name")
+        lowered = name.lower()
+        # astman_get_header returns the first match, so a duplicate would be
+        # silently ignored by Asterisk: refuse it instead.
+        if lowered == "action" or (lowered == "actionid" and action_id is not None):
+            raise LocalProtocolError(f"duplicate {name} header")
+        _check_value(value, f"value of {name}")
+        lines.append(f"{name}: {value}")
+    if len(lines) > MAX_ACTION_HEADERS:
+        raise LocalProtocolError(
+            f"{len(lines)} header lines exceed AST_MAX_MANHEADERS ({MAX_ACTION_HEADERS})"
+        )
+    encoded: list[bytes] = []
+    for line in lines:
+        try:
+            raw = line.encode("utf-8") + b"\r\n"
+        except UnicodeEncodeError as exc:
+            raise LocalProtocolError(f"header is not encodable as UTF-8: {exc}") from exc
+        if len(raw) > MAX_ACTION_LINE:
+            raise LocalProtocolError(
+                f"header line of {len(raw)} bytes exceeds {MAX_ACTION_LINE} (manager.c inbuf)"
+            )
+        encoded.append(raw)
+    encoded.append(b"\r\n")
+    return b"".join(encoded)
+
+
+def md5_key(challenge: str, secret: str) -> str:
+    """The ``Key`` for an MD5 login: lowercase hex md5(challenge + secret).
+
+    manager.c authenticate compares it with ast_md5_hash of the same string.
+    The digest is protocol-mandated, not our choice of password hashing.
+    """
+    digest = hashlib.md5((challenge + secret).encode("utf-8"), usedforsecurity=False)
+    return digest.hexdigest()
+
+
+# --- Event-list correlation --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """Everything Asterisk sent back for one action."""
+
+    action_id: str
+    # The Response message (for a list, the "EventList: start" one; or the
+    # response that cut the list short).
+    response: AMIMessage
+    # The list items, in arrival order, without the completion event.
+    events: tuple[AMIMessage, ...]
+    # The "...Complete" event carrying "EventList: Complete", if it was a list.
+    complete: AMIMessage | None
+
+    @property
+    def success(self) -> bool:
+        """True for ``Success``, and for ``Goodbye`` (the answer to Logoff)."""
+        answer = self.response.response
+        return answer is not None and answer.lower() in ("success", "goodbye")
+
+
+class _Pending:
+    __slots__ = ("events", "response")
+
+    def __init__(self) -> None:
+        self.response: AMIMessage | None = None
+        self.events: list[AMIMessage] = []
+
+
+class ActionCorrelator:
+    """Pair responses and event-list items with the pending action by ActionID.
+
+    Sans-IO: the caller registers each ActionID it sends with :meth:`expect`,
+    passes every received :class:`AMIMessage` to :meth:`feed`, and dispatches
+    the messages that come back as not consumed.
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: dict[str, _Pending] = {}
+
+    def expect(self, action_id: str) -> None:
+        """Register an action we are about to send."""
+        if action_id in self._pending:
+            # Two actions sharing an ID would steal each other's replies.
+            raise LocalProtocolError(f"ActionID {action_id!r} is already pending")
+        self._pending[action_id] = _Pending()
+
+    def forget(self, action_id: str) -> None:
+        """Stop waiting for ``action_id`` (e.g. it timed out); late replies pass through."""
+        self._pending.pop(action_id, None)
+
+    def pending(self) -> frozenset[str]:
+        """The ActionIDs still waiting for a response or list completion."""
+        return frozenset(self._pending)
+
+    def clear(self) -> list[str]:
+        """Drop every pending action and return their IDs (on disconnect; never replay)."""
+        ids = list(self._pending)
+        self._pending.clear()
+        return ids
+
+    def feed(self, message: AMIMessage) -> tuple[bool, ActionResult | None]:
+        """Offer one message; return ``(consumed, finished_result_or_None)``."""
+        action_id = message.action_id
+        if action_id is None:
+            return False, None
+        state = self._pending.get(action_id)
+        if state is None:
+            return False, None
+        if message.is_event:
+            if state.response is None:
+                # Not a list item: no "EventList: start" response yet.  Such an
+                # event (e.g. an early OriginateResponse) goes to normal dispatch.
+                return False, None
+            marker = message.get("EventList")
+            if marker is not None and marker.lower() == "complete":
+                # astman_send_list_complete_start: the closing "...Complete"
+                # event carries "EventList: Complete" and "ListItems: N".
+                del self._pending[action_id]
+                return True, ActionResult(
+                    action_id, state.response, tuple(state.events), message
+                )
+            state.events.append(message)
+            return True, None
+        if not message.is_response:
+            return False, None
+        answer = (message.response or "").lower()
+        marker = message.get("EventList")
+        if (
+            state.response is None
+            and answer == "success"
+            and marker is not None
+            and marker.lower() == "start"
+        ):
+            # astman_send_listack: "Response: Success" + "EventList: start";
+            # the items follow as events with the same ActionID.
+            state.response = message
+            return True, None
+        # A plain response, or an error (which ends a list immediately).
+        del self._pending[action_id]
+        return True, ActionResult(action_id, message, tuple(state.events), None)

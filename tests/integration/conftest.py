@@ -1,0 +1,57 @@
+"""The real Asterisk 22 sandbox, shared by the integration tests.
+
+It must start: when it cannot, every test that needs it errors (never skips), so a CI run
+can never pass with its integration suite silently missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_twisted
+from twisted.logger import globalLogPublisher
+
+from fastagi_spy.sandbox import AsteriskSandbox
+from tests.integration.driver import Driver
+
+# agent number -> SPYGROUP token, as a site's dialplan sets it on agent legs
+TEAMS = {
+    "10": "team_sales",
+    "100": "team_sales",
+    "1001": "team_sales",
+    "1002": "team_sales",
+    "1003": "team_support",
+    "1004": "team_sales",
+}
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[AsteriskSandbox]:
+    box = AsteriskSandbox(name="fsp-test", teams=TEAMS)
+    box.start()
+    yield box
+    box.stop()
+
+
+@pytest_twisted.async_yield_fixture()
+async def driver(sandbox: AsteriskSandbox) -> AsyncIterator[Driver]:
+    drv = Driver(sandbox)
+    await drv.connect()
+    yield drv
+    await drv.hangup_all()
+    await drv.close()
+
+
+@pytest.fixture()
+def log_events() -> Iterator[list[dict[str, object]]]:
+    """Every Twisted log event emitted during the test."""
+    seen: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(seen.append)
+    yield seen
+    globalLogPublisher.removeObserver(seen.append)
+
+
+def failures(events: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Log events that carry a traceback."""
+    return [e for e in events if "log_failure" in e]
