@@ -17,6 +17,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from fastagi_spy.supervise.line import LineGone
 from fastagi_spy.wire.agi import (
     AGIEnvironment,
     AGIParser,
@@ -35,7 +36,7 @@ class AGIError(Exception):
     """A FastAGI command could not be completed."""
 
 
-class AGIHangup(AGIError):
+class AGIHangup(AGIError, LineGone):
     """The channel hung up: the command failed or was refused."""
 
 
@@ -43,7 +44,7 @@ class AGICommandTimeout(AGIError):
     """Asterisk did not answer a command in time; the connection was aborted."""
 
 
-class AGIConnectionLost(AGIError):
+class AGIConnectionLost(AGIError, LineGone):
     """The connection closed before the command's reply arrived."""
 
 

@@ -11,6 +11,10 @@ from typing import Protocol
 from fastagi_spy.wire.agi import AGIEnvironment, AGIReply
 
 
+class LineGone(Exception):
+    """The caller hung up or the FastAGI connection closed: nobody is left to hear a prompt."""
+
+
 class AGILine(Protocol):
     env: AGIEnvironment
     hung_up: bool

@@ -21,6 +21,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TypeAlias
 
 from fastagi_spy.wire.errors import LocalProtocolError, RemoteProtocolError
@@ -37,11 +38,6 @@ __all__ = [
     "md5_key",
 ]
 
-# One header per line: the name runs to the FIRST ":" (values such as
-# "Uniqueid: 1723456789.12" or "Data: PJSIP/1001,30" contain colons) and exactly
-# one following space is dropped, so "AccountCode: " gives "".  Applied with
-# findall to a whole message at once: one regex call per message, not per line.
-_HEADER_LINE = re.compile(r"^([^:\n]+):[ ]?(.*)$", re.MULTILINE)
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 # manager.c keeps input lines in inbuf[1025]: get_input answers
@@ -174,21 +170,21 @@ class AMIParser:
             raise
 
     def _feed(self, data: bytes) -> list[AMIEvent]:
-        lines = self._lines.feed(data)
-        if not lines:
+        block = self._lines.feed_block(data)
+        if block is None:
             return []
         out: list[AMIEvent] = []
         if not self._banner_seen:
-            out.append(_parse_banner(lines[0]))
+            first, newline, block = block.partition(b"\n")
+            out.append(_parse_banner(first))
             self._banner_seen = True
-            del lines[0]
-            if not lines:
+            if not newline:
                 return out
         # LF never occurs inside a multi-byte UTF-8 sequence, so decoding the
-        # complete lines joined by LF gives exactly the per-line decoding (bad
-        # bytes become U+FFFD within their own line) in one C call.  The partial
-        # tail stays undecoded in the LineBuffer.
-        text = b"\n".join(lines).decode("utf-8", "replace") + "\n"
+        # complete lines in one go gives exactly the per-line decoding (bad bytes
+        # become U+FFFD within their own line).  The partial tail stays
+        # undecoded in the LineBuffer, so no character is split across chunks.
+        text = block.decode("utf-8", "replace") + "\n"
         # Every line now ends in "\n", so "\n\n" marks the blank line that ends
         # a message.  A chunk starting with "\n" ends the pending message too.
         if "\n\n" not in text and text[0] != "\n":
@@ -199,11 +195,11 @@ class AMIParser:
             text = "".join(self._pending)
             self._pending = []
             self._pending_lines = 0
-        blocks = text.split("\n\n")
-        rest = blocks.pop().lstrip("\n")
-        for block in blocks:
+        chunks = text.split("\n\n")
+        rest = chunks.pop().lstrip("\n")
+        for chunk in chunks:
             # Extra blank lines between messages are harmless: skip them.
-            body = block.lstrip("\n") if block[:1] == "\n" else block
+            body = chunk.lstrip("\n") if chunk[:1] == "\n" else chunk
             if body:
                 out.append(self._message(body))
         if rest:
@@ -217,18 +213,31 @@ class AMIParser:
         self._pending.append(chunk)
         self._pending_lines = count
 
-    def _message(self, block: str) -> AMIMessage:
-        headers = _HEADER_LINE.findall(block)
-        count = block.count("\n") + 1
-        if len(headers) != count:
-            bad = next(
-                (line for line in block.split("\n") if _HEADER_LINE.fullmatch(line) is None),
-                block,
-            )
-            raise RemoteProtocolError(f"not a header line: {bad[:80]!r}")
-        if count > self._max_headers:
+    def _message(self, body: str) -> AMIMessage:
+        lines = body.split("\n")
+        if len(lines) > self._max_headers:
             raise RemoteProtocolError(f"message has more than {self._max_headers} headers")
-        return AMIMessage(tuple(headers))
+        # Fast path, all in C: nearly every line is "Name: value" with the first
+        # colon followed by a space, so partition on ": " and transpose.  If any
+        # line lacks ": ", has an empty name, or has an earlier bare ":", the
+        # split may be wrong and the exact per-line rule below decides.
+        names, seps, values = zip(*map(str.partition, lines, repeat(": ")), strict=True)
+        if "" in seps or "" in names or ":" in "".join(names):
+            return AMIMessage(_split_headers(lines))
+        return AMIMessage(tuple(zip(names, values, strict=True)))
+
+
+def _split_headers(lines: list[str]) -> tuple[tuple[str, str], ...]:
+    headers: list[tuple[str, str]] = []
+    for line in lines:
+        # manager.c splits "Name: value" at the FIRST ":" (values such as
+        # "Data: PJSIP/1001,30" or timestamps may contain colons) and the
+        # value starts after exactly one space, so "AccountCode: " gives "".
+        name, sep, value = line.partition(":")
+        if not sep or not name:
+            raise RemoteProtocolError(f"not a header line: {line[:80]!r}")
+        headers.append((name, value[1:] if value[:1] == " " else value))
+    return tuple(headers)
 
 
 def _parse_banner(raw: bytes) -> AMIBanner:

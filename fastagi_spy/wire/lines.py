@@ -13,10 +13,14 @@ class LineBuffer:
     """Split a byte stream into lines on ``b"\\n"``, dropping one trailing ``b"\\r"``.
 
     Both wire protocols are line based: FastAGI sends bare LF (res_agi.c
-    ``ast_agi_send``), AMI sends CRLF but manager.c ``get_input`` also accepts a
-    bare LF, so splitting on LF and trimming one CR covers both.  Memory is
-    bounded: a complete line, or the partial tail still waiting for its LF, longer
-    than ``max_line`` bytes raises :class:`RemoteProtocolError`.
+    ``ast_agi_send``); AMI sends CRLF, and manager.c ``get_input`` also accepts
+    a bare LF, so splitting on LF and trimming one CR covers both.  Memory is
+    bounded: a complete line, or the partial tail still waiting for its LF,
+    longer than ``max_line`` bytes (terminator excluded) raises
+    :class:`RemoteProtocolError`.
+
+    All the work happens in C (``bytes.replace``/``split``/``rfind``); no Python
+    code runs per byte, and per line only in :meth:`feed`'s final split.
     """
 
     __slots__ = ("_max_line", "_tail")
@@ -34,30 +38,53 @@ class LineBuffer:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add ``data``; return every line it completed, without terminators."""
-        if not data:
+        block = self.feed_block(data)
+        if block is None:
             return []
+        return block.split(b"\n")
+
+    def feed_block(self, data: bytes) -> bytes | None:
+        """Add ``data``; return the lines it completed joined by ``b"\\n"``.
+
+        Equivalent to ``b"\\n".join(self.feed(data))`` but without building the
+        list, for callers that decode or split the lines in bulk.  Returns None
+        (not ``b""``, which is one empty line) when no line was completed.
+        """
+        if not data:
+            return None
         buf = self._tail + data if self._tail else bytes(data)
-        limit = self._max_line
-        if b"\n" not in buf:
+        end = buf.rfind(b"\n")
+        if end < 0:
             self._check_tail(buf)
             self._tail = buf
-            return []
-        lines = buf.split(b"\n")
-        tail = lines.pop()
+            return None
+        tail = buf[end + 1 :]
         self._check_tail(tail)
-        # Cheap common case: a buffer no longer than the limit cannot hold an
-        # over-long line; otherwise let max() do the scan in C.  The limit is
-        # checked before CR trimming, so one extra byte is allowed for it.
-        if len(buf) > limit and max(map(len, lines)) > limit:
-            for line in lines:
-                if len(line) - (line[-1:] == b"\r") > limit:
-                    raise RemoteProtocolError(
-                        f"line of {len(line)} bytes exceeds the {limit}-byte limit"
-                    )
+        block = buf[:end]
+        # Replacing CRLF by LF drops exactly one CR before each LF ("a\r\r\n"
+        # keeps one CR), i.e. one trailing CR per line.  The tail has no LF, so
+        # a CR still waiting for its LF is left alone.
+        if b"\r" in block:
+            block = block.replace(b"\r\n", b"\n")
+            if block[-1:] == b"\r":
+                block = block[:-1]
+        if len(block) > self._max_line:
+            self._check_lines(block)
         self._tail = tail
-        if b"\r" in buf:
-            return [line[:-1] if line[-1:] == b"\r" else line for line in lines]
-        return lines
+        return block
+
+    def _check_lines(self, block: bytes) -> None:
+        # From a line start, if no LF lies within the next max_line + 1 bytes
+        # and the block goes on, that line is too long.  Jumping to the LAST LF
+        # in the window keeps this at about len(block) / max_line iterations.
+        limit = self._max_line
+        size = len(block)
+        pos = 0
+        while size - pos > limit:
+            newline = block.rfind(b"\n", pos, pos + limit + 1)
+            if newline < 0:
+                raise RemoteProtocolError(f"line exceeds the {limit}-byte limit")
+            pos = newline + 1
 
     def _check_tail(self, tail: bytes) -> None:
         # The tail may hold a full-size line plus the CR of its CRLF; anything

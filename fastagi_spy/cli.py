@@ -1,0 +1,240 @@
+"""``fastagi-spy``: serve, check-config, demo, status, set-pin, unlock, locks, audit.
+
+Only this module (and the demo it starts) touches the global reactor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import getpass
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from fastagi_spy.config import Config, ConfigError, load
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.run(args)
+    except ConfigError as exc:
+        print(f"fastagi-spy: config error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastagi-spy", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, run: Any, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(run=run)
+        return p
+
+    p = command("serve", _serve, "run the FastAGI server, AMI clients and HTTP API")
+    p.add_argument("--config", required=True, help="the TOML config file")
+    p = command("check-config", _check, "validate a config file and print a summary")
+    p.add_argument("config", help="the TOML config file")
+    p = command("demo", _demo, "bring up a real Asterisk 22 sandbox with simulated agents")
+    p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+    p = command("status", _status, "print the live map of a running server as a table")
+    p.add_argument("--config", required=True)
+    p.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    p = command("set-pin", _set_pin, "set a supervisor's PIN (read from the terminal or stdin)")
+    p.add_argument("--config", required=True)
+    p.add_argument("supervisor", help="the supervisor number")
+    p = command("unlock", _unlock, "lift a PIN lockout")
+    p.add_argument("--config", required=True)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--supervisor")
+    group.add_argument("--device", help="e.g. PJSIP/2001")
+    p = command("locks", _locks, "list current PIN lockouts")
+    p.add_argument("--config", required=True)
+    p = command("audit", _audit, "list audit records, or export them as CSV")
+    p.add_argument("--config", required=True)
+    p.add_argument("--csv", action="store_true", help="write CSV to stdout")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--supervisor")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    print(f"{args.config}: OK")
+    print(f"  FastAGI on {config.agi_listen}; HTTP on {config.http_listen}")
+    for server in config.asterisk:
+        print(f"  Asterisk {server.name} ({server.server_ip}) AMI {server.endpoint} "
+              f"as {server.ami_username}")
+    d = config.directory
+    print(f"  {len(d.agents)} agents, {len(d.supervisors)} supervisors, "
+          f"{len(d.never_spy)} never-spy, {len(config.api_users)} API users")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    from twisted.internet import defer, task
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from fastagi_spy.service import make_service
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+
+    def run(reactor: Any) -> defer.Deferred[None]:
+        service = make_service(config, reactor)
+        service.startService()
+        done: defer.Deferred[None] = defer.Deferred()
+        reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+        return done  # never fires: the process runs until SIGTERM / Ctrl-C
+
+    task.react(run)
+    return 0
+
+
+def _stores(args: argparse.Namespace) -> tuple[Config, Any]:
+    from fastagi_spy.service import open_stores
+
+    config = load(args.config)
+    return config, open_stores(config)
+
+
+def _set_pin(args: argparse.Namespace) -> int:
+    from fastagi_spy.service import pin_hasher
+
+    config, stores = _stores(args)
+    if config.directory.supervisor(args.supervisor) is None:
+        print(f"fastagi-spy: no supervisor {args.supervisor!r} in {args.config}", file=sys.stderr)
+        return 1
+    if sys.stdin.isatty():
+        pin = getpass.getpass("New PIN: ")
+        if getpass.getpass("Again: ") != pin:
+            print("fastagi-spy: the PINs differ", file=sys.stderr)
+            return 1
+    else:
+        pin = sys.stdin.readline().strip()
+    try:
+        stored = pin_hasher(config).hash_pin(args.supervisor, pin)
+    except ValueError as exc:
+        print(f"fastagi-spy: {exc}", file=sys.stderr)
+        return 1
+    stores.pins.set_hash(args.supervisor, stored, time.time())
+    print(f"PIN set for supervisor {args.supervisor}")
+    return 0
+
+
+def _unlock(args: argparse.Namespace) -> int:
+    from fastagi_spy.store.lockout import device_key, supervisor_key
+
+    _, stores = _stores(args)
+    key = supervisor_key(args.supervisor) if args.supervisor else device_key(args.device)
+    removed = stores.lockouts.unlock(key)
+    print(f"{key}: {'unlocked' if removed else 'was not locked'}")
+    return 0
+
+
+def _locks(args: argparse.Namespace) -> int:
+    _, stores = _stores(args)
+    now = time.time()
+    rows = stores.lockouts.list_locked(now)
+    for key, until in rows:
+        print(f"{key}\tlocked for {until - now:.0f}s more")
+    if not rows:
+        print("no lockouts")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from fastagi_spy.store.audit import AuditLog
+
+    _, stores = _stores(args)
+    records = stores.audit.list(limit=args.limit, supervisor=args.supervisor)
+    if args.csv:
+        AuditLog.export_csv(records, sys.stdout)
+        return 0
+    columns = ("id", "started_at", "supervisor", "device", "auth_result", "requested_target",
+               "agent", "modes", "spy_started_at", "spy_stopped_at", "end_reason")
+    rows = [[_cell(getattr(r, c)) for c in columns] for r in records]
+    _table(columns, rows)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    if not config.api_users:
+        print("fastagi-spy: status needs an [[api_users]] entry in the config", file=sys.stderr)
+        return 1
+    user = config.api_users[0]
+    host, port = _http_address(config.http_listen)
+    request = urllib.request.Request(f"http://{host}:{port}/api/live")
+    token = base64.b64encode(f"{user.user}:{user.password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own URL
+            snapshot = json.load(response)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"fastagi-spy: cannot reach the server at {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(snapshot, indent=2, sort_keys=True))
+        return 0
+    print_snapshot(snapshot)
+    return 0
+
+
+def print_snapshot(snapshot: dict[str, Any]) -> None:
+    columns = ("server", "agent", "name", "status", "session", "customer", "direction",
+               "talk", "channel")
+    rows = []
+    for server, state in sorted(snapshot.get("servers", {}).items()):
+        label = server + (" (STALE)" if state.get("stale") else "")
+        for agent in state.get("agents", []):
+            call = agent.get("call") or {}
+            customer = call.get("customer_name") or call.get("customer_number") or ""
+            elapsed = call.get("elapsed_s")
+            rows.append([label, agent.get("number", ""), agent.get("name", ""),
+                         agent.get("status", ""), agent.get("session_id") or "", customer,
+                         call.get("direction", ""),
+                         f"{int(elapsed) // 60}:{int(elapsed) % 60:02d}" if elapsed is not None else "",
+                         agent.get("channel") or ""])
+    _table(columns, rows)
+
+
+def _http_address(endpoint: str) -> tuple[str, int]:
+    parts = endpoint.split(":")
+    port = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 8580
+    host = "127.0.0.1"
+    for part in parts[2:]:
+        if part.startswith("interface="):
+            host = part.split("=", 1)[1] or host
+    return ("127.0.0.1" if host in ("0.0.0.0", "") else host), port  # noqa: S104
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    return "" if value is None else str(value)
+
+
+def _table(columns: Sequence[str], rows: list[list[str]]) -> None:
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    if not rows:
+        print("(none)")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fastagi_spy.demo import run_demo
+
+    return run_demo(args.seconds)

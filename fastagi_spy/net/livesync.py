@@ -1,0 +1,80 @@
+"""Keeps one server's part of the live map exact over one AMI connection.
+
+On every login it rebuilds that server's state from CoreShowChannels and QueueStatus in one
+step. Events that arrive while the snapshot is being collected are held back and applied
+after it, in order, so a Hangup racing the snapshot can never resurrect a dead channel.
+While AMI is down the server's state is marked stale, so nobody acts on a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from fastagi_spy.net.ami import AMIClient, AMIError
+from fastagi_spy.wire.ami import AMIMessage
+
+
+class LiveSync:
+    log = Logger()
+
+    def __init__(
+        self,
+        live_map: Any,
+        server: str,
+        now: Callable[[], float],
+        also: Callable[[AMIMessage], None] | None = None,
+    ) -> None:
+        self.live_map = live_map
+        self.server = server
+        self.now = now
+        self.also = also  # e.g. the ChanSpy watches; they see every event
+        self._held: list[AMIMessage] | None = None
+        self._client: AMIClient | None = None
+        self.resyncs = 0
+
+    def attach(self, client: AMIClient) -> None:
+        self._client = client
+        client.on_ready = self.resync
+        client.on_down = lambda _c: self.live_map.mark_stale(self.server, self.now())
+        client.add_listener(self.on_event)
+
+    def on_event(self, message: AMIMessage) -> None:
+        if self.also is not None:
+            self.also(message)
+        if message.event == "Shutdown":
+            self.live_map.mark_stale(self.server, self.now())
+        elif message.event == "FullyBooted" and self._client is not None and self._client.ready:
+            # Asterisk finished booting after we logged in: what we saw may be incomplete.
+            self.resync(self._client).addErrback(lambda _f: None)
+        if self._held is not None:
+            self._held.append(message)
+            return
+        self.live_map.apply(self.server, message, self.now())
+
+    def resync(self, client: AMIClient) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._resync(client))
+
+    async def _resync(self, client: AMIClient) -> None:
+        if self._held is not None:
+            return  # one already running; it will apply what arrives meanwhile
+        self._held = []
+        try:
+            channels = await client.call("CoreShowChannels", timeout=30)
+            queues = await client.call("QueueStatus", timeout=30)
+            members = [e for e in queues.events if e.event == "QueueMember"]
+            self.live_map.resync(self.server, channels.events, members, self.now())
+            self.resyncs += 1
+            self.log.info(
+                "Live map for {server} rebuilt: {channels} channels, {members} queue members",
+                server=self.server, channels=len(channels.events), members=len(members))
+        except AMIError as exc:
+            self.log.warn("Resync of {server} failed: {error}", server=self.server, error=exc)
+            raise
+        finally:
+            held, self._held = self._held, None
+            for message in held or ():
+                self.live_map.apply(self.server, message, self.now())

@@ -1,0 +1,154 @@
+"""Service wiring: ``make_service(config, reactor)`` is the only place that assembles parts.
+
+FastAGI server, one AMI client per Asterisk server feeding the live map, the HTTP API, and
+the stores. Nothing here knows protocol details or policy; it only connects them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet import defer, task, threads
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from fastagi_spy.config import Config
+from fastagi_spy.model import LiveMap
+from fastagi_spy.net.ami import AMIClient, AMICredentials
+from fastagi_spy.net.fastagi import AGISession, FastAGIFactory
+from fastagi_spy.net.livesync import LiveSync
+from fastagi_spy.store.audit import AuditLog
+from fastagi_spy.store.database import Database
+from fastagi_spy.store.directory import Mode
+from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
+from fastagi_spy.store.pins import PinHasher, PinStore
+from fastagi_spy.supervise.chanspy import chanspy_argument
+from fastagi_spy.supervise.echo import echo_test
+from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
+from fastagi_spy.supervise.spywatch import SpyWatches
+from fastagi_spy.web.api import make_root
+
+log = Logger()
+
+
+@dataclass
+class Stores:
+    db: Database
+    pins: PinStore
+    lockouts: LockoutStore
+    audit: AuditLog
+
+
+def open_stores(config: Config) -> Stores:
+    db = Database(config.database)
+    s = config.security
+    policy = LockoutPolicy(s.lockout_failures, s.lockout_window, s.lockout_duration)
+    return Stores(db, PinStore(db), LockoutStore(db, policy), AuditLog(db))
+
+
+def pin_hasher(config: Config) -> PinHasher:
+    if config.security.pin_cost == "cheap":
+        return PinHasher.cheap(config.pin_pepper)
+    return PinHasher(config.pin_pepper)
+
+
+class SpyService(MultiService):
+    """The running product; attributes are exposed for tests, status and the demo."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.now: Callable[[], float] = time.time
+        self.stores = open_stores(config)
+        self.live_map = LiveMap(config.directory, config.map_rules, [s.name for s in config.asterisk])
+        self.spies = SpyWatches(self.now)
+        self.clients: dict[str, AMIClient] = {}
+        self.syncs: dict[str, LiveSync] = {}
+        for server in config.asterisk:
+            client = AMIClient(
+                server.name,
+                clientFromString(reactor, server.endpoint),
+                AMICredentials(server.ami_username, server.ami_secret),
+                reactor,
+                ping_interval=server.ping_interval,
+                ping_timeout=server.ping_timeout,
+            )
+            sync = LiveSync(self.live_map, server.name, self.now, also=self.spies.feed)
+            sync.attach(client)
+            self.clients[server.name] = client
+            self.syncs[server.name] = sync
+            client.service.setServiceParent(self)
+        self.flow = SupervisionFlow(FlowDeps(
+            directory=config.directory,
+            resolver=self.live_map,
+            hasher=pin_hasher(config),
+            pins=self.stores.pins,
+            lockouts=self.stores.lockouts,
+            audit=self.stores.audit,
+            spies=self.spies,
+            security=config.security,
+            now=self.now,
+            blocking=lambda fn, *a, **kw: threads.deferToThreadPool(
+                reactor, reactor.getThreadPool(), fn, *a, **kw),
+            sleep=lambda seconds: task.deferLater(reactor, seconds, lambda: None),
+            notice=self.play_notice if config.security.notice else None,
+        ))
+        self.agi = FastAGIFactory(self.routes(), reactor)
+        self.agi_service = StreamServerEndpointService(
+            serverFromString(reactor, config.agi_listen), self.agi)
+        self.agi_service.setServiceParent(self)
+        users = {u.user: u.password for u in config.api_users}
+        self.site = Site(make_root(lambda: self.live_map.snapshot(self.now()), users))
+        self.http_service = StreamServerEndpointService(
+            serverFromString(reactor, config.http_listen), self.site)
+        self.http_service.setServiceParent(self)
+
+    def routes(self) -> dict[str, Callable[[AGISession], Any]]:
+        def spy(mode: Mode) -> Callable[[AGISession], Any]:
+            return lambda session: self.flow(session, mode)
+
+        return {
+            "spy/listen": spy(Mode.LISTEN),
+            "spy/whisper": spy(Mode.WHISPER),
+            "spy/barge": spy(Mode.BARGE),
+            "echo-test": echo_test,
+        }
+
+    async def play_notice(self, server: str, channel: str) -> None:
+        """Barge a short sound into the monitored call (ChanSpy's own beep reaches only the spy)."""
+        client = self.clients[server]
+        await client.call("Originate", [
+            ("Channel", "Local/notice@fastagi-spy-notice/n"),
+            ("Application", "ChanSpy"),
+            ("Data", chanspy_argument(channel, Mode.BARGE)),
+            ("Variable", f"FASTAGI_SPY_NOTICE={self.config.security.notice}"),
+            ("Async", "true"),
+        ])
+
+    def startService(self) -> None:
+        closed = self.stores.audit.close_interrupted(self.now())
+        if closed:
+            log.warn("Closed {count} audit records left open by a previous run as interrupted",
+                     count=closed)
+        super().startService()
+
+    def stopService(self) -> defer.Deferred[None]:
+        async def stop() -> None:
+            # Stop accepting first, then let calls in progress finish (up to the limit).
+            await self.agi_service.stopService()
+            await self.agi.drain(self.config.drain_timeout)
+            await defer.maybeDeferred(super(SpyService, self).stopService)
+            self.stores.db.close()
+
+        return defer.ensureDeferred(stop())
+
+
+def make_service(config: Config, reactor: Any) -> SpyService:
+    return SpyService(config, reactor)

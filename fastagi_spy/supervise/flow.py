@@ -1,0 +1,326 @@
+"""The feature-code flow: who is calling, their PIN, which agent, whether they may, and the spy.
+
+One audit record per attempt, written before anything can be heard. Every way out plays a
+prompt first: nothing ends in silence. A wrong supervisor number, a wrong PIN and a locked-out
+caller all sound the same, so the phone reveals nothing about which one it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+
+from fastagi_spy.config import SecurityRules
+from fastagi_spy.store.audit import AuditLog, AuthResult, EndReason, Via
+from fastagi_spy.store.directory import Directory, Mode, SupervisorEntry, device_of_channel
+from fastagi_spy.store.lockout import LockoutStore, device_key, supervisor_key
+from fastagi_spy.store.pins import PinHasher, PinStore
+from fastagi_spy.supervise.chanspy import chanspy_argument, parse_target_digits, spy_group_for_team
+from fastagi_spy.supervise.line import AGILine, LineGone
+from fastagi_spy.supervise.rights import may_spy, may_switch_modes
+from fastagi_spy.supervise.spywatch import SpyWatch, SpyWatches
+
+T = TypeVar("T")
+
+
+class Prompts:
+    """Asterisk core sounds (asterisk-core-sounds-en) the flow plays."""
+
+    SUPERVISOR = "agent-user"  # "Agent login. Please enter your agent number ... pound key."
+    PIN = "agent-pass"  # "Please enter your password followed by the pound key."
+    LOGIN_INCORRECT = "vm-incorrect"  # "Login incorrect."
+    GOODBYE = "vm-goodbye"
+    TARGET = "agent-newlocation"  # "Please enter a new extension, followed by pound."
+    NOT_FOUND = "pbx-invalid"  # "I am sorry, that's not a valid extension. Please try again."
+    INVALID = "privacy-incorrect"  # "I'm sorry, that number is not valid."
+    NOT_LOGGED_IN = "vm-isunavail"  # "... is unavailable"
+    NOT_ON_CALL = "number-not-answering"  # "The number is not answering."
+    DENIED = "feature-not-avail-line"  # "That feature is not available on this line."
+    UNAVAILABLE = "all-circuits-busy-now"  # "All circuits are busy now."
+
+
+_UNRESOLVED = {
+    "not_found": (Prompts.NOT_FOUND, EndReason.NOT_FOUND),
+    "not_logged_in": (Prompts.NOT_LOGGED_IN, EndReason.NOT_LOGGED_IN),
+    "not_on_call": (Prompts.NOT_ON_CALL, EndReason.NOT_ON_CALL),
+    "ambiguous": (Prompts.NOT_FOUND, EndReason.AMBIGUOUS),
+}
+
+RESULT_VARIABLE = "FASTAGI_SPY_RESULT"  # "done": the bundle then just hangs up
+TARGET_PROMPTS = 3  # silent target prompts before we give up
+PIN_TIMEOUT_MS = 10000
+TARGET_TIMEOUT_MS = 10000
+
+
+class Resolution(Protocol):
+    ok: bool
+    reason: str
+    server: str | None
+    agent_number: str | None
+    channel: str | None
+
+
+class TargetResolver(Protocol):
+    def resolve(self, target: str, server: str | None = None) -> Resolution: ...
+
+
+@dataclass
+class FlowDeps:
+    directory: Directory
+    resolver: TargetResolver
+    hasher: PinHasher
+    pins: PinStore
+    lockouts: LockoutStore
+    audit: AuditLog
+    spies: SpyWatches
+    security: SecurityRules
+    now: Callable[[], float]
+    blocking: Callable[..., Awaitable[Any]]  # runs a slow sync call off the reactor thread
+    sleep: Callable[[float], Awaitable[None]]
+    notice: Callable[[str, str], Awaitable[None]] | None = None  # (server, channel)
+
+
+@dataclass
+class _Call:
+    line: AGILine
+    mode: Mode
+    device: str
+    record: int = 0
+    supervisor: SupervisorEntry | None = None
+    stage: str = "start"
+    modes: list[Mode] = field(default_factory=list)
+
+
+class SupervisionFlow:
+    """Runs one feature-code call: ``await flow(line, Mode.LISTEN)``."""
+
+    log = Logger()
+
+    def __init__(self, deps: FlowDeps) -> None:
+        self.deps = deps
+
+    async def __call__(self, line: AGILine, mode: Mode) -> None:
+        d = self.deps
+        call = _Call(line, mode, device_of_channel(line.env.channel))
+        call.record = await self._store(
+            d.audit.open, d.now(), Via.PHONE.value, channel=line.env.channel,
+            uniqueid=line.env.uniqueid, device=call.device)
+        try:
+            await self._run(call)
+            await self._done(call)
+        except Exception as exc:
+            hung_up = line.hung_up or _is_hangup(exc)
+            reason = EndReason.SUPERVISOR_HANGUP if call.stage == "spy" else EndReason.ABANDONED
+            await self._close(call, reason if hung_up else EndReason.ERROR,
+                              f"hung up at {call.stage}" if hung_up else f"{type(exc).__name__}: {exc}")
+            if not hung_up:
+                raise
+
+    # -- the steps ------------------------------------------------------------------------
+
+    async def _run(self, call: _Call) -> None:
+        args = call.line.env.args
+        raw_target = args[0] if args else ""
+        if len(args) > 1 or (raw_target and parse_target_digits(raw_target) is None):
+            # A comma in the dialled text adds AGI arguments; anything but digits is hostile.
+            await self._store(self.deps.audit.update, call.record,
+                              requested_target=",".join(args)[:64])
+            await self._say(call, Prompts.INVALID, Prompts.GOODBYE)
+            await self._close(call, EndReason.INVALID_TARGET, "target in the AGI arguments")
+            return
+        await call.line.answer()
+        supervisor = await self._authenticate(call)
+        if supervisor is None:
+            return
+        await self._targets(call, supervisor, parse_target_digits(raw_target) if raw_target else None)
+
+    async def _authenticate(self, call: _Call) -> SupervisorEntry | None:
+        d = self.deps
+        known = d.directory.supervisor_for_device(call.device)
+        for _attempt in range(d.security.pin_tries_per_call):
+            claimed = known.number if known else None
+            if known is None:
+                call.stage = "supervisor prompt"
+                typed = await self._ask(call, Prompts.SUPERVISOR, 10)
+                claimed = parse_target_digits(typed or "")
+            supervisor = d.directory.supervisor(claimed) if claimed else None
+            call.stage = "pin prompt"
+            pin = await self._ask(call, Prompts.PIN, 12)
+            keys = [device_key(call.device)] + ([supervisor_key(claimed)] if claimed else [])
+            locked = await self._store(d.lockouts.is_locked, keys, d.now())
+            stored = await self._store(d.pins.get_hash, supervisor.number) if supervisor else None
+            # Always run the slow hash (a dummy one for an unknown number): same time, same sound.
+            valid = await d.blocking(d.hasher.verify, claimed or "", pin or "", stored)
+            await self._store(d.audit.update, call.record, supervisor=claimed)
+            if locked is not None:
+                await self._refuse(call, AuthResult.LOCKED_OUT, EndReason.LOCKED_OUT, "locked out")
+                return None
+            if valid and supervisor is not None:
+                await self._store(d.lockouts.record_success, keys, d.now())
+                await self._store(d.audit.update, call.record, auth_result=AuthResult.OK.value)
+                call.supervisor = supervisor
+                return supervisor
+            if pin or claimed:  # silence is not a guess; a typed PIN or number is
+                now_locked = await self._store(d.lockouts.record_failure, keys, d.now())
+                if now_locked:
+                    await self._refuse(call, AuthResult.LOCKED_OUT, EndReason.LOCKED_OUT,
+                                       "locked out after this failure")
+                    return None
+            await self._say(call, Prompts.LOGIN_INCORRECT)
+        result = AuthResult.UNKNOWN_SUPERVISOR if known is None and supervisor is None else AuthResult.BAD_PIN
+        await self._store(d.audit.update, call.record, auth_result=result.value)
+        await self._say(call, Prompts.GOODBYE)
+        await self._close(call, EndReason.BAD_PIN, f"{d.security.pin_tries_per_call} failed tries")
+        return None
+
+    async def _refuse(self, call: _Call, auth: AuthResult, reason: EndReason, detail: str) -> None:
+        await self._store(self.deps.audit.update, call.record, auth_result=auth.value)
+        await self._say(call, Prompts.LOGIN_INCORRECT, Prompts.GOODBYE)
+        await self._close(call, reason, detail)
+
+    async def _targets(self, call: _Call, supervisor: SupervisorEntry, first: str | None) -> None:
+        d = self.deps
+        silent = 0
+        pending = first
+        while True:
+            if pending is None:
+                call.stage = "target prompt"
+                typed = await self._ask(call, Prompts.TARGET, 10)
+                if not typed:
+                    silent += 1
+                    if silent >= TARGET_PROMPTS:
+                        await self._say(call, Prompts.GOODBYE)
+                        await self._close(call, EndReason.ABANDONED, "no target entered")
+                        return
+                    continue
+                pending = typed
+            target, pending = parse_target_digits(pending), None
+            await self._store(d.audit.update, call.record, requested_target=_shorten(target or "?"))
+            if target is None:
+                await self._say(call, Prompts.INVALID)
+                await self._next_record(call, EndReason.INVALID_TARGET, "typed target not digits")
+                continue
+            found = d.resolver.resolve(target)
+            if found.reason == "stale":
+                await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
+                await self._close(call, EndReason.SERVICE_UNAVAILABLE, "AMI down or state stale")
+                return
+            if not found.ok or found.channel is None or found.agent_number is None:
+                prompt, reason = _UNRESOLVED.get(found.reason, _UNRESOLVED["not_found"])
+                await self._say(call, prompt)
+                await self._next_record(call, reason, found.reason)
+                continue
+            agent = d.directory.agent(found.agent_number)
+            decision = (may_spy(supervisor, agent, call.mode, d.directory.never_spy)
+                        if agent is not None else None)
+            await self._store(d.audit.update, call.record, agent=found.agent_number,
+                              resolved_channel=found.channel, server=found.server)
+            if decision is None or not decision.allowed:
+                await self._say(call, Prompts.DENIED)
+                await self._next_record(call, EndReason.DENIED,
+                                        decision.reason if decision else "agent not in directory")
+                continue
+            assert agent is not None
+            ended = await self._spy(call, supervisor, found.channel, found.server or "",
+                                    spy_group_for_team(agent.team))
+            if ended is None:
+                return
+            await self._next_record(call, ended, None)
+
+    async def _spy(self, call: _Call, supervisor: SupervisorEntry, channel: str, server: str,
+                   group: str) -> EndReason | None:
+        """Run ChanSpy; returns how it ended when the supervisor is still on the line."""
+        d = self.deps
+        switching = may_switch_modes(supervisor)
+        argument = chanspy_argument(
+            channel, call.mode, allow_switch=switching,
+            spy_group=group if d.security.enforce_spy_group else None)
+        record = call.record
+        await self._store(d.audit.add_mode, record, call.mode.value)
+
+        def started(at: float, _spyee: str) -> None:
+            self._background(d.audit.mark_spy_started, record, at)
+            if d.notice is not None:
+                self._background_async(d.notice, server, channel)
+
+        watch = SpyWatch(
+            call.line.env.uniqueid,
+            on_start=started,
+            on_stop=lambda at: self._background(d.audit.mark_spy_stopped, record, at),
+            on_mode=lambda mode, _at: self._background(d.audit.add_mode, record, mode.value),
+            switching=switching,
+        )
+        unwatch = d.spies.watch(watch)
+        call.stage = "spy"
+        try:
+            reply = await call.line.exec("ChanSpy", argument)
+        finally:
+            if watch.started_at is not None and watch.stopped_at is None:
+                await self._wait(lambda: watch.stopped_at is not None, 1.0)
+            unwatch()
+        if reply.result == "-1" or call.line.hung_up:
+            await self._close(call, EndReason.SUPERVISOR_HANGUP, None)
+            return None
+        if watch.started_at is None:
+            # ChanSpy found nothing it may spy on: the call ended, or SPYGROUP refused it.
+            await self._say(call, Prompts.DENIED)
+            return EndReason.DENIED
+        call.stage = "after spy"
+        return EndReason.AGENT_HANGUP
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _ask(self, call: _Call, prompt: str, max_digits: int) -> str | None:
+        timeout = PIN_TIMEOUT_MS if prompt == Prompts.PIN else TARGET_TIMEOUT_MS
+        digits = await call.line.get_data(prompt, timeout, max_digits)
+        return digits or None
+
+    async def _say(self, call: _Call, *prompts: str) -> None:
+        for prompt in prompts:
+            await call.line.stream_file(prompt)
+
+    async def _done(self, call: _Call) -> None:
+        if not call.line.hung_up:
+            await call.line.set_variable(RESULT_VARIABLE, "done")
+
+    async def _close(self, call: _Call, reason: EndReason, detail: str | None) -> None:
+        await self._store(self.deps.audit.close, call.record, self.deps.now(), reason, detail)
+
+    async def _next_record(self, call: _Call, reason: EndReason, detail: str | None) -> None:
+        """Close this attempt and open the next one for the same authenticated caller."""
+        d = self.deps
+        await self._close(call, reason, detail)
+        call.record = await self._store(
+            d.audit.open, d.now(), Via.PHONE.value, channel=call.line.env.channel,
+            uniqueid=call.line.env.uniqueid, device=call.device,
+            supervisor=call.supervisor.number if call.supervisor else None)
+        await self._store(d.audit.update, call.record, auth_result=AuthResult.OK.value)
+
+    async def _store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        result: T = await self.deps.blocking(fn, *args, **kwargs)
+        return result
+
+    def _background(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._background_async(self.deps.blocking, fn, *args)
+
+    def _background_async(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        ensureDeferred(fn(*args)).addErrback(
+            lambda f: self.log.failure("background audit/notice step failed", f))
+
+    async def _wait(self, ready: Callable[[], bool], timeout: float) -> None:
+        waited = 0.0
+        while not ready() and waited < timeout:
+            await self.deps.sleep(0.05)
+            waited += 0.05
+
+
+def _is_hangup(exc: BaseException) -> bool:
+    return isinstance(exc, LineGone)
+
+
+def _shorten(text: str) -> str:
+    return text[:32]
