@@ -6,6 +6,8 @@ ChanSpy options (Asterisk 22, apps/app_chanspy.c):
      "PJSIP/100" can never prefix-match "PJSIP/1001-..."; also disables digit+# hopping
   w  whisper to the target; B barge into both legs of a two-party bridge
   E  exit when the spied-on channel hangs up (and on `*`) instead of rescanning forever
+  S  exit at once when nothing may be spied on: without it a g() mismatch (or a channel that
+     vanished) leaves the supervisor in silence, rescanning forever (seen on Asterisk 22.10.1)
   d  DTMF 4/5/6 switch listen/whisper/barge: only for supervisors allowed all three
   g(grp)  only spy on channels whose SPYGROUP shares `grp`: a second team check in Asterisk
 """
@@ -29,13 +31,13 @@ _MODE_OPTION = {Mode.LISTEN: "", Mode.WHISPER: "w", Mode.BARGE: "B"}
 def chanspy_argument(
     channel: str, mode: Mode, *, allow_switch: bool = False, spy_group: str | None = None
 ) -> str:
-    """The full ChanSpy application argument, e.g. "PJSIP/1001-0000002a,quwE".
+    """The full ChanSpy application argument, e.g. "PJSIP/1001-0000002a,quwES".
 
     Raises ValueError for a channel or group outside the allow-lists.
     """
     if _CHANNEL.fullmatch(channel) is None:
         raise ValueError(f"unsafe channel name for ChanSpy: {channel!r}")
-    options = "qu" + _MODE_OPTION[mode] + "E"
+    options = "qu" + _MODE_OPTION[mode] + "ES"
     if allow_switch:
         options += "d"
     if spy_group is not None:

@@ -262,13 +262,15 @@ class SupervisionFlow:
             if watch.started_at is not None and watch.stopped_at is None:
                 await self._wait(lambda: watch.stopped_at is not None, 1.0)
             unwatch()
+        if watch.started_at is None and not call.line.hung_up:
+            # With S, ChanSpy returns at once when it may spy on nothing: SPYGROUP refused
+            # the channel inside Asterisk, or the call ended just now. (If the supervisor
+            # hung up instead, this prompt fails and the record says so.)
+            await self._say(call, Prompts.DENIED)
+            return EndReason.DENIED
         if reply.result == "-1" or call.line.hung_up:
             await self._close(call, EndReason.SUPERVISOR_HANGUP, None)
             return None
-        if watch.started_at is None:
-            # ChanSpy found nothing it may spy on: the call ended, or SPYGROUP refused it.
-            await self._say(call, Prompts.DENIED)
-            return EndReason.DENIED
         call.stage = "after spy"
         return EndReason.AGENT_HANGUP
 

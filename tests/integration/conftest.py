@@ -13,7 +13,7 @@ import pytest_twisted
 from twisted.logger import globalLogPublisher
 
 from fastagi_spy.sandbox import AsteriskSandbox
-from tests.integration.driver import Driver
+from fastagi_spy.sandbox_driver import Driver
 
 # agent number -> SPYGROUP token, as a site's dialplan sets it on agent legs
 TEAMS = {

@@ -74,9 +74,9 @@ def test_may_switch_modes_needs_all_three() -> None:
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [
-        (Mode.LISTEN, "PJSIP/1001-0000002a,quE"),
-        (Mode.WHISPER, "PJSIP/1001-0000002a,quwE"),
-        (Mode.BARGE, "PJSIP/1001-0000002a,quBE"),
+        (Mode.LISTEN, "PJSIP/1001-0000002a,quES"),
+        (Mode.WHISPER, "PJSIP/1001-0000002a,quwES"),
+        (Mode.BARGE, "PJSIP/1001-0000002a,quBES"),
     ],
 )
 def test_chanspy_argument_modes(mode: Mode, expected: str) -> None:
@@ -88,15 +88,15 @@ def test_chanspy_argument_switch_and_group() -> None:
     """allow_switch adds d and spy_group adds g(...), after E."""
     assert (
         chanspy_argument("Local/1001@agents-0000001b;2", Mode.LISTEN, allow_switch=True)
-        == "Local/1001@agents-0000001b;2,quEd"
+        == "Local/1001@agents-0000001b;2,quESd"
     )
     assert (
         chanspy_argument("PJSIP/1001-0000002a", Mode.BARGE, spy_group="team_sales")
-        == "PJSIP/1001-0000002a,quBEg(team_sales)"
+        == "PJSIP/1001-0000002a,quBESg(team_sales)"
     )
     assert (
         chanspy_argument("1700000000.42", Mode.WHISPER, allow_switch=True, spy_group="g1")
-        == "1700000000.42,quwEdg(g1)"
+        == "1700000000.42,quwESdg(g1)"
     )
 
 
@@ -105,7 +105,7 @@ def test_chanspy_argument_switch_and_group() -> None:
     [
         "",
         "PJSIP/1001,B",
-        "PJSIP/1001-1,quBE",
+        "PJSIP/1001-1,quBES",
         "PJSIP/1001)",
         "PJSIP/1001(",
         "PJSIP/10\n01",
@@ -138,7 +138,7 @@ def test_chanspy_argument_never_leaks_separators(channel: str) -> None:
         arg = chanspy_argument(channel, Mode.BARGE)
     except ValueError:
         return
-    assert arg == f"{channel},quBE"
+    assert arg == f"{channel},quBES"
     assert arg.count(",") == 1
     assert "(" not in arg
     assert ")" not in arg

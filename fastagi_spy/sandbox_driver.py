@@ -1,5 +1,5 @@
-"""Drives the sandbox Asterisk like the Asterisk testsuite does: AMI Originate of Local
-channels, events awaited by predicate, DTMF typed by SendDTMF on a handset."""
+"""Drives the sandbox Asterisk like the Asterisk testsuite does (for the demo and the tests):
+AMI Originate of Local channels, events awaited by predicate, DTMF typed by SendDTMF."""
 
 from __future__ import annotations
 

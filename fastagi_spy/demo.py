@@ -1,0 +1,145 @@
+"""``fastagi-spy demo``: the whole product end to end on a real Asterisk 22 sandbox.
+
+Boots Asterisk with the bundle, starts our server against it, puts simulated agents on calls
+with Local channels, then has supervisor 2001 dial *2221001 and type the PIN by SendDTMF, so
+you can watch a real ChanSpy start, the live map, and the audit record it leaves.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fastagi_spy.config import load
+from fastagi_spy.sandbox import AsteriskSandbox, free_port
+
+AGENTS = {"1001": ("Alice Agent", "sales"), "1002": ("Bob Agent", "sales"),
+          "1003": ("Carol Agent", "support")}
+SUPERVISOR, SUPERVISOR_PIN = "2001", "1234"
+API_USER, API_PASSWORD = "demo", "demo-password"
+
+
+def demo_config(sandbox: AsteriskSandbox, workdir: Path, http_port: int) -> Path:
+    agents = "".join(
+        f'[[agents]]\nnumber = "{n}"\nname = "{name}"\nteam = "{team}"\n'
+        f'devices = ["Local/{n}@fsp-agents"]\n\n' for n, (name, team) in AGENTS.items())
+    text = f"""
+[server]
+agi_listen = "tcp:{sandbox.agi_port}:interface=127.0.0.1"
+http_listen = "tcp:{http_port}:interface=127.0.0.1"
+database = "demo.sqlite3"
+pin_pepper = "demo-pepper-not-for-production"
+
+[[asterisk]]
+name = "sandbox"
+server_ip = "127.0.0.1"
+ami_port = {sandbox.ami_port}
+ami_username = "fastagi-spy"
+ami_secret = "change-me-fastagi-spy"
+
+[map]
+trunk_contexts = ["fsp-customers", "fsp-handsets"]
+
+[security]
+notice = ""
+
+{agents}
+[[supervisors]]
+number = "{SUPERVISOR}"
+name = "Sam Supervisor"
+teams = ["sales", "support"]
+modes = ["listen", "whisper", "barge"]
+devices = ["Local/{SUPERVISOR}@fsp-phones"]
+
+[customers]
+"5551234" = "ACME Corp"
+"5559876" = "Globex"
+
+[[api_users]]
+user = "{API_USER}"
+password = "{API_PASSWORD}"
+"""
+    path = workdir / "demo.toml"
+    path.write_text(text)
+    return path
+
+
+def run_demo(seconds: float) -> int:
+    from twisted.internet import defer, task
+    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from fastagi_spy.service import make_service, pin_hasher
+
+    observer = FilteringLogObserver(textFileLogObserver(sys.stdout),
+                                    [LogLevelFilterPredicate(LogLevel.info)])
+    globalLogBeginner.beginLoggingTo([observer])
+    workdir = Path(tempfile.mkdtemp(prefix="fastagi-spy-demo-"))
+    sandbox = AsteriskSandbox(name="fsp-demo", teams={n: f"team_{t}" for n, (_, t) in AGENTS.items()})
+    print("Starting the Asterisk 22 sandbox (first run builds it: about a minute) ...")
+    sandbox.start()
+    http_port = free_port()
+    config_path = demo_config(sandbox, workdir, http_port)
+    config = load(config_path)
+
+    async def main(reactor: Any) -> None:
+        from fastagi_spy.sandbox_driver import Driver, is_event, sleep
+
+        service = make_service(config, reactor)
+        service.stores.pins.set_hash(
+            SUPERVISOR, pin_hasher(config).hash_pin(SUPERVISOR, SUPERVISOR_PIN), time.time())
+        service.startService()
+        driver = Driver(sandbox)
+        await driver.connect()
+        try:
+            for agent, caller in (("1001", "ACME Corp <5551234>"), ("1002", "Globex <5559876>")):
+                await driver.originate(f"Local/{agent}@fsp-customers/n", "fsp-handsets",
+                                       "customer", caller_id=caller)
+            await sleep(2)
+            _banner(config_path, http_port)
+            print("Supervisor 2001 now dials *2221001 (listen to agent 1001) and types PIN 1234 ...")
+            mark = driver.mark()
+            await driver.originate(f"Local/{SUPERVISOR}@fsp-phones/n", "fsp-handsets", "supervisor",
+                                   variables={"FSP_DIAL": "*2221001"})
+            pin_prompt = await driver.wait_for(
+                lambda m: m.event == "AGIExecStart" and "agent-pass" in (m.get("Command") or ""),
+                since=mark, what="the PIN prompt")
+            handset = (pin_prompt.get("Channel") or "").replace(";2", ";1")
+            await driver.type_digits(handset, "supervisor", SUPERVISOR_PIN + "#")
+            start = await driver.wait_for(is_event("ChanSpyStart"), since=mark, what="ChanSpyStart")
+            print(f"\n  ChanSpyStart: {start.get('SpyerChannel')} is listening to "
+                  f"{start.get('SpyeeChannel')}\n")
+            await sleep(3)
+            record = service.stores.audit.list(limit=1)[0]
+            print(f"  Audit record #{record.id}: supervisor={record.supervisor} "
+                  f"agent={record.agent} modes={record.modes} channel={record.resolved_channel}\n")
+            if seconds:
+                await sleep(seconds)
+            else:
+                print("Running; press Ctrl-C to stop.")
+                await defer.Deferred()  # until Ctrl-C
+        finally:
+            await driver.hangup_all()
+            await driver.close()
+            await service.stopService()
+
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    finally:
+        sandbox.stop()
+    return 0
+
+
+def _banner(config_path: Path, http_port: int) -> None:
+    print(f"""
+fastagi-spy demo is up
+  config:        {config_path}
+  live map JSON: curl -u {API_USER}:{API_PASSWORD} http://127.0.0.1:{http_port}/api/live
+  live table:    fastagi-spy status --config {config_path}
+  audit log:     fastagi-spy audit --config {config_path}
+""")
