@@ -1,0 +1,156 @@
+"""A simulated call-centre site on the sandbox: our service, agents on calls, supervisors dialling."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastagi_spy.config import Config, load
+from fastagi_spy.sandbox import AsteriskSandbox, free_port
+from fastagi_spy.sandbox_driver import Driver, sleep
+from fastagi_spy.service import SpyService, pin_hasher
+from fastagi_spy.wire.ami import AMIMessage
+
+AGENTS = {  # number: team ("support" agents are outside supervisor 2001's teams)
+    "10": "sales", "100": "sales", "1001": "sales", "1002": "sales",
+    "1003": "support", "1004": "sales",
+}
+PINS = {"2001": "1234", "2002": "5678", "2009": "4321"}
+TONE = {"customer": 440, "agent": 600, "supervisor": 1000}
+
+
+def site_config(sandbox: AsteriskSandbox, workdir: Path, *, notice: str = "",
+                lockout_failures: int = 4) -> Config:
+    agents = "".join(
+        f'[[agents]]\nnumber = "{n}"\nname = "Agent {n}"\nteam = "{t}"\n'
+        f'devices = ["Local/{n}@fsp-agents"]\n\n' for n, t in AGENTS.items())
+    path = workdir / "site.toml"
+    path.write_text(f"""
+never_spy = ["1004"]
+
+[server]
+agi_listen = "tcp:{sandbox.agi_port}:interface=127.0.0.1"
+http_listen = "tcp:{free_port()}:interface=127.0.0.1"
+database = "site.sqlite3"
+pin_pepper = "integration-test-pepper-0123456789"
+drain_timeout = 2
+
+[[asterisk]]
+name = "sandbox"
+ami_port = {sandbox.ami_port}
+ami_username = "fastagi-spy"
+ami_secret = "change-me-fastagi-spy"
+ping_interval = 5
+
+[map]
+trunk_contexts = ["fsp-customers", "fsp-handsets"]
+
+[security]
+pin_cost = "cheap"
+notice = "{notice}"
+lockout_failures = {lockout_failures}
+lockout_window = 600
+lockout_duration = 600
+
+{agents}
+[[supervisors]]
+number = "2001"
+name = "All modes, sales"
+teams = ["sales"]
+modes = ["listen", "whisper", "barge"]
+devices = ["Local/2001@fsp-phones"]
+
+[[supervisors]]
+number = "2002"
+name = "Listen only, sales"
+teams = ["sales"]
+modes = ["listen"]
+devices = ["Local/2002@fsp-phones"]
+
+[[supervisors]]
+number = "2009"
+name = "Support, no desk phone"
+teams = ["support"]
+modes = ["listen", "whisper", "barge"]
+
+[[api_users]]
+user = "tester"
+password = "tester-password"
+""")
+    return load(path)
+
+
+def set_pins(service: SpyService) -> None:
+    hasher = pin_hasher(service.config)
+    for supervisor, pin in PINS.items():
+        service.stores.pins.set_hash(supervisor, hasher.hash_pin(supervisor, pin), time.time())
+
+
+async def wait_ready(service: SpyService) -> None:
+    """Until the live map has been rebuilt from AMI at least once."""
+    for _ in range(100):
+        if all(sync.resyncs for sync in service.syncs.values()):
+            return
+        await sleep(0.1)
+    raise AssertionError("the service's AMI never came up")
+
+
+@dataclass
+class AgentCall:
+    agent: str
+    customer_handset: str  # Local/<agent>@fsp-customers-XXXX;1
+    agent_leg: str  # Local/<agent>@fsp-agents-XXXX;1: the spy target
+
+
+async def agent_call(driver: Driver, agent: str, rec: str = "", caller: str = "5551234") -> AgentCall:
+    variables = {"__FSP_TONE_customer": str(TONE["customer"]), "__FSP_TONE_agent": str(TONE["agent"])}
+    if rec:
+        variables["__REC"] = rec
+    await driver.originate(f"Local/{agent}@fsp-customers/n", "fsp-handsets", "customer",
+                           variables=variables, caller_id=f"Customer <{caller}>")
+    agent_leg = await driver.channel_named(f"Local/{agent}@fsp-agents-", ";1")
+    handset = await driver.channel_named(f"Local/{agent}@fsp-customers-", ";1")
+    return AgentCall(agent, handset, agent_leg)
+
+
+@dataclass
+class Supervisor:
+    phone: str
+    handset: str  # ;1: plays the supervisor's tone, types digits
+    line: str  # ;2: the channel that runs the feature code and our AGI
+
+
+async def supervisor_dials(driver: Driver, phone: str, dial: str, rec: str = "",
+                           raw_args: str | None = None) -> Supervisor:
+    variables = {"FSP_DIAL": dial, "FSP_TONE_supervisor": str(TONE["supervisor"])}
+    if rec:
+        variables["REC"] = rec
+    if raw_args is not None:
+        variables["FSP_RAW_ARGS"] = raw_args
+    await driver.originate(f"Local/{phone}@fsp-phones/n", "fsp-handsets", "supervisor",
+                           variables=variables)
+    line = await driver.channel_named(f"Local/{phone}@fsp-phones-", ";2")
+    return Supervisor(phone, line[:-2] + ";1", line)
+
+
+def is_prompt(sup: Supervisor, command: str, sound: str) -> object:
+    """An AGIExecStart on the supervisor's line for ``command`` with ``sound``."""
+    def match(m: AMIMessage) -> bool:
+        text = m.get("Command") or ""
+        return (m.event == "AGIExecStart" and m.get("Channel") == sup.line
+                and text.startswith(command) and f'"{sound}"' in text)
+    return match
+
+
+async def answer(driver: Driver, sup: Supervisor, sound: str, digits: str, since: int = 0) -> None:
+    """Wait for the GET DATA prompt ``sound`` on the supervisor's line, then type digits + #."""
+    await driver.wait_for(is_prompt(sup, "GET DATA", sound), since=since,  # type: ignore[arg-type]
+                          what=f"GET DATA {sound}")
+    await driver.type_digits(sup.handset, "supervisor", digits + "#")
+
+
+async def heard_prompt(driver: Driver, sup: Supervisor, sound: str, since: int = 0,
+                       timeout: float = 15) -> AMIMessage:
+    return await driver.wait_for(is_prompt(sup, "STREAM FILE", sound),  # type: ignore[arg-type]
+                                 since=since, timeout=timeout, what=f"prompt {sound}")
