@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import itemgetter
 from typing import TypeAlias
 
 from fastagi_spy.wire.errors import LocalProtocolError, RemoteProtocolError
@@ -38,7 +39,10 @@ __all__ = [
     "md5_key",
 ]
 
-_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_NAME_VALUE = itemgetter(0, 2)
+_NAME = itemgetter(0)
+_VALUE = itemgetter(1)
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 # manager.c keeps input lines in inbuf[1025]: get_input answers
 # "Failed to parse message: line too long" once 1024 bytes hold no line end.
@@ -146,17 +150,14 @@ class AMIParser:
         "_lines",
         "_max_headers",
         "_pending",
-        "_pending_lines",
     )
 
     def __init__(self, max_line: int = 65536, max_headers: int = 4096) -> None:
         self._lines = LineBuffer(max_line)
         self._max_headers = max_headers
         self._banner_seen = False
-        # Decoded lines of the message being received, each ending in "\n";
-        # chunks are joined only once the terminating blank line shows up.
-        self._pending: list[str] = []
-        self._pending_lines = 0
+        # Headers of the message still waiting for its blank line.
+        self._pending: list[tuple[str, str]] = []
         self._broken: RemoteProtocolError | None = None
 
     def feed(self, data: bytes) -> list[AMIEvent]:
@@ -180,64 +181,71 @@ class AMIParser:
             self._banner_seen = True
             if not newline:
                 return out
-        # LF never occurs inside a multi-byte UTF-8 sequence, so decoding the
+        # LF never occurs inside a multi-byte UTF-8 sequence, so decoding all
         # complete lines in one go gives exactly the per-line decoding (bad bytes
         # become U+FFFD within their own line).  The partial tail stays
         # undecoded in the LineBuffer, so no character is split across chunks.
-        text = block.decode("utf-8", "replace") + "\n"
-        # Every line now ends in "\n", so "\n\n" marks the blank line that ends
-        # a message.  A chunk starting with "\n" ends the pending message too.
-        if "\n\n" not in text and text[0] != "\n":
-            self._hold(text)
-            return out
-        if self._pending:
-            self._pending.append(text)
-            text = "".join(self._pending)
-            self._pending = []
-            self._pending_lines = 0
-        chunks = text.split("\n\n")
-        rest = chunks.pop().lstrip("\n")
-        for chunk in chunks:
-            # Extra blank lines between messages are harmless: skip them.
-            body = chunk.lstrip("\n") if chunk[:1] == "\n" else chunk
-            if body:
-                out.append(self._message(body))
-        if rest:
-            self._hold(rest)
+        lines = block.decode("utf-8", "replace").split("\n")
+        pairs = _split_headers(lines)
+        max_headers = self._max_headers
+        pending = self._pending
+        start = 0
+        while True:
+            try:
+                end = lines.index("", start)
+            except ValueError:
+                break
+            # A blank line ends the message; extra blank lines between
+            # messages (or before the first) are harmless and skipped.
+            if pending:
+                pending.extend(pairs[start:end])
+                headers = tuple(pending)
+                pending.clear()
+            elif end > start:
+                headers = tuple(pairs[start:end])
+            else:
+                start = end + 1
+                continue
+            if len(headers) > max_headers:
+                raise RemoteProtocolError(f"message has more than {max_headers} headers")
+            out.append(AMIMessage(headers))
+            start = end + 1
+        if start < len(lines):
+            pending.extend(pairs[start:])
+            if len(pending) > max_headers:
+                raise RemoteProtocolError(f"message has more than {max_headers} headers")
         return out
 
-    def _hold(self, chunk: str) -> None:
-        count = self._pending_lines + chunk.count("\n")
-        if count > self._max_headers:
-            raise RemoteProtocolError(f"message has more than {self._max_headers} headers")
-        self._pending.append(chunk)
-        self._pending_lines = count
 
-    def _message(self, body: str) -> AMIMessage:
-        lines = body.split("\n")
-        if len(lines) > self._max_headers:
-            raise RemoteProtocolError(f"message has more than {self._max_headers} headers")
-        # Fast path, all in C: nearly every line is "Name: value" with the first
-        # colon followed by a space, so partition on ": " and transpose.  If any
-        # line lacks ": ", has an empty name, or has an earlier bare ":", the
-        # split may be wrong and the exact per-line rule below decides.
-        names, seps, values = zip(*map(str.partition, lines, repeat(": ")), strict=True)
-        if "" in seps or "" in names or ":" in "".join(names):
-            return AMIMessage(_split_headers(lines))
-        return AMIMessage(tuple(zip(names, values, strict=True)))
-
-
-def _split_headers(lines: list[str]) -> tuple[tuple[str, str], ...]:
-    headers: list[tuple[str, str]] = []
+def _split_headers(lines: list[str]) -> list[tuple[str, str]]:
+    """Split every line into (name, value); a blank line gives ("", "")."""
+    # Fast path, all in C: nearly every line is "Name: value" with its first
+    # colon followed by a space, so partition on ": " and transpose.  It is
+    # exact unless some non-blank line lacks ": ", has an empty name, or has a
+    # bare ":" earlier; then the per-line rule below decides.
+    pairs = list(map(_NAME_VALUE, map(str.partition, lines, repeat(": "))))
+    names = "".join(map(_NAME, pairs))
+    values = "".join(map(_VALUE, pairs))
+    blanks = lines.count("")
+    if (
+        ":" not in names
+        and len(names) + len(values) + 2 * (len(lines) - blanks) == sum(map(len, lines))
+        and list(map(_NAME, pairs)).count("") == blanks
+    ):
+        return pairs
+    pairs: list[tuple[str, str]] = []
     for line in lines:
+        if not line:
+            pairs.append(("", ""))
+            continue
         # manager.c splits "Name: value" at the FIRST ":" (values such as
-        # "Data: PJSIP/1001,30" or timestamps may contain colons) and the
-        # value starts after exactly one space, so "AccountCode: " gives "".
+        # "Data: PJSIP/1001,30" may contain colons) and the value starts after
+        # exactly one space, so "AccountCode: " gives "".
         name, sep, value = line.partition(":")
         if not sep or not name:
             raise RemoteProtocolError(f"not a header line: {line[:80]!r}")
-        headers.append((name, value[1:] if value[:1] == " " else value))
-    return tuple(headers)
+        pairs.append((name, value[1:] if value[:1] == " " else value))
+    return pairs
 
 
 def _parse_banner(raw: bytes) -> AMIBanner:
@@ -260,7 +268,7 @@ def _check_value(value: str, what: str) -> None:
 
 
 def _check_name(name: str, what: str) -> None:
-    if _NAME.fullmatch(name) is None:
+    if _NAME_RE.fullmatch(name) is None:
         raise LocalProtocolError(f"bad {what} {name[:40]!r}")
 
 
