@@ -20,6 +20,7 @@ setup(
             "hypothesis>=6",
             "ruff>=0.6",
             "mypy>=1.10",
+            "mypy-zope>=1.0",
         ],
         "bench": [
             "panoramisk>=1.4",

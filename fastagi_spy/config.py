@@ -243,7 +243,7 @@ def _pepper(server: Mapping[str, Any], base: Path) -> bytes:
     if path is not None:
         _check(isinstance(path, str), "server.pin_pepper_file", "expected a path")
         try:
-            value = (base / path).read_bytes().strip()
+            value: bytes = (base / path).read_bytes().strip()
         except OSError as exc:
             raise ConfigError(f"server.pin_pepper_file: cannot read {path}: {exc.strerror}") from None
     else:
@@ -268,7 +268,8 @@ def _get(t: Mapping[str, Any], key: str, kind: type[T], default: T = _MISSING) -
         value = float(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {kind.__name__}, got {type(value).__name__}")
-    return value  # type: ignore[no-any-return]
+    result: T = value
+    return result
 
 
 def _nonempty(t: Mapping[str, Any], key: str) -> str:
@@ -302,7 +303,7 @@ def _list(t: Mapping[str, Any], key: str, kind: type[T], default: list[T]) -> li
     value = t.get(name, default)
     _check(isinstance(value, list), key, f"expected a list, got {type(value).__name__}")
     for i, item in enumerate(value):
-        _check(isinstance(item, kind) and not isinstance(item, bool) or kind is bool,
+        _check((isinstance(item, kind) and not isinstance(item, bool)) or kind is bool,
                f"{key}[{i}]", f"expected {kind.__name__}, got {item!r}")
     return list(value)
 

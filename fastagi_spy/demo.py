@@ -69,8 +69,13 @@ password = "{API_PASSWORD}"
 
 def run_demo(seconds: float) -> int:
     from twisted.internet import defer, task
-    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
 
     from fastagi_spy.service import make_service, pin_hasher
 

@@ -3,11 +3,14 @@ AMI Originate of Local channels, events awaited by predicate, DTMF typed by Send
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from fastagi_spy.net.ami import AMIClient, AMICredentials
@@ -15,6 +18,7 @@ from fastagi_spy.sandbox import TESTER_SECRET, TESTER_USER, AsteriskSandbox
 from fastagi_spy.wire.ami import ActionResult, AMIMessage
 
 Predicate = Callable[[AMIMessage], bool]
+clock: IReactorTime = reactor
 _tags = itertools.count(1)
 
 
@@ -44,7 +48,7 @@ class Driver:
             "tester",
             TCP4ClientEndpoint(reactor, "127.0.0.1", self.sandbox.ami_port),
             AMICredentials(TESTER_USER, TESTER_SECRET),
-            reactor,  # type: ignore[arg-type]
+            clock,
             max_backoff=1.0,
             on_ready=lambda _c: None if ready.called else ready.callback(None),
         )
@@ -140,10 +144,8 @@ class Driver:
         for item in await self.channels():
             name = item.get("Channel")
             if name:
-                try:
+                with contextlib.suppress(Exception):  # it may have gone already
                     await self.hangup(name)
-                except Exception:  # noqa: S110 - it may have gone already
-                    pass
 
 
 def is_event(name: str, **fields: str) -> Predicate:
@@ -153,9 +155,11 @@ def is_event(name: str, **fields: str) -> Predicate:
     return match
 
 
-async def with_timeout(d: defer.Deferred[object] | defer.Deferred[AMIMessage] | defer.Deferred[None],
-                       seconds: float, what: str):  # type: ignore[no-untyped-def]
-    d.addTimeout(seconds, reactor)
+R = TypeVar("R")
+
+
+async def with_timeout(d: defer.Deferred[R], seconds: float, what: str) -> R:
+    d.addTimeout(seconds, clock)
     try:
         return await d
     except defer.TimeoutError:
@@ -164,5 +168,5 @@ async def with_timeout(d: defer.Deferred[object] | defer.Deferred[AMIMessage] | 
 
 def sleep(seconds: float) -> defer.Deferred[None]:
     d: defer.Deferred[None] = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)  # type: ignore[attr-defined]
+    clock.callLater(seconds, d.callback, None)
     return d

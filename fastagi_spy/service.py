@@ -62,7 +62,7 @@ class SpyService(MultiService):
     """The running product; attributes are exposed for tests, status and the demo."""
 
     def __init__(self, config: Config, reactor: Any) -> None:
-        super().__init__()
+        MultiService.__init__(self)
         self.config = config
         self.reactor = reactor
         self.now: Callable[[], float] = time.time
@@ -137,7 +137,7 @@ class SpyService(MultiService):
         if closed:
             log.warn("Closed {count} audit records left open by a previous run as interrupted",
                      count=closed)
-        super().startService()
+        MultiService.startService(self)
 
     def stopService(self) -> defer.Deferred[None]:
         async def stop() -> None:

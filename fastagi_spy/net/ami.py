@@ -245,18 +245,19 @@ class AMIClient:
                 initialDelay=1.0, maxDelay=max_backoff, factor=1.6, jitter=random.random
             ),
             clock=clock,
-            prepareConnection=self._prepare,
+            prepareConnection=self._prepare,  # type: ignore[arg-type]  # always our AMIProtocol
         )
 
     @property
     def ready(self) -> bool:
-        return self.protocol is not None and self.protocol.connected
+        return self.protocol is not None and bool(self.protocol.connected)
 
     def start(self) -> None:
         self.service.startService()
 
     def stop(self) -> defer.Deferred[None]:
-        return self.service.stopService()  # type: ignore[no-any-return]
+        stopped: defer.Deferred[None] = self.service.stopService()
+        return stopped
 
     def add_listener(self, listener: EventListener) -> Callable[[], None]:
         self.listeners.append(listener)

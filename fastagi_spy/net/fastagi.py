@@ -261,7 +261,7 @@ class FastAGIProtocol(Protocol):
         return self._session.env.channel if self._session else "?"
 
     def _peer(self) -> str:
-        return str(self.transport.getPeer()) if self.transport else "?"  # type: ignore[attr-defined]
+        return str(self.transport.getPeer()) if self.transport else "?"
 
 
 class FastAGIFactory(Factory):
@@ -275,7 +275,7 @@ class FastAGIFactory(Factory):
         self.sessions: set[FastAGIProtocol] = set()
         self.draining = False
 
-    def buildProtocol(self, addr: IAddress) -> FastAGIProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> FastAGIProtocol:
         return FastAGIProtocol(self)
 
     def route(self, script: str) -> Handler | None:

@@ -310,7 +310,10 @@ class SupervisionFlow:
         self._background_async(self.deps.blocking, fn, *args)
 
     def _background_async(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        ensureDeferred(fn(*args)).addErrback(
+        async def run() -> None:
+            await fn(*args)
+
+        ensureDeferred(run()).addErrback(
             lambda f: self.log.failure("background audit/notice step failed", f))
 
     async def _wait(self, ready: Callable[[], bool], timeout: float) -> None:

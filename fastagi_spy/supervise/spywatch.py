@@ -42,7 +42,10 @@ class SpyWatches:
 
     def watch(self, watch: SpyWatch) -> Callable[[], None]:
         self._by_spyer[watch.spyer_uniqueid] = watch
-        return lambda: self._by_spyer.pop(watch.spyer_uniqueid, None) and None
+        def unwatch() -> None:
+            self._by_spyer.pop(watch.spyer_uniqueid, None)
+
+        return unwatch
 
     def feed(self, event: Event) -> None:
         name = event.get("Event")

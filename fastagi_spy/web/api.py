@@ -42,7 +42,7 @@ class LiveResource(Resource):
     isLeaf = True
 
     def __init__(self, snapshot: Callable[[], Any], users: Mapping[str, str]) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.snapshot = snapshot
         self.users = users
 

@@ -22,7 +22,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import itemgetter
 from typing import TypeAlias
 
 from fastagi_spy.wire.errors import LocalProtocolError, RemoteProtocolError
@@ -39,10 +38,7 @@ __all__ = [
     "md5_key",
 ]
 
-_NAME_VALUE = itemgetter(0, 2)
-_NAME = itemgetter(0)
-_VALUE = itemgetter(1)
-_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 # manager.c keeps input lines in inbuf[1025]: get_input answers
 # "Failed to parse message: line too long" once 1024 bytes hold no line end.
@@ -50,6 +46,9 @@ MAX_ACTION_LINE = 1024
 # do_message stores at most AST_MAX_MANHEADERS (128) header lines per action,
 # Action and ActionID included, and silently drops the rest.
 MAX_ACTION_HEADERS = 128
+
+# Lines handled per slice of a large read (see AMIParser._feed).
+_BATCH = 64
 
 _FORBIDDEN = ("\r", "\n", "\x00")
 
@@ -186,6 +185,17 @@ class AMIParser:
         # become U+FFFD within their own line).  The partial tail stays
         # undecoded in the LineBuffer, so no character is split across chunks.
         lines = block.decode("utf-8", "replace").split("\n")
+        if len(lines) <= _BATCH:
+            self._take(lines, out)
+        else:
+            # Work through big reads in slices: the short-lived objects of one
+            # slice are freed before the next, which keeps the working set in
+            # cache and the cyclic GC (triggered by live allocations) quiet.
+            for first in range(0, len(lines), _BATCH):
+                self._take(lines[first : first + _BATCH], out)
+        return out
+
+    def _take(self, lines: list[str], out: list[AMIEvent]) -> None:
         pairs = _split_headers(lines)
         max_headers = self._max_headers
         pending = self._pending
@@ -214,7 +224,6 @@ class AMIParser:
             pending.extend(pairs[start:])
             if len(pending) > max_headers:
                 raise RemoteProtocolError(f"message has more than {max_headers} headers")
-        return out
 
 
 def _split_headers(lines: list[str]) -> list[tuple[str, str]]:
@@ -223,16 +232,10 @@ def _split_headers(lines: list[str]) -> list[tuple[str, str]]:
     # colon followed by a space, so partition on ": " and transpose.  It is
     # exact unless some non-blank line lacks ": ", has an empty name, or has a
     # bare ":" earlier; then the per-line rule below decides.
-    pairs = list(map(_NAME_VALUE, map(str.partition, lines, repeat(": "))))
-    names = "".join(map(_NAME, pairs))
-    values = "".join(map(_VALUE, pairs))
+    names, seps, values = zip(*map(str.partition, lines, repeat(": ")), strict=True)
     blanks = lines.count("")
-    if (
-        ":" not in names
-        and len(names) + len(values) + 2 * (len(lines) - blanks) == sum(map(len, lines))
-        and list(map(_NAME, pairs)).count("") == blanks
-    ):
-        return pairs
+    if seps.count("") == blanks and names.count("") == blanks and ":" not in "".join(names):
+        return list(zip(names, values, strict=True))
     pairs: list[tuple[str, str]] = []
     for line in lines:
         if not line:
@@ -268,7 +271,7 @@ def _check_value(value: str, what: str) -> None:
 
 
 def _check_name(name: str, what: str) -> None:
-    if _NAME_RE.fullmatch(name) is None:
+    if _NAME.fullmatch(name) is None:
         raise LocalProtocolError(f"bad {what} {name[:40]!r}")
 
 

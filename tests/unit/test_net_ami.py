@@ -39,7 +39,7 @@ def reply(proto: AMIProtocol, text: str) -> None:
 
 def test_replies_are_matched_by_action_id_not_by_order() -> None:
     """Two actions answered out of order each get their own reply."""
-    proto, transport, _ = connect()
+    proto, _, _ = connect()
     first = proto.send_action("Ping")
     second = proto.send_action("Ping")
     got: dict[str, ActionResult] = {}
@@ -87,7 +87,7 @@ def test_pending_actions_fail_on_disconnect_and_are_never_replayed() -> None:
     transport.loseConnection()
     assert failures and failures[0].check(AMIConnectionLost)
     # A fresh protocol (the reconnect) starts with nothing queued.
-    proto2, transport2, _ = connect()
+    _, transport2, _ = connect()
     assert transport2.value() == b""
 
 
@@ -125,7 +125,7 @@ def test_md5_challenge_login() -> None:
     transport.clear()
     reply(proto, "Response: Success\nActionID: t-1\nChallenge: 840415273\n\n")
     sent = transport.value().decode()
-    assert f"Key: {hashlib.md5(b'840415273s3cret').hexdigest()}" in sent  # noqa: S324
+    assert f"Key: {hashlib.md5(b'840415273s3cret').hexdigest()}" in sent
     assert "s3cret" not in sent
     reply(proto, "Response: Success\nActionID: t-2\nMessage: Authentication accepted\n\n")
     assert done.called and not isinstance(done.result, Exception)

@@ -73,7 +73,7 @@ def test_one_command_at_a_time() -> None:
         first = session.command("ANSWER")
         try:
             await session.command("ANSWER")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             results.append(exc)
         results.append(await first)
 
@@ -186,7 +186,7 @@ def test_injection_in_a_command_argument_is_refused(arg: str) -> None:
     async def handler(session: AGISession) -> None:
         try:
             await session.set_variable("X", arg)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
 
     h = Harness(handler)
