@@ -1,0 +1,290 @@
+"""FastAGI load: our whole supervision flow versus a minimal panoramisk FastAGI app.
+
+Usage: python bench/agi_load.py [--sessions 3000]
+
+A synthetic Asterisk (asyncio, this process) opens FastAGI sessions over loopback and
+answers every command until it sees ``EXEC ChanSpy``; a session's time is connect -> EXEC.
+The servers run in their own processes:
+
+- ours: the real SupervisionFlow behind the real FastAGIFactory: env block, PIN typed (real
+  argon2id hash, cheap or production cost), target resolved against a live map of 5,000 agents
+  on calls, rights check, durable SQLite audit write, up to ``EXEC ChanSpy``;
+- panoramisk: its ``Application`` with a route sending the same commands (ANSWER, GET DATA,
+  EXEC ChanSpy) with no auth, resolution or audit at all.
+
+The load generator saturates around a few thousand sessions/s on these 2-core machines, so
+read the ratio, not the absolutes. The last line printed is a JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+AGENTS = 5000
+SUPERVISOR, PIN = "9001", "1234"
+
+
+def env_block(target: str, n: int) -> bytes:
+    pairs = [
+        ("agi_network", "yes"), ("agi_network_script", "spy/listen"),
+        ("agi_request", "agi://127.0.0.1/spy/listen"),
+        ("agi_channel", f"PJSIP/2001-{n:08x}"), ("agi_language", "en"), ("agi_type", "PJSIP"),
+        ("agi_uniqueid", f"1700000000.{n}"), ("agi_version", "22.10.1"),
+        ("agi_callerid", "2001"), ("agi_calleridname", "Sup"), ("agi_callingpres", "0"),
+        ("agi_callingani2", "0"), ("agi_callington", "0"), ("agi_callingtns", "0"),
+        ("agi_dnid", "unknown"), ("agi_rdnis", "unknown"), ("agi_context", "fastagi-spy-run"),
+        ("agi_extension", "s"), ("agi_priority", "7"), ("agi_enhanced", "0.0"),
+        ("agi_accountcode", ""), ("agi_threadid", "140000000000000"), ("agi_arg_1", target),
+    ]
+    return "".join(f"{k}: {v}\n" for k, v in pairs).encode() + b"\n"
+
+
+def reply_for(command: bytes) -> bytes:
+    if command.startswith(b"GET DATA"):
+        return f"200 result={PIN}\n".encode()
+    if command.startswith(b"STREAM FILE"):
+        return b"200 result=0 endpos=8000\n"
+    if command.startswith(b"GET VARIABLE"):
+        return b"200 result=0\n"
+    if command.startswith((b"SET VARIABLE", b"VERBOSE")):
+        return b"200 result=1\n"
+    return b"200 result=0\n"
+
+
+async def one_session(port: int, n: int) -> float:
+    """connect -> env -> answer commands -> EXEC ChanSpy seen; returns seconds."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    target = str(10000 + n % AGENTS)
+    writer.write(env_block(target, n))
+    elapsed = -1.0
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        if line.startswith(b"EXEC") and b"ChanSpy" in line:
+            elapsed = time.perf_counter() - started
+            writer.write(b"200 result=-1\nHANGUP\n")  # the supervisor hung up
+            break
+        writer.write(reply_for(line))
+    writer.close()
+    await writer.wait_closed()
+    if elapsed < 0:
+        raise RuntimeError("session ended before EXEC ChanSpy")
+    return elapsed
+
+
+async def drive(port: int, sessions: int, concurrency: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    counter = iter(range(sessions))
+
+    async def worker() -> None:
+        for n in counter:
+            latencies.append(await one_session(port, n))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return sessions / (time.perf_counter() - started), latencies
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stdout.read().decode() if proc.stdout else ''}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+# -- the servers (each in its own process) ------------------------------------------------------
+
+
+def serve_ours(port: int, cost: str, probe: bool) -> None:
+    from twisted.internet import reactor, task, threads
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+
+    from fastagi_spy.config import MapRules, SecurityRules
+    from fastagi_spy.model import LiveMap
+    from fastagi_spy.net.fastagi import FastAGIFactory
+    from fastagi_spy.store.audit import AuditLog
+    from fastagi_spy.store.database import Database
+    from fastagi_spy.store.directory import AgentEntry, Directory, Mode, SupervisorEntry
+    from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
+    from fastagi_spy.store.pins import PinHasher, PinStore
+    from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
+    from fastagi_spy.supervise.spywatch import SpyWatches
+    from bench.synthetic import bridged_call_items
+
+    pepper = b"bench-pepper-0123456789abcdef"
+    hasher = PinHasher.cheap(pepper) if cost == "cheap" else PinHasher(pepper)
+    agents = tuple(AgentEntry(str(10000 + i), f"Agent {i}", "sales", (f"PJSIP/{10000 + i}",))
+                   for i in range(AGENTS))
+    supervisor = SupervisorEntry(SUPERVISOR, "Sup", frozenset({"sales"}), frozenset({Mode.LISTEN}),
+                                 ("PJSIP/2001",))
+    directory = Directory(agents, (supervisor,), frozenset())
+    live_map = LiveMap(directory, MapRules(trunk_contexts=frozenset({"from-trunk"})), ["pbx"])
+    live_map.resync("pbx", bridged_call_items([a.number for a in agents]), [], time.time())
+    db = Database(os.path.join(tempfile.mkdtemp(), "bench.sqlite3"))
+    pins = PinStore(db)
+    pins.set_hash(SUPERVISOR, hasher.hash_pin(SUPERVISOR, PIN), time.time())
+    flow = SupervisionFlow(FlowDeps(
+        directory=directory, resolver=live_map, hasher=hasher, pins=pins,
+        lockouts=LockoutStore(db, LockoutPolicy()), audit=AuditLog(db),
+        spies=SpyWatches(time.time), security=SecurityRules(), now=time.time,
+        blocking=lambda fn, *a, **kw: threads.deferToThread(fn, *a, **kw),
+        sleep=lambda s: task.deferLater(reactor, s, lambda: None)))
+    factory = FastAGIFactory({"spy/listen": lambda s: flow(s, Mode.LISTEN)}, reactor)
+    TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(factory)
+    stalls = [0.0]
+    if probe:
+        last = [time.perf_counter()]
+
+        def tick() -> None:
+            now = time.perf_counter()
+            stalls[0] = max(stalls[0], (now - last[0]) * 1000 - 1)
+            last[0] = now
+
+        loop = task.LoopingCall(tick)
+        loop.start(0.001)
+
+    def report() -> None:
+        print(json.dumps({"max_stall_ms": round(stalls[0], 2)}), flush=True)
+
+    reactor.addSystemEventTrigger("before", "shutdown", report)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    reactor.suggestThreadPoolSize(4)
+    reactor.run()
+
+
+def serve_panoramisk(port: int) -> None:
+    from panoramisk.fast_agi import Application
+
+    async def spy(request) -> None:  # type: ignore[no-untyped-def]
+        await request.send_command("ANSWER")
+        await request.send_command("GET DATA agent-pass 10000 12")
+        target = request.headers.get("agi_arg_1", "")
+        await request.send_command(f'EXEC ChanSpy "PJSIP/{target}-00000001,quES"')
+
+    async def main() -> None:
+        app = Application()
+        app.add_route("spy/listen", spy)
+        server = await asyncio.start_server(app.handler, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+# -- the orchestra ----------------------------------------------------------------------------
+
+
+def run_server(kind: str, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wait_port(port, proc)
+    return proc, port
+
+
+def stop(proc: subprocess.Popen[bytes]) -> str:
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    return out.decode()
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] * 1000
+
+
+def pin_verify_ms() -> float:
+    from fastagi_spy.store.pins import PinHasher
+
+    hasher = PinHasher(b"bench-pepper-0123456789abcdef")
+    stored = hasher.hash_pin(SUPERVISOR, PIN)
+    times = []
+    for _ in range(10):
+        t = time.perf_counter()
+        assert hasher.verify(SUPERVISOR, PIN, stored)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=3000)
+    parser.add_argument("--serve")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--cost", default="cheap")
+    parser.add_argument("--probe", action="store_true")
+    args = parser.parse_args()
+    if args.serve == "ours":
+        serve_ours(args.port, args.cost, args.probe)
+        return
+    if args.serve == "panoramisk":
+        serve_panoramisk(args.port)
+        return
+
+    figures: dict[str, float] = {}
+    # Throughput at 50 concurrent, cheap PIN hash (said so in the output), same load both sides.
+    proc, port = run_server("ours", "--cost", "cheap")
+    asyncio.run(drive(port, 200, 50))  # warm-up
+    ours_rate, _ = asyncio.run(drive(port, args.sessions, 50))
+    c1_rate, c1 = asyncio.run(drive(port, 1000, 1))
+    stop(proc)
+    proc, port = run_server("panoramisk")
+    asyncio.run(drive(port, 200, 50))
+    pano_rate, _ = asyncio.run(drive(port, args.sessions, 50))
+    pano_c1_rate, pano_c1 = asyncio.run(drive(port, 1000, 1))
+    stop(proc)
+    # Reactor stalls with the production hash cost, 50 concurrent.
+    proc, port = run_server("ours", "--cost", "production", "--probe")
+    prod_rate, prod = asyncio.run(drive(port, 500, 50))
+    out = stop(proc)
+    stall = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])["max_stall_ms"]
+
+    figures = {
+        "sessions_per_s_c50": round(ours_rate, 1),
+        "panoramisk_sessions_per_s_c50": round(pano_rate, 1),
+        "ratio_vs_panoramisk_c50": round(ours_rate / pano_rate, 3),
+        "p99_ms_c1": round(p99(c1), 3),
+        "panoramisk_p99_ms_c1": round(p99(pano_c1), 3),
+        "pin_verify_ms": round(pin_verify_ms(), 2),
+        "max_reactor_stall_ms": stall,
+        "production_cost_sessions_per_s_c50": round(prod_rate, 1),
+        "production_cost_p99_ms_c50": round(p99(prod), 2),
+    }
+    print("FastAGI load, loopback, sessions = connect -> EXEC ChanSpy")
+    print("  ours: env + PIN (argon2id) + resolve among 5,000 agents + rights + SQLite audit")
+    print("  panoramisk: ANSWER, GET DATA, EXEC only (no auth, no resolution, no audit)")
+    print("  throughput and c1 figures use the CHEAP PIN-hash cost; the stall probe uses production")
+    for key, value in figures.items():
+        print(f"  {key:40s} {value}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
