@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 _ENV_KEY = re.compile(r"agi_[a-z0-9_]+")
-_ARG_KEY = re.compile(r"agi_arg_([0-9]+)")
+# Bounded so int() never meets a 5000-digit number (ValueError past 4300 digits).
+_ARG_KEY = re.compile(r"agi_arg_([0-9]{1,9})")
 _COMMAND = re.compile(r"[A-Za-z]+(?: [A-Za-z]+)*")
 
 # The usual shapes: "200 result=1", "200 result= (timeout)",
@@ -49,13 +50,13 @@ _COMMAND = re.compile(r"[A-Za-z]+(?: [A-Za-z]+)*")
 # (handle_getvariable "200 result=1 (%s)"), which may itself contain ")".
 # The result token is \S* rather than -?\d*: GET DATA prints the collected
 # digits verbatim ("200 result=%s"), and those may include "*" or A-D.
-_REPLY_200 = re.compile(r"200 result=(\S*)(?: \((.*)\))?(?: endpos=(-?[0-9]+))?")
+_REPLY_200 = re.compile(r"200 result=(\S*)(?: \((.*)\))?(?: endpos=(-?[0-9]{1,19}))?")
 # Other 200 shapes carry extra text after the fields, e.g. handle_gosub's
 # "200 result=0 Gosub complete" or SPEECH RECOGNIZE's
 # "200 result=1 (speech) endpos=%ld results=%d ...".  They are still valid
 # replies; take the result, a ")"-free data group and any endpos we can see.
 _REPLY_200_LOOSE = re.compile(r"200 result=(\S*)(?: \(([^)]*)\))?(?: .*)?")
-_ENDPOS = re.compile(r" endpos=(-?[0-9]+)(?: |$)")
+_ENDPOS = re.compile(r" endpos=(-?[0-9]{1,19})(?: |$)")
 
 # Single-line failures.  510/511: agi_handle_command prints "%d %s" with a fixed
 # text; 503: "503 result=-2 Memory allocation failure" when a command cannot be
@@ -253,9 +254,7 @@ class AGIParser:
             self._env = []
             return
         if len(self._env) >= self._max_env_lines:
-            raise RemoteProtocolError(
-                f"environment has more than {self._max_env_lines} lines"
-            )
+            raise RemoteProtocolError(f"environment has more than {self._max_env_lines} lines")
         # setup_env prints "%s: %s" with the raw value: split at the first ":"
         # only (values such as agi_request contain colons) and drop exactly one
         # space, so an empty value ("agi_accountcode: ") stays "".

@@ -48,7 +48,7 @@ MAX_ACTION_LINE = 1024
 MAX_ACTION_HEADERS = 128
 
 # Lines handled per slice of a large read (see AMIParser._feed).
-_BATCH = 64
+_BATCH = 512
 
 _FORBIDDEN = ("\r", "\n", "\x00")
 
@@ -191,8 +191,8 @@ class AMIParser:
             # Work through big reads in slices: the short-lived objects of one
             # slice are freed before the next, which keeps the working set in
             # cache and the cyclic GC (triggered by live allocations) quiet.
-            for first in range(0, len(lines), _BATCH):
-                self._take(lines[first : first + _BATCH], out)
+            for begin in range(0, len(lines), _BATCH):
+                self._take(lines[begin : begin + _BATCH], out)
         return out
 
     def _take(self, lines: list[str], out: list[AMIEvent]) -> None:
@@ -323,7 +323,8 @@ def encode_action(
 def md5_key(challenge: str, secret: str) -> str:
     """The ``Key`` for an MD5 login: lowercase hex md5(challenge + secret).
 
-    manager.c authenticate compares it with ast_md5_hash of the same string.
+    manager.c authenticate runs MD5 over the session challenge then the secret
+    and compares the ``%02hhx`` hex digest with ``Key``.
     The digest is protocol-mandated, not our choice of password hashing.
     """
     digest = hashlib.md5((challenge + secret).encode("utf-8"), usedforsecurity=False)
@@ -413,9 +414,7 @@ class ActionCorrelator:
                 # astman_send_list_complete_start: the closing "...Complete"
                 # event carries "EventList: Complete" and "ListItems: N".
                 del self._pending[action_id]
-                return True, ActionResult(
-                    action_id, state.response, tuple(state.events), message
-                )
+                return True, ActionResult(action_id, state.response, tuple(state.events), message)
             state.events.append(message)
             return True, None
         if not message.is_response:
