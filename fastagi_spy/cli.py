@@ -238,3 +238,5 @@ def _demo(args: argparse.Namespace) -> int:
     from fastagi_spy.demo import run_demo
 
     return run_demo(args.seconds)
+if __name__ == "__main__":
+    main()
