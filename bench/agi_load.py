@@ -125,8 +125,8 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     from twisted.internet import reactor, task, threads
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
-    from fastagi_spy.config import MapRules, SecurityRules
-    from fastagi_spy.model import LiveMap
+    from fastagi_spy.config import SecurityRules
+    from fastagi_spy.model import LiveMap, ModelConfig
     from fastagi_spy.net.fastagi import FastAGIFactory
     from fastagi_spy.store.audit import AuditLog
     from fastagi_spy.store.database import Database
@@ -144,7 +144,7 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     supervisor = SupervisorEntry(SUPERVISOR, "Sup", frozenset({"sales"}), frozenset({Mode.LISTEN}),
                                  ("PJSIP/2001",))
     directory = Directory(agents, (supervisor,), frozenset())
-    live_map = LiveMap(directory, MapRules(trunk_contexts=frozenset({"from-trunk"})), ["pbx"])
+    live_map = LiveMap(directory, {"pbx": ModelConfig(customer_contexts=frozenset({"from-trunk"}))})
     live_map.resync("pbx", bridged_call_items([a.number for a in agents]), [], time.time())
     db = Database(os.path.join(tempfile.mkdtemp(), "bench.sqlite3"))
     pins = PinStore(db)

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from fastagi_spy.config import Config
-from fastagi_spy.model import LiveMap
+from fastagi_spy.model import LiveMap, ModelConfig
 from fastagi_spy.net.ami import AMIClient, AMICredentials
 from fastagi_spy.net.fastagi import AGISession, FastAGIFactory
 from fastagi_spy.net.livesync import LiveSync
@@ -52,6 +52,15 @@ def open_stores(config: Config) -> Stores:
     return Stores(db, PinStore(db), LockoutStore(db, policy), AuditLog(db))
 
 
+def model_rules(config: Config) -> ModelConfig:
+    rules = config.map_rules
+    return ModelConfig(
+        session_range=rules.session_range,
+        customer_contexts=rules.trunk_contexts,
+        customer_channel_prefixes=rules.trunk_prefixes,
+    )
+
+
 def pin_hasher(config: Config) -> PinHasher:
     if config.security.pin_cost == "cheap":
         return PinHasher.cheap(config.pin_pepper)
@@ -67,7 +76,7 @@ class SpyService(MultiService):
         self.reactor = reactor
         self.now: Callable[[], float] = time.time
         self.stores = open_stores(config)
-        self.live_map = LiveMap(config.directory, config.map_rules, [s.name for s in config.asterisk])
+        self.live_map = LiveMap(config.directory, {s.name: model_rules(config) for s in config.asterisk})
         self.spies = SpyWatches(self.now)
         self.clients: dict[str, AMIClient] = {}
         self.syncs: dict[str, LiveSync] = {}

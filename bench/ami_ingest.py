@@ -1,0 +1,417 @@
+"""AMI ingest: our parser + live map against panoramisk's parser, and the map's memory.
+
+Usage: python bench/ami_ingest.py [--events 200000] [--agents 5000]
+
+The stream is what a busy call centre's Asterisk 22 writes with timestampevents=yes
+and channelvars=FASTAGI_SPY_SESSION: CRLF lines, full channel snapshots (with the
+ChanVariable line), queue calls from trunks answered by PJSIP agents, the VarSet and
+Newexten chatter every call makes, queue member status/pause changes, and the
+dialplan setting FASTAGI_SPY_SESSION on some agents' channels.  About 2,000 calls
+are up at any moment (some 4,000 live channels).
+
+Measured in one run:
+  (a) ours: AMIParser().feed() over 64 KiB reads plus LiveMap.apply() of every event,
+      best of 3 (a fresh parser and map each time; building the map's 5,000-agent
+      directory is outside the timing);
+  (b) panoramisk 1.4, parse only: its own AMIProtocol.data_received() over the same
+      64 KiB reads, i.e. decode('ascii', 'ignore'), its split on CRLF CRLF with the
+      carried-over tail, strip(), and Message.from_line() for every frame, exactly as
+      the protocol does it; handle_message() is replaced by a no-op so that neither its
+      response matching nor any dispatch is timed.  Best of 3.
+  (c) memory retained by the model alone after 5,000 queue members log in and 5,000
+      calls are bridged (10,000 live channels): tracemalloc current (and peak) around
+      building the LiveMap and applying those events, parsed as they arrive.
+The last line printed is one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fastagi_spy.model import LiveMap, ModelConfig  # noqa: E402
+from fastagi_spy.store.directory import AgentEntry, Directory  # noqa: E402
+from fastagi_spy.wire.ami import AMIMessage, AMIParser  # noqa: E402
+
+CHUNK = 64 * 1024
+SERVER = "10.10.10.16"
+EPOCH = 1_795_200_000
+STATE_DESC = {0: "Down", 4: "Ring", 5: "Ringing", 6: "Up"}
+CONFIG = ModelConfig(customer_contexts=frozenset({"from-trunk"}))
+
+
+# --- the stream -------------------------------------------------------------------
+
+
+class Writer:
+    """Formats events the way manager.c does: "Name: value" CRLF lines, blank line."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.count = 0
+        self.clock = float(EPOCH)
+
+    def event(self, name: str, privilege: str, fields: list[tuple[str, str]]) -> None:
+        self.clock += 0.000731
+        self.count += 1
+        lines = [f"Event: {name}", f"Privilege: {privilege}", f"Timestamp: {self.clock:.6f}"]
+        lines += [f"{key}: {value}" for key, value in fields]
+        self.parts.append("\r\n".join(lines) + "\r\n\r\n")
+
+    def data(self) -> bytes:
+        return ("Asterisk Call Manager/11.0.0\r\n" + "".join(self.parts)).encode()
+
+
+class Leg:
+    """One channel's snapshot fields, updated as the call goes on."""
+
+    def __init__(self, name: str, uid: str, linkedid: str, state: int, cid: tuple[str, str],
+                 context: str, exten: str) -> None:
+        self.name, self.uid, self.linkedid, self.state = name, uid, linkedid, state
+        self.cid_num, self.cid_name = cid
+        self.conn_num, self.conn_name = "<unknown>", "<unknown>"
+        self.context, self.exten, self.priority = context, exten, 1
+        self.session = ""
+
+    def snapshot(self, prefix: str = "") -> list[tuple[str, str]]:
+        return [
+            (f"{prefix}Channel", self.name),
+            (f"{prefix}ChannelState", str(self.state)),
+            (f"{prefix}ChannelStateDesc", STATE_DESC.get(self.state, "Unknown")),
+            (f"{prefix}CallerIDNum", self.cid_num),
+            (f"{prefix}CallerIDName", self.cid_name),
+            (f"{prefix}ConnectedLineNum", self.conn_num),
+            (f"{prefix}ConnectedLineName", self.conn_name),
+            (f"{prefix}Language", "en"),
+            (f"{prefix}AccountCode", ""),
+            (f"{prefix}Context", self.context),
+            (f"{prefix}Exten", self.exten),
+            (f"{prefix}Priority", str(self.priority)),
+            (f"{prefix}Uniqueid", self.uid),
+            (f"{prefix}Linkedid", self.linkedid),
+            (f"{prefix}ChanVariable", f"FASTAGI_SPY_SESSION={self.session}"),
+        ]
+
+
+class Site:
+    """Numbers channels, uniqueids and bridges like one Asterisk does."""
+
+    def __init__(self, agents: list[str], seed: int = 7) -> None:
+        self.agents = agents
+        self.random = random.Random(seed)
+        self.uid = 0
+        self.seq = 0
+        self.bridge = 0
+
+    def leg(self, device: str, linked: Leg | None, state: int, cid: tuple[str, str],
+            context: str, exten: str) -> Leg:
+        self.uid += 1
+        self.seq += 1
+        uid = f"{EPOCH}.{self.uid}"
+        return Leg(f"{device}-{self.seq:08x}", uid, linked.uid if linked else uid, state, cid,
+                   context, exten)
+
+    def member(self, number: str, paused: bool, status: int, in_call: bool) -> list[tuple[str, str]]:
+        return [
+            ("Queue", "sales"), ("MemberName", f"Agent {number}"),
+            ("Interface", f"PJSIP/{number}"), ("StateInterface", f"PJSIP/{number}"),
+            ("Membership", "dynamic"), ("Penalty", "0"), ("CallsTaken", "3"),
+            ("LastCall", str(EPOCH)), ("LastPause", "0"), ("LoginTime", str(EPOCH)),
+            ("InCall", "1" if in_call else "0"), ("Status", str(status)),
+            ("Paused", "1" if paused else "0"), ("PausedReason", ""),
+            ("Ringinuse", "0"), ("Wrapuptime", "0"),
+        ]
+
+    def bridge_fields(self, bridge: str, count: int) -> list[tuple[str, str]]:
+        return [
+            ("BridgeUniqueid", bridge), ("BridgeType", "basic"),
+            ("BridgeTechnology", "simple_bridge"), ("BridgeCreator", "<unknown>"),
+            ("BridgeName", "<unknown>"), ("BridgeNumChannels", str(count)),
+            ("BridgeVideoSourceMode", "none"),
+        ]
+
+    def call(self, agent: str, hang_up: bool = True) -> Iterator[Callable[[Writer], None]]:
+        """One queue call from a trunk to PJSIP/<agent>, one step (event) at a time."""
+        rnd = self.random
+        number = f"+4420{rnd.randrange(10**7, 10**8)}"
+        trunk = self.leg("PJSIP/trunk", None, 4, (number, "<unknown>"), "from-trunk", "800")
+        phone = self.leg(f"PJSIP/{agent}", trunk, 0, (agent, f"Agent {agent}"), "agents", agent)
+        self.bridge += 1
+        bridge = f"{self.bridge:08x}-5c4e-4e3a-9b1d-{EPOCH:012d}"
+        call_events: list[Callable[[Writer], None]] = []
+
+        def add(name: str, privilege: str, *parts: Callable[[], list[tuple[str, str]]]) -> None:
+            def emit(w: Writer) -> None:
+                fields: list[tuple[str, str]] = []
+                for part in parts:
+                    fields += part()
+                w.event(name, privilege, fields)
+
+            call_events.append(emit)
+
+        def snap(leg: Leg, prefix: str = "") -> Callable[[], list[tuple[str, str]]]:
+            return lambda: leg.snapshot(prefix)
+
+        def const(*pairs: tuple[str, str]) -> Callable[[], list[tuple[str, str]]]:
+            return lambda: list(pairs)
+
+        def change(fn: Callable[[], None]) -> None:
+            call_events.append(lambda w: fn())
+
+        add("Newchannel", "call,all", snap(trunk))
+        for app, data in (("NoOp", "Inbound"), ("Set", "__FROM_DID=800"), ("Answer", "")):
+            add("Newexten", "dialplan,all", snap(trunk), const(
+                ("Extension", "800"), ("Application", app), ("AppData", data)))
+        add("VarSet", "dialplan,all", snap(trunk), const(("Variable", "__FROM_DID"), ("Value", "800")))
+        change(lambda: setattr(trunk, "state", 6))
+        add("Newstate", "call,all", snap(trunk))
+        add("QueueCallerJoin", "agent,all", snap(trunk), const(
+            ("Queue", "sales"), ("Position", "1"), ("Count", "1")))
+        add("Newchannel", "call,all", snap(phone))
+        change(lambda: (setattr(phone, "conn_num", trunk.cid_num),
+                        setattr(phone, "context", "from-internal")))
+        add("NewConnectedLine", "call,all", snap(phone))
+        add("DialBegin", "call,all", snap(trunk), snap(phone, "Dest"),
+            const(("DialString", f"PJSIP/{agent}")))
+        change(lambda: setattr(phone, "state", 5))
+        add("Newstate", "call,all", snap(phone))
+        add("QueueMemberStatus", "agent,all", const(*self.member(agent, False, 6, False)))
+        change(lambda: setattr(phone, "state", 6))
+        add("Newstate", "call,all", snap(phone))
+        add("DialEnd", "call,all", snap(trunk), snap(phone, "Dest"),
+            const(("DialStatus", "ANSWER")))
+        add("QueueCallerLeave", "agent,all", snap(trunk), const(
+            ("Queue", "sales"), ("Position", "1"), ("Count", "0")))
+        if rnd.random() < 0.1:
+            # The site's dialplan names the agent's session on its channel.
+            session = f"86{rnd.randrange(10**5):05d}"
+            add("VarSet", "dialplan,all", snap(phone), const(
+                ("Variable", "FASTAGI_SPY_SESSION"), ("Value", session)))
+            change(lambda: setattr(phone, "session", session))
+        add("BridgeCreate", "call,all", const(*self.bridge_fields(bridge, 0)))
+        add("BridgeEnter", "call,all", const(*self.bridge_fields(bridge, 1)), snap(trunk))
+        add("BridgeEnter", "call,all", const(*self.bridge_fields(bridge, 2)), snap(phone))
+        for leg, peer in ((trunk, phone), (phone, trunk)):
+            add("VarSet", "dialplan,all", snap(leg), const(
+                ("Variable", "BRIDGEPEER"), ("Value", peer.name)))
+        add("VarSet", "dialplan,all", snap(trunk), const(("Variable", "DIALSTATUS"), ("Value", "ANSWER")))
+        add("QueueMemberStatus", "agent,all", const(*self.member(agent, False, 2, True)))
+        add("AgentConnect", "agent,all", snap(trunk), snap(phone, "Dest"), const(
+            ("Queue", "sales"), ("MemberName", f"Agent {agent}"), ("Interface", f"PJSIP/{agent}"),
+            ("HoldTime", "2"), ("RingTime", "3")))
+        if rnd.random() < 0.05:
+            add("QueueMemberPause", "agent,all", const(*self.member(agent, True, 2, True)))
+            add("QueueMemberPause", "agent,all", const(*self.member(agent, False, 2, True)))
+        yield from call_events
+        if not hang_up:
+            return
+        rest: list[Callable[[Writer], None]] = []
+        call_events = rest
+        add("SoftHangupRequest", "call,all", snap(phone), const(("Cause", "16")))
+        add("BridgeLeave", "call,all", const(*self.bridge_fields(bridge, 1)), snap(phone))
+        add("BridgeLeave", "call,all", const(*self.bridge_fields(bridge, 0)), snap(trunk))
+        add("BridgeDestroy", "call,all", const(*self.bridge_fields(bridge, 0)))
+        add("VarSet", "dialplan,all", snap(trunk), const(("Variable", "ANSWEREDTIME"), ("Value", "42")))
+        add("Hangup", "call,all", snap(phone), const(("Cause", "16"), ("Cause-txt", "Normal Clearing")))
+        add("AgentComplete", "agent,all", snap(trunk), snap(phone, "Dest"), const(
+            ("Queue", "sales"), ("MemberName", f"Agent {agent}"), ("Interface", f"PJSIP/{agent}"),
+            ("HoldTime", "2"), ("TalkTime", "42"), ("Reason", "agent")))
+        add("HangupRequest", "call,all", snap(trunk), const(("Cause", "16")))
+        add("Hangup", "call,all", snap(trunk), const(("Cause", "16"), ("Cause-txt", "Normal Clearing")))
+        add("QueueMemberStatus", "agent,all", const(*self.member(agent, False, 1, False)))
+        yield from rest
+
+
+def busy_stream(agents: list[str], events: int, concurrent: int = 2000) -> tuple[bytes, int]:
+    """Queue logins, then calls interleaved ~``concurrent`` at a time until ``events``."""
+    site = Site(agents)
+    writer = Writer()
+    for number in agents:
+        writer.event("QueueMemberAdded", "agent,all", site.member(number, False, 1, False))
+    free = list(agents)
+    active: list[tuple[str, Iterator[Callable[[Writer], None]]]] = []
+    while writer.count < events:
+        while free and len(active) < concurrent:
+            agent = free.pop(site.random.randrange(len(free)))
+            active.append((agent, site.call(agent)))
+        index = site.random.randrange(len(active))
+        agent, steps = active[index]
+        step = next(steps, None)
+        if step is None:
+            active[index] = active[-1]
+            active.pop()
+            free.append(agent)
+            continue
+        step(writer)
+    return writer.data(), writer.count
+
+
+def standing_stream(agents: list[str]) -> bytes:
+    """Every agent logs into the queue, then answers one call that stays up."""
+    site = Site(agents, seed=11)
+    writer = Writer()
+    for number in agents:
+        writer.event("QueueMemberAdded", "agent,all", site.member(number, False, 1, False))
+    for number in agents:
+        for step in site.call(number, hang_up=False):
+            step(writer)
+    return writer.data()
+
+
+def directory(agents: list[str]) -> Directory:
+    entries = tuple(AgentEntry(n, f"Agent {n}", f"team{int(n) % 20}", (f"PJSIP/{n}",))
+                    for n in agents)
+    return Directory(agents=entries, supervisors=(), never_spy=frozenset())
+
+
+def chunks(data: bytes) -> list[bytes]:
+    return [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+
+
+# --- the measurements --------------------------------------------------------------
+
+
+def ours(pieces: list[bytes], book: Directory) -> tuple[float, int, LiveMap]:
+    live = LiveMap(book, {SERVER: CONFIG})
+    parser = AMIParser()
+    apply = live.apply
+    now = float(EPOCH)
+    count = 0
+    gc.collect()
+    started = time.perf_counter()
+    for piece in pieces:
+        for message in parser.feed(piece):
+            if type(message) is AMIMessage:
+                apply(SERVER, message, now)
+                count += 1
+    return time.perf_counter() - started, count, live
+
+
+def ours_parse_only(pieces: list[bytes]) -> tuple[float, int]:
+    parser = AMIParser()
+    count = 0
+    gc.collect()
+    started = time.perf_counter()
+    for piece in pieces:
+        count += len(parser.feed(piece))
+    return time.perf_counter() - started, count - 1  # minus the banner
+
+
+def panoramisk_parse(pieces: list[bytes]) -> tuple[float, int]:
+    from panoramisk.ami_protocol import AMIProtocol
+
+    frames = 0
+
+    class ParseOnly(AMIProtocol):  # type: ignore[misc]
+        def handle_message(self, message: object) -> None:
+            nonlocal frames
+            frames += 1
+
+    class Transport:
+        def write(self, data: bytes) -> None:  # pragma: no cover - nothing is sent
+            pass
+
+        def close(self) -> None:  # pragma: no cover
+            pass
+
+    class Factory:
+        save_stream = None
+
+    protocol = ParseOnly()
+    protocol.connection_made(Transport())
+    protocol.factory = Factory()
+    gc.collect()
+    started = time.perf_counter()
+    for piece in pieces:
+        protocol.data_received(piece)
+    return time.perf_counter() - started, frames
+
+
+def memory(book: Directory, data: bytes) -> tuple[float, float, dict[str, int]]:
+    pieces = chunks(data)
+    gc.collect()
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    live = LiveMap(book, {SERVER: CONFIG})
+    parser = AMIParser()
+    for piece in pieces:
+        for message in parser.feed(piece):
+            if type(message) is AMIMessage:
+                live.apply(SERVER, message, float(EPOCH))
+    del parser, message
+    gc.collect()
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    counts = live.server(SERVER).counts()
+    return (current - base) / 2**20, (peak - base) / 2**20, counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--agents", type=int, default=5000)
+    args = parser.parse_args()
+
+    agents = [str(20000 + i) for i in range(args.agents)]
+    book = directory(agents)
+    data, events = busy_stream(agents, args.events)
+    pieces = chunks(data)
+
+    runs = [ours(pieces, book) for _ in range(3)]
+    best, applied, live = min(runs, key=lambda r: r[0])
+    state = live.server(SERVER)
+    assert state.check_invariants() == [], "live map inconsistent after the run"
+    parse_only = min(ours_parse_only(pieces)[0] for _ in range(3))
+    pano_runs = [panoramisk_parse(pieces) for _ in range(3)]
+    pano_best, pano_frames = min(pano_runs)
+    if pano_frames != applied:
+        raise SystemExit(f"panoramisk saw {pano_frames} frames, we applied {applied}")
+
+    mem_current, mem_peak, mem_counts = memory(book, standing_stream(agents))
+
+    rate = applied / best
+    pano_rate = pano_frames / pano_best
+    figures = {
+        "events_per_s": round(rate),
+        "ratio_vs_panoramisk": round(rate / pano_rate, 2),
+        "memory_mb_10k_channels": round(mem_current, 1),
+        "memory_peak_mb": round(mem_peak, 1),
+        "events": applied,
+        "stream_mb": round(len(data) / 2**20, 1),
+        "parse_only_events_per_s": round(applied / parse_only),
+        "panoramisk_parse_events_per_s": round(pano_rate),
+        "live_channels_after_run": state.counts()["channels"],
+        "malformed": state.malformed,
+        "memory_channels": mem_counts["channels"],
+        "memory_agents": mem_counts["agents"],
+        "python": sys.version.split()[0],
+    }
+    rows = [
+        ("events in the stream", f"{applied:,} ({figures['stream_mb']} MB, {args.agents:,} agents)"),
+        ("ours: parse + apply, best of 3", f"{rate:,.0f} events/s ({best:.2f} s)"),
+        ("ours: parse only, best of 3", f"{figures['parse_only_events_per_s']:,} events/s"),
+        ("panoramisk 1.4: parse only, best of 3", f"{pano_rate:,.0f} events/s ({pano_best:.2f} s)"),
+        ("ratio (ours parse+apply / panoramisk parse)", f"{figures['ratio_vs_panoramisk']:.2f}x"),
+        ("model memory, 10k channels + 5k agents",
+         f"{mem_current:.1f} MB retained, {mem_peak:.1f} MB peak "
+         f"({mem_counts['channels']:,} channels, {mem_counts['agents']:,} agents)"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    print(f"AMI ingest benchmark (CPython {figures['python']})")
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

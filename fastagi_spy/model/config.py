@@ -1,0 +1,39 @@
+"""Per-server rules for the model: session id range and how to spot customer legs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ModelConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """How one Asterisk server's live state is interpreted.
+
+    ``session_range`` is the inclusive range of 7-digit session ids we hand out
+    to agents whose site gives them none (VICIdial's MeetMe rooms are 86xxxxx).
+    A call is *incoming* when the leg that started it (uniqueid == linkedid) is a
+    customer leg: its first dialplan context is in ``customer_contexts`` or its
+    channel name starts with one of ``customer_channel_prefixes`` (for example
+    "PJSIP/trunk-").  ``directory_agents_logged_in`` treats every directory agent
+    as logged in; turn it off when queue or agent-pool logins are the truth.
+    ``tombstones`` is how many hung-up uniqueids are remembered so that a late
+    event for one cannot resurrect it.
+    """
+
+    session_range: tuple[int, int] = (8600000, 8699999)
+    customer_contexts: frozenset[str] = frozenset()
+    customer_channel_prefixes: tuple[str, ...] = ()
+    directory_agents_logged_in: bool = True
+    tombstones: int = 4096
+
+    def __post_init__(self) -> None:
+        low, high = self.session_range
+        if not (1_000_000 <= low <= high <= 9_999_999):
+            raise ValueError(f"session_range {self.session_range} is not a 7-digit range")
+        if any(not prefix for prefix in self.customer_channel_prefixes):
+            # An empty prefix would mark every leg as a customer leg.
+            raise ValueError("customer_channel_prefixes may not contain an empty prefix")
+        if self.tombstones < 1:
+            raise ValueError("tombstones must be positive")

@@ -1,0 +1,283 @@
+"""One function per AMI event the model follows, dispatched by event name.
+
+Each handler reads and validates its fields, then calls the table moves.
+Field names and formats are those of Asterisk 22's manager_channels.c,
+manager_bridges.c, confbridge_manager.c, app_queue.c and app_agent_pool.c.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastagi_spy.model.agents import LOGIN_AGENT_POOL, LOGIN_QUEUE, Agent, normalise_interface
+from fastagi_spy.model.events import (
+    SESSION_VARIABLE,
+    EventLike,
+    is_session_id,
+    known,
+    parse_state,
+    required,
+    variable_name,
+)
+from fastagi_spy.model.tables import Tables
+
+__all__ = ["HANDLERS", "Handler", "queue_member"]
+
+Handler = Callable[[Tables, EventLike, float], None]
+
+
+def _newchannel(tables: Tables, event: EventLike, now: float) -> None:
+    channel = tables.channel(event, "", now)
+    if channel is not None:
+        # A repeated Newchannel (after a resync) still carries the current state.
+        tables.set_state(channel, parse_state(event.get("ChannelState"), channel.state), now)
+
+
+def _newstate(tables: Tables, event: EventLike, now: float) -> None:
+    state = parse_state(required(event, "ChannelState"), 0)
+    channel = tables.channel(event, "", now)
+    if channel is not None:
+        tables.set_state(channel, state, now)
+
+
+def _newcallerid(tables: Tables, event: EventLike, now: float) -> None:
+    channel = tables.channel(event, "", now)
+    if channel is not None:
+        tables.set_callerid(
+            channel, known(event.get("CallerIDNum")), known(event.get("CallerIDName"))
+        )
+
+
+def _newconnectedline(tables: Tables, event: EventLike, now: float) -> None:
+    channel = tables.channel(event, "", now)
+    if channel is not None:
+        tables.set_connected(
+            channel, known(event.get("ConnectedLineNum")), known(event.get("ConnectedLineName"))
+        )
+
+
+def _rename(tables: Tables, event: EventLike, now: float) -> None:
+    # channel.c publishes "Channel: <old>", "Newname: <new>", "Uniqueid": no
+    # snapshot, so an unknown uniqueid cannot be created from it.
+    uniqueid = required(event, "Uniqueid")
+    new_name = required(event, "Newname")
+    channel = tables.channels.get(uniqueid)
+    if channel is not None and channel.name != new_name:
+        tables.rename(channel, new_name)
+
+
+def _hangup(tables: Tables, event: EventLike, now: float) -> None:
+    tables.hangup(required(event, "Uniqueid"), now)
+
+
+def _dialbegin(tables: Tables, event: EventLike, now: float) -> None:
+    required(event, "DestUniqueid")
+    # The caller snapshot is absent when nothing dialled (Originate, ARI).
+    caller = tables.channel(event, "", now) if event.get("Uniqueid") else None
+    dest = tables.channel(event, "Dest", now)
+    if caller is not None:
+        tables.reached(caller, event.get("Exten"))
+    if dest is not None:
+        tables.dial_begin(caller, dest, now)
+
+
+def _dialend(tables: Tables, event: EventLike, now: float) -> None:
+    required(event, "DestUniqueid")
+    caller = tables.channel(event, "", now) if event.get("Uniqueid") else None
+    dest = tables.channel(event, "Dest", now)
+    if dest is not None:
+        tables.dial_end(caller, dest)
+
+
+def _bridgecreate(tables: Tables, event: EventLike, now: float) -> None:
+    tables.bridges.setdefault(required(event, "BridgeUniqueid"), set())
+
+
+def _bridgedestroy(tables: Tables, event: EventLike, now: float) -> None:
+    tables.destroy_bridge(required(event, "BridgeUniqueid"))
+
+
+def _bridgeenter(tables: Tables, event: EventLike, now: float) -> None:
+    bridge = required(event, "BridgeUniqueid")
+    channel = tables.channel(event, "", now)
+    if channel is not None:
+        tables.reached(channel, event.get("Exten"))
+        tables.enter_bridge(channel, bridge, event.get("SwapUniqueid"), now)
+
+
+def _bridgeleave(tables: Tables, event: EventLike, now: float) -> None:
+    bridge = required(event, "BridgeUniqueid")
+    channel = tables.channel(event, "", now)
+    if channel is not None:
+        tables.leave_bridge(channel, bridge)
+
+
+def _room(value: str) -> str | None:
+    # Only a 7-digit room is a session (VICIdial: 86xxxxx MeetMe, 96xxxxx ConfBridge).
+    return value if is_session_id(value) else None
+
+
+def _confbridgejoin(tables: Tables, event: EventLike, now: float) -> None:
+    room = _room(required(event, "Conference"))
+    channel = tables.channel(event, "", now)
+    if channel is None:
+        return
+    tables.reached(channel, event.get("Exten"))
+    # confbridge_manager.c sends the bridge snapshot too; the BridgeEnter of
+    # the same join may come before or after this event.
+    bridge = event.get("BridgeUniqueid")
+    if bridge:
+        tables.enter_bridge(channel, bridge, None, now)
+    tables.join_room(channel, room, now)
+
+
+def _confbridgeleave(tables: Tables, event: EventLike, now: float) -> None:
+    required(event, "Conference")
+    channel = tables.channel(event, "", now)
+    if channel is None:
+        return
+    bridge = event.get("BridgeUniqueid")
+    if bridge:
+        tables.leave_bridge(channel, bridge)
+    tables.leave_room(channel)
+
+
+def _meetmejoin(tables: Tables, event: EventLike, now: float) -> None:
+    # app_meetme (gone in Asterisk 21, still on VICIdial's older servers) has no
+    # bridge: room membership alone says who talks with whom.
+    room = _room(required(event, "Meetme"))
+    channel = tables.channel(event, "", now)
+    if channel is not None:
+        tables.reached(channel, event.get("Exten"))
+        tables.join_room(channel, room, now)
+
+
+def _meetmeleave(tables: Tables, event: EventLike, now: float) -> None:
+    required(event, "Meetme")
+    channel = tables.channel(event, "", now)
+    if channel is not None:
+        tables.leave_room(channel)
+
+
+def _varset(tables: Tables, event: EventLike, now: float) -> None:
+    # VarSet is by far the most frequent event (every Set(), every app's
+    # variables): decide on the variable name before touching anything else.
+    variable = event.get("Variable")
+    if variable is None or variable_name(variable) != SESSION_VARIABLE:
+        return
+    value = event.get("Value") or ""
+    channel = tables.channel(event, "", now)
+    if channel is not None:
+        tables.set_session_var(channel, value)
+
+
+def _hold(tables: Tables, event: EventLike, now: float) -> None:
+    channel = tables.channel(event, "", now)
+    if channel is not None:
+        tables.set_held(channel, True)
+
+
+def _unhold(tables: Tables, event: EventLike, now: float) -> None:
+    channel = tables.channel(event, "", now)
+    if channel is not None:
+        tables.set_held(channel, False)
+
+
+def _member_agent(tables: Tables, event: EventLike, *, create: bool) -> Agent | None:
+    """The agent a queue member is: by device, else by number, else one of its own.
+
+    The async QueueMember* events name the member MemberName/Interface, the
+    QueueStatus list item Name/Location (app_queue.c).
+    """
+    interface = event.get("Interface") or event.get("Location") or ""
+    state_interface = event.get("StateInterface") or ""
+    member_name = event.get("MemberName") or event.get("Name") or ""
+    devices = [normalise_interface(d) for d in (interface, state_interface) if d]
+    agent: Agent | None = None
+    for device in devices:
+        owner = tables.device_agent.get(device)
+        if owner is not None:
+            agent = tables.agents[owner]
+            break
+    if agent is None:
+        agent = tables.agents.get(member_name)
+    if agent is None:
+        if not create:
+            return None
+        number = tables.own_agent_number(member_name, interface)
+        agent = tables.new_agent(number, member_name or number)
+    for device in devices:
+        tables.learn_device(agent, device)
+    return agent
+
+
+def queue_member(tables: Tables, event: EventLike, now: float) -> None:
+    """QueueMemberAdded/Pause/Status and QueueStatus's QueueMember item."""
+    queue = required(event, "Queue")
+    agent = _member_agent(tables, event, create=True)
+    if agent is None:  # pragma: no cover - create=True always gives an agent
+        return
+    agent.queues[queue] = (event.get("Paused") or "0").strip() == "1"
+    tables.set_login(agent, LOGIN_QUEUE, True)
+
+
+def _queue_member_removed(tables: Tables, event: EventLike, now: float) -> None:
+    queue = required(event, "Queue")
+    agent = _member_agent(tables, event, create=False)
+    if agent is None:
+        return
+    agent.queues.pop(queue, None)
+    tables.set_login(agent, LOGIN_QUEUE, bool(agent.queues))
+
+
+def _agentlogin(tables: Tables, event: EventLike, now: float) -> None:
+    # app_agent_pool: "Agent: <id>" plus the snapshot of the channel that ran
+    # AgentLogin; calls for the agent are bridged to that very channel.
+    agent_id = required(event, "Agent")
+    channel = tables.channel(event, "", now)
+    agent = tables.agents.get(agent_id)
+    if agent is None and channel is not None:
+        owner = tables.device_agent.get(channel.device)
+        agent = tables.agents[owner] if owner is not None else None
+    if agent is None:
+        agent = tables.new_agent(tables.own_agent_number(agent_id), agent_id)
+    if channel is not None:
+        tables.learn_device(agent, channel.device)
+    tables.set_login(agent, LOGIN_AGENT_POOL, True)
+
+
+def _agentlogoff(tables: Tables, event: EventLike, now: float) -> None:
+    agent = tables.agents.get(required(event, "Agent"))
+    if agent is not None:
+        tables.set_login(agent, LOGIN_AGENT_POOL, False)
+
+
+HANDLERS: dict[str, Handler] = {
+    "Newchannel": _newchannel,
+    "Newstate": _newstate,
+    "NewCallerid": _newcallerid,
+    "NewConnectedLine": _newconnectedline,
+    "Rename": _rename,
+    "Hangup": _hangup,
+    "DialBegin": _dialbegin,
+    "DialEnd": _dialend,
+    "BridgeCreate": _bridgecreate,
+    "BridgeDestroy": _bridgedestroy,
+    "BridgeEnter": _bridgeenter,
+    "BridgeLeave": _bridgeleave,
+    "ConfbridgeJoin": _confbridgejoin,
+    "ConfbridgeLeave": _confbridgeleave,
+    "MeetmeJoin": _meetmejoin,
+    "MeetmeLeave": _meetmeleave,
+    "VarSet": _varset,
+    "Hold": _hold,
+    "Unhold": _unhold,
+    "QueueMemberAdded": queue_member,
+    "QueueMemberPause": queue_member,
+    # Asterisk 11's name for the same event, still sent by some builds.
+    "QueueMemberPaused": queue_member,
+    "QueueMemberStatus": queue_member,
+    "QueueMemberRemoved": _queue_member_removed,
+    "AgentLogin": _agentlogin,
+    "AgentLogoff": _agentlogoff,
+}

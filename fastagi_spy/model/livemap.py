@@ -1,0 +1,141 @@
+"""Every configured Asterisk server's state, change subscribers and target lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from fastagi_spy.model.changes import Callback, Change, Payload, Subscribers
+from fastagi_spy.model.config import ModelConfig
+from fastagi_spy.model.events import EventLike, is_target
+from fastagi_spy.model.resolve import Resolution
+from fastagi_spy.model.state import ServerState, SpyTarget
+from fastagi_spy.store.directory import Directory
+
+__all__ = ["LiveMap"]
+
+
+class LiveMap:
+    """One :class:`ServerState` per configured server name, plus subscribers.
+
+    ``servers`` maps each server name (VICIdial's server_ip, or any label the
+    config uses) to its rules.  Every method that changes state tells the
+    subscribers and returns the same changes.
+    """
+
+    __slots__ = ("_servers", "_subscribers")
+
+    def __init__(self, directory: Directory, servers: Mapping[str, ModelConfig]) -> None:
+        if not servers:
+            raise ValueError("LiveMap needs at least one server")
+        self._servers = {name: ServerState(name, directory, cfg) for name, cfg in servers.items()}
+        self._subscribers = Subscribers()
+
+    @property
+    def server_names(self) -> tuple[str, ...]:
+        """Configured server names, in configuration order."""
+        return tuple(self._servers)
+
+    def server(self, name: str) -> ServerState:
+        """The state of server ``name`` (KeyError for a name not configured)."""
+        return self._servers[name]
+
+    def channel_names(self, server: str) -> frozenset[str]:
+        """Names of every live channel tracked for ``server``."""
+        return self._servers[server].channel_names()
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        """Call ``callback(changes)`` after every non-empty change; returns unsubscribe."""
+        return self._subscribers.subscribe(callback)
+
+    def apply(self, server: str, event: EventLike, now: float) -> list[Change]:
+        """Apply one AMI event from ``server``."""
+        changes = self._servers[server].apply(event, now)
+        if changes:
+            self._subscribers.publish(changes)
+        return changes
+
+    def resync(
+        self,
+        server: str,
+        channels: Sequence[EventLike],
+        queue_members: Sequence[EventLike],
+        now: float,
+    ) -> list[Change]:
+        """Rebuild ``server`` from its CoreShowChannels and QueueStatus lists."""
+        changes = self._servers[server].resync(channels, queue_members, now)
+        self._subscribers.publish(changes)
+        return changes
+
+    def mark_stale(self, server: str, now: float) -> list[Change]:
+        """``server``'s AMI link went down."""
+        changes = self._servers[server].mark_stale(now)
+        self._subscribers.publish(changes)
+        return changes
+
+    def snapshot(self, now: float) -> Payload:
+        """Everything as JSON: {"servers": {name: {stale, agents, sessions, calls}}}."""
+        return {"servers": {name: state.snapshot(now) for name, state in self._servers.items()}}
+
+    def resolve(self, target: str, server: str | None = None) -> Resolution:
+        """The exact live channel ``target`` means, or why there is none.
+
+        ``target`` is tried as a 7-digit session id, then an agent number, then
+        an extension; the first kind that matches anywhere wins.  Searching all
+        servers, a stale one that could hold the target answers "stale": a
+        guess from the others could be the wrong person.
+        """
+        if not is_target(target):
+            return Resolution.refuse("not_found")
+        if server is not None:
+            state = self._servers.get(server)
+            if state is None:
+                return Resolution.refuse("not_found")
+            if state.stale:
+                return Resolution.refuse("stale", server)
+            states: Sequence[ServerState] = (state,)
+        else:
+            states = tuple(self._servers.values())
+        hits: list[tuple[ServerState, int, frozenset[str]]] = []
+        for state in states:
+            hit = state.lookup(target)
+            if state.stale:
+                # Sessions and rooms come and go: any 7-digit target could be there.
+                if hit is not None or len(target) == 7:
+                    return Resolution.refuse("stale", state.name)
+                continue
+            if hit is not None:
+                hits.append((state, hit[0], hit[1]))
+        if not hits:
+            return Resolution.refuse("not_found")
+        best = min(rank for _, rank, _ in hits)
+        hits = [h for h in hits if h[1] == best]
+        people = frozenset().union(*(numbers for _, _, numbers in hits))
+        if len(people) > 1:
+            # Two different agents answer to this target: never pick one.
+            return Resolution.refuse("ambiguous")
+        (number,) = people
+        answers = [(state, state.spy_target(number)) for state, _, _ in hits]
+        return _decide(number, answers)
+
+
+def _decide(number: str, answers: list[tuple[ServerState, SpyTarget]]) -> Resolution:
+    ok = [(state, answer) for state, answer in answers if answer.reason == "ok"]
+    if len(ok) > 1 or any(answer.reason == "ambiguous" for _, answer in answers):
+        first = next(s for s, a in answers if a.reason in ("ok", "ambiguous"))
+        return Resolution.refuse("ambiguous", first.name, number)
+    if ok:
+        state, answer = ok[0]
+        return Resolution(
+            True,
+            "ok",
+            state.name,
+            number,
+            answer.session_id,
+            answer.channel,
+            answer.uniqueid,
+        )
+    for state, answer in answers:
+        if answer.reason == "not_on_call":
+            return Resolution.refuse("not_on_call", state.name, number, answer.session_id)
+    state, _ = answers[0]
+    return Resolution.refuse("not_logged_in", state.name, number)

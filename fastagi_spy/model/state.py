@@ -1,0 +1,266 @@
+"""One Asterisk server's live state: apply events, resync from lists, go stale."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastagi_spy.model.changes import Change, Payload
+from fastagi_spy.model.config import ModelConfig
+from fastagi_spy.model.events import EventLike, Malformed
+from fastagi_spy.model.handlers import HANDLERS
+from fastagi_spy.model.resync import load
+from fastagi_spy.model.tables import Tables
+from fastagi_spy.model.views import (
+    AgentView,
+    CallView,
+    SessionView,
+    agent_payload,
+    agent_view,
+    call_payload,
+    call_view,
+    flush,
+    session_payload,
+    session_view,
+    spy_channels,
+)
+from fastagi_spy.store.directory import Directory
+
+__all__ = ["ServerState", "SpyTarget"]
+
+
+class SpyTarget:
+    """What one server knows about spying on one agent (see LiveMap.resolve)."""
+
+    __slots__ = ("channel", "reason", "session_id", "uniqueid")
+
+    def __init__(
+        self,
+        reason: str,
+        session_id: str | None = None,
+        channel: str | None = None,
+        uniqueid: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.session_id = session_id
+        self.channel = channel
+        self.uniqueid = uniqueid
+
+
+class ServerState:
+    """The live map of one Asterisk server (VICIdial's server_ip).
+
+    ``apply`` and ``resync`` return the changes they caused.  ``stale`` is set
+    by ``mark_stale`` when the AMI link drops and cleared by ``resync``:
+    callers must not act on a stale server's channels.
+    """
+
+    __slots__ = ("_tables", "config", "directory", "name", "stale", "stale_since")
+
+    def __init__(self, name: str, directory: Directory, config: ModelConfig) -> None:
+        self.name = name
+        self.directory = directory
+        self.config = config
+        self.stale = False
+        self.stale_since: float | None = None
+        self._tables = Tables(directory, config)
+        # Directory agents start logged in with allocated sessions: take that
+        # as the baseline so the first event reports only real changes.
+        flush(name, self._tables, 0.0)
+
+    @property
+    def malformed(self) -> int:
+        """Events and list items ignored because a field was missing or unparsable."""
+        return self._tables.malformed
+
+    def apply(self, event: EventLike, now: float) -> list[Change]:
+        """Apply one AMI event; unknown events cost one dict lookup."""
+        name = event.get("Event")
+        if name is None:
+            return []
+        handler = HANDLERS.get(name)
+        if handler is None:
+            return []
+        tables = self._tables
+        try:
+            handler(tables, event, now)
+        except Malformed:
+            tables.malformed += 1
+        if tables.dirty_agents or tables.dirty_calls or tables.ended or tables.touched_sessions:
+            return flush(self.name, tables, now)
+        return []
+
+    def resync(
+        self,
+        channels: Sequence[EventLike],
+        queue_members: Sequence[EventLike],
+        now: float,
+    ) -> list[Change]:
+        """Rebuild from CoreShowChannel and QueueMember items in one step.
+
+        The new state replaces the old one only once fully built; the changes
+        are the difference, so whatever vanished is reported as removed.
+        Allocated session ids survive for agents still logged in.
+        """
+        old = self._tables
+        kept = {
+            number: agent.allocated
+            for number, agent in old.agents.items()
+            if agent.allocated is not None and agent.logins
+        }
+        new = Tables(self.directory, self.config, kept)
+        new.malformed = old.malformed
+        load(new, channels, queue_members, now)
+        # Sessions in a fixed order so allocation is deterministic.
+        for number in sorted(new.dirty_agents):
+            new.refresh_session(new.agents[number])
+        new.release_unused_preserved()
+        new.emitted_agents = dict(old.emitted_agents)
+        new.emitted_calls = dict(old.emitted_calls)
+        new.emitted_sessions = dict(old.emitted_sessions)
+        new.touched_sessions.update(old.emitted_sessions)
+        gone_agents = set(old.emitted_agents) - set(new.agents)
+        gone_calls = set(old.emitted_calls) - set(new.calls)
+        changes = flush(self.name, new, now)
+        for number in sorted(gone_agents):
+            del new.emitted_agents[number]
+            changes.append(Change(self.name, "agent", number, None))
+        for linkedid in sorted(gone_calls):
+            del new.emitted_calls[linkedid]
+            changes.append(Change(self.name, "call", linkedid, None))
+        self._tables = new
+        if self.stale:
+            self.stale = False
+            self.stale_since = None
+            changes.append(Change(self.name, "server", self.name, self._server_payload()))
+        return changes
+
+    def mark_stale(self, now: float) -> list[Change]:
+        """The AMI link is down: nothing here may be trusted until the next resync."""
+        if self.stale:
+            return []
+        self.stale = True
+        self.stale_since = now
+        return [Change(self.name, "server", self.name, self._server_payload())]
+
+    def _server_payload(self) -> Payload:
+        return {"stale": self.stale, "stale_since": self.stale_since}
+
+    # --- lookups ----------------------------------------------------------------
+
+    def lookup(self, target: str) -> tuple[int, frozenset[str]] | None:
+        """Agents ``target`` names here, with the kind of match.
+
+        Rank 0: a 7-digit session id; 1: an agent number; 2: an extension.
+        Exact dict lookups only: "10" never finds "100", "PJSIP/100" never "PJSIP/1001".
+        """
+        tables = self._tables
+        if len(target) == 7:
+            holders = tables.sessions.get(target)
+            if holders:
+                return 0, frozenset(holders)
+        if target in tables.agents:
+            return 1, frozenset((target,))
+        owners = tables.ext_agents.get(target)
+        if owners:
+            return 2, frozenset(owners)
+        return None
+
+    def spy_target(self, number: str) -> SpyTarget:
+        """The one channel a spy on agent ``number`` would join here, or why not."""
+        tables = self._tables
+        agent = tables.agents.get(number)
+        if agent is None:
+            return SpyTarget("not_found")
+        if not agent.logins:
+            return SpyTarget("not_logged_in")
+        candidates = spy_channels(tables, agent)
+        if not candidates:
+            return SpyTarget("not_on_call", agent.session_id)
+        if len(candidates) > 1:
+            return SpyTarget("ambiguous", agent.session_id)
+        channel = candidates[0]
+        return SpyTarget("ok", agent.session_id, channel.name, channel.uniqueid)
+
+    # --- views ------------------------------------------------------------------
+
+    def snapshot(self, now: float) -> Payload:
+        """This server as JSON: stale flag, agents, sessions and calls, sorted by key."""
+        tables = self._tables
+        agents: list[Payload] = []
+        for number in sorted(tables.agents):
+            agent = tables.agents[number]
+            shown = tables.emitted_agents.get(number)
+            view = shown if isinstance(shown, AgentView) else agent_view(tables, agent)
+            agents.append(agent_payload(agent, view, now))
+        sessions: list[Payload] = []
+        for session_id in sorted(tables.sessions):
+            sview = tables.emitted_sessions.get(session_id)
+            if not isinstance(sview, SessionView):
+                sview = session_view(tables, session_id)
+            if sview is not None:
+                sessions.append(session_payload(session_id, sview))
+        calls: list[Payload] = []
+        for linkedid in sorted(tables.calls):
+            cview = tables.emitted_calls.get(linkedid)
+            if not isinstance(cview, CallView):
+                cview = call_view(tables, tables.calls[linkedid])
+            calls.append(call_payload(linkedid, cview, now))
+        return {"stale": self.stale, "agents": agents, "sessions": sessions, "calls": calls}
+
+    def channel_names(self) -> frozenset[str]:
+        """Names of every live channel tracked here (to compare with CoreShowChannels)."""
+        return frozenset(channel.name for channel in self._tables.channels.values())
+
+    def counts(self) -> dict[str, int]:
+        """Sizes of the live tables (for health pages and benchmarks)."""
+        tables = self._tables
+        return {
+            "channels": len(tables.channels),
+            "bridges": len(tables.bridges),
+            "calls": len(tables.calls),
+            "agents": len(tables.agents),
+            "sessions": len(tables.sessions),
+            "malformed": tables.malformed,
+        }
+
+    def check_invariants(self) -> list[str]:
+        """Cross-reference problems in the tables (empty when consistent); for tests."""
+        tables = self._tables
+        problems: list[str] = []
+        for bridge, members in tables.bridges.items():
+            problems.extend(
+                f"bridge {bridge} lists missing {u}" for u in members if u not in tables.channels
+            )
+        for room, members in tables.rooms.items():
+            problems.extend(
+                f"room {room} lists missing {u}" for u in members if u not in tables.channels
+            )
+        for linkedid, call in tables.calls.items():
+            if not call.channels:
+                problems.append(f"call {linkedid} has no channels")
+            problems.extend(
+                f"call {linkedid} lists missing {u}"
+                for u in call.channels
+                if u not in tables.channels
+            )
+        for uniqueid, channel in tables.channels.items():
+            own = tables.calls.get(channel.linkedid)
+            if own is None or uniqueid not in own.channels:
+                problems.append(f"channel {uniqueid} not in its call {channel.linkedid}")
+            if channel.bridge is not None and uniqueid not in tables.bridges.get(
+                channel.bridge, ()
+            ):
+                problems.append(f"channel {uniqueid} not in its bridge {channel.bridge}")
+            if channel.agent is not None and uniqueid not in tables.agents[channel.agent].channels:
+                problems.append(f"channel {uniqueid} not listed by agent {channel.agent}")
+        for number, agent in tables.agents.items():
+            problems.extend(
+                f"agent {number} lists missing {u}"
+                for u in agent.channels
+                if u not in tables.channels
+            )
+            if agent.session_id is not None and number not in tables.sessions.get(
+                agent.session_id, ()
+            ):
+                problems.append(f"agent {number} session {agent.session_id} not indexed")
+        return problems

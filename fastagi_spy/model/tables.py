@@ -1,0 +1,643 @@
+"""The live tables of one Asterisk server and the only moves that change them.
+
+Every move keeps the cross references consistent (channel <-> call, bridge,
+room, agent; agent <-> session) and marks what it touched as dirty, so that
+building the changes afterwards looks only at those agents, calls and sessions.
+Handlers parse events; this module never reads an event except to build a
+channel from its snapshot.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+
+from fastagi_spy.model.agents import (
+    LOGIN_CONFERENCE,
+    LOGIN_DIRECTORY,
+    Agent,
+    SessionSource,
+    extension_of,
+)
+from fastagi_spy.model.calls import Call, is_customer_leg
+from fastagi_spy.model.channels import RINGING_STATES, Channel, agent_device
+from fastagi_spy.model.config import ModelConfig
+from fastagi_spy.model.events import (
+    EventLike,
+    Malformed,
+    ascii_digits,
+    is_session_id,
+    known,
+    parse_state,
+    session_from_chanvars,
+)
+from fastagi_spy.model.sessions import SessionAllocator
+from fastagi_spy.store.directory import Directory
+
+__all__ = ["Tables"]
+
+
+class Tables:
+    """All live state of one server: channels, bridges, rooms, calls, agents, sessions."""
+
+    __slots__ = (
+        "agents",
+        "allocator",
+        "bridges",
+        "by_name",
+        "calls",
+        "channels",
+        "config",
+        "device_agent",
+        "directory",
+        "dirty_agents",
+        "dirty_calls",
+        "emitted_agents",
+        "emitted_calls",
+        "emitted_sessions",
+        "ended",
+        "ext_agents",
+        "malformed",
+        "preserved",
+        "rooms",
+        "sessions",
+        "tombstones",
+        "touched_sessions",
+    )
+
+    def __init__(
+        self,
+        directory: Directory,
+        config: ModelConfig,
+        preserved: Mapping[str, int] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.config = config
+        self.channels: dict[str, Channel] = {}
+        self.by_name: dict[str, str] = {}
+        # Bridge uniqueid -> uniqueids of the channels in it.
+        self.bridges: dict[str, set[str]] = {}
+        # 7-digit ConfBridge/MeetMe room -> uniqueids of the channels in it.
+        self.rooms: dict[str, set[str]] = {}
+        self.calls: dict[str, Call] = {}
+        self.agents: dict[str, Agent] = {}
+        # Exact device name -> agent number; never a prefix match.
+        self.device_agent: dict[str, str] = {}
+        # Extension ("1001" of "PJSIP/1001") -> agent numbers owning such a device.
+        self.ext_agents: dict[str, set[str]] = {}
+        # Session id -> agent numbers holding it (two only if the site gave both the same id).
+        self.sessions: dict[str, set[str]] = {}
+        low, high = config.session_range
+        self.allocator = SessionAllocator(low, high)
+        # Allocated ids kept across a resync for agents still logged in.
+        self.preserved: dict[str, int] = {}
+        self.tombstones: OrderedDict[str, None] = OrderedDict()
+        self.malformed = 0
+        # What to look at when building changes, and what was last reported.
+        self.dirty_agents: set[str] = set()
+        self.dirty_calls: set[str] = set()
+        self.touched_sessions: set[str] = set()
+        self.ended: dict[str, Call] = {}
+        self.emitted_agents: dict[str, object] = {}
+        self.emitted_calls: dict[str, object] = {}
+        self.emitted_sessions: dict[str, object] = {}
+        for number, session in (preserved or {}).items():
+            if self.allocator.claim(session):
+                self.preserved[number] = session
+        for entry in directory.agents:
+            agent = Agent(entry.number, entry.name, entry.team, in_directory=True)
+            self.agents[entry.number] = agent
+            for device in entry.devices:
+                self.learn_device(agent, device)
+            if config.directory_agents_logged_in:
+                agent.logins.add(LOGIN_DIRECTORY)
+            self.dirty_agents.add(entry.number)
+        # Logged in from the start: sessions are allocated in directory order.
+        for entry in directory.agents:
+            self.refresh_session(self.agents[entry.number])
+
+    # --- channels ---------------------------------------------------------------
+
+    def channel(self, event: EventLike, prefix: str, now: float) -> Channel | None:
+        """The channel whose snapshot (with ``prefix``) the event carries.
+
+        An unknown uniqueid is created from the snapshot: events can arrive
+        before a resync completes.  A uniqueid that already hung up gives None,
+        so a straggling event cannot resurrect it.
+        """
+        uniqueid = event.get(prefix + "Uniqueid")
+        if not uniqueid:
+            raise Malformed(f"missing {prefix}Uniqueid")
+        channel = self.channels.get(uniqueid)
+        if channel is None:
+            if uniqueid in self.tombstones:
+                return None
+            return self._create(event, prefix, uniqueid, now)
+        # bridge_channel.c gives every channel in a bridge the oldest linkedid
+        # among them, so a channel can move from one call to another.
+        linkedid = event.get(prefix + "Linkedid")
+        if linkedid and linkedid != channel.linkedid:
+            self._relink(channel, linkedid, now)
+        if event.get(prefix + "ChanVariable") is not None:
+            self._chanvars(channel, event.get_all(prefix + "ChanVariable"))
+        return channel
+
+    def _create(self, event: EventLike, prefix: str, uniqueid: str, now: float) -> Channel:
+        name = event.get(prefix + "Channel")
+        if not name:
+            raise Malformed(f"missing {prefix}Channel")
+        state = parse_state(event.get(prefix + "ChannelState"), 0)
+        channel = Channel(uniqueid, name, state, event.get(prefix + "Linkedid") or uniqueid, now)
+        channel.cid_num = known(event.get(prefix + "CallerIDNum"))
+        channel.cid_name = known(event.get(prefix + "CallerIDName"))
+        channel.conn_num = known(event.get(prefix + "ConnectedLineNum"))
+        channel.conn_name = known(event.get(prefix + "ConnectedLineName"))
+        channel.context = event.get(prefix + "Context") or ""
+        channel.exten = event.get(prefix + "Exten") or ""
+        if event.get(prefix + "ChanVariable") is not None:
+            value = session_from_chanvars(event.get_all(prefix + "ChanVariable"))
+            if value is not None and is_session_id(value):
+                channel.session_var = value
+        self.channels[uniqueid] = channel
+        self.by_name[name] = uniqueid
+        owner = self.device_agent.get(channel.device)
+        if owner is not None:
+            channel.agent = owner
+        self._join_call(channel)
+        if owner is not None:
+            self._attached(channel, self.agents[owner])
+        return channel
+
+    def _chanvars(self, channel: Channel, values: tuple[str, ...]) -> None:
+        value = session_from_chanvars(values)
+        # channelvars prints "FASTAGI_SPY_SESSION=" while the variable is unset.
+        if value is None or value == channel.session_var or not is_session_id(value):
+            return
+        self.set_session_var(channel, value)
+
+    def set_state(self, channel: Channel, state: int, now: float) -> None:
+        """A Newstate: the channel's state number changed."""
+        if state == channel.state:
+            return
+        channel.state = state
+        if state in RINGING_STATES:
+            self.mark_ringing(channel, now)
+        if channel.agent is not None:
+            self.dirty_agents.add(channel.agent)
+
+    def mark_ringing(self, channel: Channel, now: float) -> None:
+        """Record when this leg (and its call) started ringing, once."""
+        if channel.ringing_at is None:
+            channel.ringing_at = now
+        call = self.calls.get(channel.linkedid)
+        if call is not None and call.ringing_at is None:
+            call.ringing_at = now
+            self.dirty_calls.add(call.linkedid)
+
+    def set_callerid(self, channel: Channel, number: str, name: str) -> None:
+        """A NewCallerid: the customer of a call is its starting leg's caller."""
+        channel.cid_num, channel.cid_name = number, name
+        self._customer_leg_changed(channel)
+
+    def set_connected(self, channel: Channel, number: str, name: str) -> None:
+        """A NewConnectedLine: for an outgoing call it names the party reached."""
+        channel.conn_num, channel.conn_name = number, name
+        self._customer_leg_changed(channel)
+
+    def reached(self, channel: Channel, exten: str | None) -> None:
+        """Where a leg is in the dialplan as it reaches the far end (Dial, bridge, room).
+
+        An agent's Local channel starts at its own Local target ("1002") and is
+        sent on to the number it calls; a phone's channel starts at the number.
+        For an outgoing call the number dialled is where its starting leg is now.
+        """
+        if not exten or exten == channel.exten:
+            return
+        channel.exten = exten
+        call = self.calls.get(channel.linkedid)
+        if (
+            call is not None
+            and call.linkedid == channel.uniqueid
+            and call.direction == "outgoing"
+            and ascii_digits(exten)
+            and exten != call.dialed
+        ):
+            call.dialed = exten
+            self._set_customer(call, channel)
+
+    def set_held(self, channel: Channel, held: bool) -> None:
+        """Hold/Unhold from the channel's own side."""
+        channel.held = held
+        if channel.agent is not None:
+            self.dirty_agents.add(channel.agent)
+
+    def rename(self, channel: Channel, new_name: str) -> None:
+        """A Rename (masquerade, Surrogate channels): the same uniqueid, a new name."""
+        if self.by_name.get(channel.name) == channel.uniqueid:
+            del self.by_name[channel.name]
+        channel.name = new_name
+        self.by_name[new_name] = channel.uniqueid
+        device = agent_device(new_name)
+        if device == channel.device:
+            return
+        if channel.agent is not None:
+            self._detach(channel)
+        channel.device = device
+        owner = self.device_agent.get(device)
+        if owner is not None:
+            self._attach(channel, self.agents[owner])
+
+    def hangup(self, uniqueid: str, now: float) -> None:
+        """A Hangup: drop the channel from everything that references it."""
+        tombstones = self.tombstones
+        tombstones[uniqueid] = None
+        if len(tombstones) > self.config.tombstones:
+            tombstones.popitem(last=False)
+        channel = self.channels.pop(uniqueid, None)
+        if channel is None:
+            return
+        if self.by_name.get(channel.name) == uniqueid:
+            del self.by_name[channel.name]
+        if channel.bridge is not None:
+            self._drop_from_bridge(channel)
+        if channel.room is not None:
+            self._drop_from_room(channel)
+        if channel.agent is not None:
+            self._detach(channel)
+        self._leave_call(channel, now)
+
+    # --- calls ------------------------------------------------------------------
+
+    def _join_call(self, channel: Channel) -> None:
+        call = self.calls.get(channel.linkedid)
+        if call is None:
+            call = Call(channel.linkedid)
+            self.calls[channel.linkedid] = call
+        call.channels.add(channel.uniqueid)
+        if channel.uniqueid == call.linkedid or (not call.origin_seen and len(call.channels) == 1):
+            # The leg whose uniqueid is the linkedid started the call; until it
+            # is seen (events before a resync) the first leg seen stands in.
+            self._decide(call, channel)
+        if channel.ringing_at is not None and call.ringing_at is None:
+            call.ringing_at = channel.ringing_at
+        if channel.answered_at is not None and call.answered_at is None:
+            call.answered_at = channel.answered_at
+        self.dirty_calls.add(call.linkedid)
+
+    def _leave_call(self, channel: Channel, now: float) -> None:
+        call = self.calls.get(channel.linkedid)
+        if call is None:
+            return
+        call.channels.discard(channel.uniqueid)
+        if call.channels:
+            self.dirty_calls.add(call.linkedid)
+            return
+        del self.calls[call.linkedid]
+        call.ended_at = now
+        self.ended[call.linkedid] = call
+        self.dirty_calls.discard(call.linkedid)
+
+    def _relink(self, channel: Channel, linkedid: str, now: float) -> None:
+        self._leave_call(channel, now)
+        channel.linkedid = linkedid
+        self._join_call(channel)
+        if channel.agent is not None:
+            self.dirty_agents.add(channel.agent)
+
+    def _decide(self, call: Call, leg: Channel) -> None:
+        """Direction and customer from the leg that started the call."""
+        call.origin_seen = leg.uniqueid == call.linkedid
+        if is_customer_leg(self.config, leg):
+            call.direction = "incoming"
+        elif leg.agent is not None:
+            call.direction = "outgoing"
+        else:
+            # Started neither by a marked customer leg nor by an agent (another
+            # phone, an IVR): from the agent's side it is a call coming in.
+            call.direction = "incoming"
+        call.dialed = leg.exten
+        self._set_customer(call, leg)
+
+    def _set_customer(self, call: Call, leg: Channel) -> None:
+        if call.direction == "incoming":
+            number, name = leg.cid_num, leg.cid_name
+        else:
+            # The digits the agent dialled; else the connected line.  An agent's
+            # own number is neither: a Local/1002@agents leg starts at exten
+            # 1002, and Local pairs pass the agent's caller id back as connected line.
+            own = {extension_of(leg.device), leg.agent}
+            dialed = call.dialed if ascii_digits(call.dialed) and call.dialed not in own else ""
+            connected = leg.conn_num if leg.conn_num not in own else ""
+            number = dialed or connected
+            name = leg.conn_name if connected and not dialed else ""
+        listed = self.directory.customer_name(number) if number else None
+        call.customer_number = number
+        call.customer_name = listed if listed is not None else name
+        self._touch_call(call)
+
+    def _customer_leg_changed(self, channel: Channel) -> None:
+        call = self.calls.get(channel.linkedid)
+        if call is None:
+            return
+        starts_call = channel.uniqueid == call.linkedid
+        if starts_call or (not call.origin_seen and len(call.channels) == 1):
+            self._set_customer(call, channel)
+
+    def _touch_call(self, call: Call) -> None:
+        """The call's public fields changed: so did its agents' views."""
+        self.dirty_calls.add(call.linkedid)
+        channels = self.channels
+        for uniqueid in call.channels:
+            member = channels.get(uniqueid)
+            if member is not None and member.agent is not None:
+                self.dirty_agents.add(member.agent)
+
+    # --- bridges and rooms ------------------------------------------------------
+
+    def enter_bridge(
+        self, channel: Channel, bridge: str, swap: str | None, now: float | None
+    ) -> None:
+        """A BridgeEnter; ``now`` None while loading a resync (answer time unknown)."""
+        if channel.bridge is not None and channel.bridge != bridge:
+            self._drop_from_bridge(channel)
+        members = self.bridges.get(bridge)
+        if members is None:
+            members = self.bridges[bridge] = set()
+        if swap and swap != channel.uniqueid and swap in members:
+            # bridge.c swaps the new channel in for SwapUniqueid (Local channel
+            # optimisation); its BridgeLeave follows, but both must not count
+            # as the agent's call meanwhile.
+            swapped = self.channels.get(swap)
+            if swapped is not None:
+                self._drop_from_bridge(swapped)
+        members.add(channel.uniqueid)
+        channel.bridge = bridge
+        if now is not None and len(members) > 1:
+            self._answered(members, now)
+        self._touch_members(members)
+
+    def leave_bridge(self, channel: Channel, bridge: str) -> None:
+        """A BridgeLeave (ignored if the channel already moved on)."""
+        if channel.bridge == bridge:
+            self._drop_from_bridge(channel)
+
+    def destroy_bridge(self, bridge: str) -> None:
+        """A BridgeDestroy: whoever is still listed is out."""
+        members = self.bridges.pop(bridge, None)
+        if not members:
+            return
+        for uniqueid in members:
+            channel = self.channels.get(uniqueid)
+            if channel is not None and channel.bridge == bridge:
+                channel.bridge = None
+        self._touch_members(members)
+
+    def _drop_from_bridge(self, channel: Channel) -> None:
+        bridge = channel.bridge
+        channel.bridge = None
+        members = self.bridges.get(bridge) if bridge is not None else None
+        if members is not None:
+            members.discard(channel.uniqueid)
+            self._touch_members(members)
+        self._touch_members((channel.uniqueid,))
+
+    def join_room(self, channel: Channel, room: str | None, now: float | None) -> None:
+        """A ConfbridgeJoin/MeetmeJoin; ``room`` None for a room that is no session."""
+        if channel.room == room:
+            return
+        if channel.room is not None:
+            self._drop_from_room(channel)
+        if room is None:
+            return
+        members = self.rooms.get(room)
+        if members is None:
+            members = self.rooms[room] = set()
+        members.add(channel.uniqueid)
+        channel.room = room
+        if now is not None and len(members) > 1:
+            self._answered(members, now)
+        self._touch_members(members)
+        if channel.agent is not None:
+            self._sync_conference_login(self.agents[channel.agent])
+
+    def leave_room(self, channel: Channel) -> None:
+        """A ConfbridgeLeave/MeetmeLeave."""
+        if channel.room is not None:
+            self._drop_from_room(channel)
+
+    def _drop_from_room(self, channel: Channel) -> None:
+        room = channel.room
+        channel.room = None
+        members = self.rooms.get(room) if room is not None else None
+        if members is not None:
+            members.discard(channel.uniqueid)
+            if not members and room is not None:
+                del self.rooms[room]
+            self._touch_members(members)
+        self._touch_members((channel.uniqueid,))
+        if channel.agent is not None:
+            self._sync_conference_login(self.agents[channel.agent])
+
+    def _answered(self, members: set[str], now: float) -> None:
+        # Two parties meet: whoever had not been answered yet is answered now.
+        channels = self.channels
+        for uniqueid in members:
+            member = channels.get(uniqueid)
+            if member is None or member.answered_at is not None:
+                continue
+            member.answered_at = now
+            call = self.calls.get(member.linkedid)
+            if call is not None and call.answered_at is None:
+                call.answered_at = now
+
+    def _touch_members(self, members: set[str] | tuple[str, ...]) -> None:
+        channels = self.channels
+        for uniqueid in members:
+            member = channels.get(uniqueid)
+            if member is None:
+                continue
+            self.dirty_calls.add(member.linkedid)
+            if member.agent is not None:
+                self.dirty_agents.add(member.agent)
+
+    # --- dialling ---------------------------------------------------------------
+
+    def dial_begin(self, caller: Channel | None, dest: Channel, now: float) -> None:
+        """A DialBegin: the destination is alerting; the caller waits for it."""
+        dest.dialing = 1
+        self.mark_ringing(dest, now)
+        if dest.agent is not None:
+            self.dirty_agents.add(dest.agent)
+        if caller is not None:
+            # Dial(A&B) forks: one DialBegin per destination from the same caller.
+            caller.dialing += 1
+            self.mark_ringing(caller, now)
+            if caller.agent is not None:
+                self.dirty_agents.add(caller.agent)
+
+    def dial_end(self, caller: Channel | None, dest: Channel) -> None:
+        """A DialEnd, whatever its DialStatus."""
+        dest.dialing = 0
+        if dest.agent is not None:
+            self.dirty_agents.add(dest.agent)
+        if caller is not None:
+            caller.dialing = max(0, caller.dialing - 1)
+            if caller.agent is not None:
+                self.dirty_agents.add(caller.agent)
+
+    # --- agents -----------------------------------------------------------------
+
+    def learn_device(self, agent: Agent, device: str) -> None:
+        """Give ``agent`` a device (exact name); a device already owned stays with its owner."""
+        if not device or device in self.device_agent:
+            return
+        self.device_agent[device] = agent.number
+        agent.devices.add(device)
+        extension = extension_of(device)
+        if extension:
+            self.ext_agents.setdefault(extension, set()).add(agent.number)
+        # Rare (a new queue member); a scan beats an index on every channel.
+        for channel in self.channels.values():
+            if channel.agent is None and channel.device == device:
+                self._attach(channel, agent)
+
+    def new_agent(self, number: str, name: str) -> Agent:
+        """An agent known only from AMI (queue member, agent pool login)."""
+        agent = Agent(number, name, "", in_directory=False)
+        self.agents[number] = agent
+        self.dirty_agents.add(number)
+        return agent
+
+    def own_agent_number(self, *names: str | None) -> str:
+        """The number of an agent of its own, from the digits of its names.
+
+        A number already taken by someone else would merge two people into one
+        and let a spy reach the wrong phone, so it is refused.
+        """
+        for name in names:
+            number = ascii_digits(name or "")
+            if number:
+                if number in self.agents:
+                    raise Malformed(f"agent number {number} derived from {name!r} is taken")
+                return number
+        raise Malformed("agent has no digits to be numbered by")
+
+    def set_login(self, agent: Agent, reason: str, on: bool) -> None:
+        """Add or remove one login reason."""
+        if on:
+            agent.logins.add(reason)
+        else:
+            agent.logins.discard(reason)
+        self.dirty_agents.add(agent.number)
+
+    def _attach(self, channel: Channel, agent: Agent) -> None:
+        channel.agent = agent.number
+        self._attached(channel, agent)
+        call = self.calls.get(channel.linkedid)
+        if call is not None and channel.uniqueid == call.linkedid:
+            # The starting leg turned out to be an agent's: the call is outgoing.
+            self._decide(call, channel)
+
+    def _attached(self, channel: Channel, agent: Agent) -> None:
+        agent.channels.add(channel.uniqueid)
+        if channel.session_var is not None:
+            agent.last_var = channel.session_var
+        if channel.room is not None:
+            self._sync_conference_login(agent)
+        self.dirty_agents.add(agent.number)
+        self.dirty_calls.add(channel.linkedid)
+
+    def _detach(self, channel: Channel) -> None:
+        number = channel.agent
+        channel.agent = None
+        if number is None:
+            return
+        agent = self.agents[number]
+        agent.channels.discard(channel.uniqueid)
+        self._sync_conference_login(agent)
+        self.dirty_agents.add(number)
+        self.dirty_calls.add(channel.linkedid)
+
+    def _sync_conference_login(self, agent: Agent) -> None:
+        # A device sitting in a 7-digit room is a logged-in VICIdial agent.
+        channels = self.channels
+        in_room = any(channels[u].room is not None for u in agent.channels if u in channels)
+        if in_room != (LOGIN_CONFERENCE in agent.logins):
+            self.set_login(agent, LOGIN_CONFERENCE, in_room)
+
+    def set_session_var(self, channel: Channel, value: str) -> None:
+        """FASTAGI_SPY_SESSION set on a channel ("" when the dialplan clears it)."""
+        if not value:
+            channel.session_var = None
+            return
+        if not is_session_id(value):
+            raise Malformed(f"{value[:20]!r} is not a 7-digit session id")
+        channel.session_var = value
+        if channel.agent is not None:
+            self.agents[channel.agent].last_var = value
+            self.dirty_agents.add(channel.agent)
+
+    # --- sessions ---------------------------------------------------------------
+
+    def refresh_session(self, agent: Agent) -> None:
+        """Recompute the agent's session id: room, then variable, then allocated."""
+        old = agent.session_id
+        new: str | None = None
+        source: SessionSource | None = None
+        if not agent.logins:
+            if agent.allocated is not None:
+                self.allocator.release(agent.allocated)
+                agent.allocated = None
+            agent.last_var = None
+        else:
+            new, source = self._explicit_session(agent)
+            if new is not None:
+                if agent.allocated is not None:
+                    self.allocator.release(agent.allocated)
+                    agent.allocated = None
+            else:
+                if agent.allocated is None:
+                    agent.allocated = self._allocate(agent)
+                if agent.allocated is not None:
+                    new, source = str(agent.allocated), "allocated"
+        agent.session_source = source
+        if new == old:
+            if new is not None:
+                self.touched_sessions.add(new)
+            return
+        if old is not None:
+            holders = self.sessions.get(old)
+            if holders is not None:
+                holders.discard(agent.number)
+                if not holders:
+                    del self.sessions[old]
+            self.touched_sessions.add(old)
+        if new is not None:
+            self.sessions.setdefault(new, set()).add(agent.number)
+            self.touched_sessions.add(new)
+        agent.session_id = new
+
+    def _explicit_session(self, agent: Agent) -> tuple[str | None, SessionSource | None]:
+        room: str | None = None
+        channels = self.channels
+        for uniqueid in agent.channels:
+            candidate = channels[uniqueid].room
+            if candidate is not None and (room is None or candidate < room):
+                room = candidate
+        if room is not None:
+            return room, "conference"
+        if agent.last_var is not None:
+            return agent.last_var, "variable"
+        return None, None
+
+    def _allocate(self, agent: Agent) -> int | None:
+        kept = self.preserved.pop(agent.number, None)
+        if kept is not None:
+            return kept
+        return self.allocator.allocate(self.sessions)
+
+    def release_unused_preserved(self) -> None:
+        """After a resync: ids kept for agents that did not come back are free again."""
+        for session in self.preserved.values():
+            self.allocator.release(session)
+        self.preserved.clear()

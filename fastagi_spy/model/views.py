@@ -1,0 +1,381 @@
+"""Public views of agents, calls and sessions, and the changes between them.
+
+A view is a small comparable tuple computed from the tables; a change is only
+reported when a view differs from the one reported before, and the JSON-ready
+payload is built only then.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from fastagi_spy.model.agents import Agent, AgentStatus, SessionSource
+from fastagi_spy.model.calls import Call, Direction
+from fastagi_spy.model.changes import Change, Payload
+from fastagi_spy.model.channels import (
+    STATE_RINGING,
+    Channel,
+    first_half_name,
+    is_second_half,
+)
+from fastagi_spy.model.tables import Tables
+
+__all__ = [
+    "AgentView",
+    "CallView",
+    "SessionView",
+    "agent_payload",
+    "agent_view",
+    "call_payload",
+    "call_view",
+    "flush",
+    "session_payload",
+    "session_view",
+    "spy_channels",
+]
+
+
+class AgentCall(NamedTuple):
+    """The call an agent is on, from the agent's leg."""
+
+    id: str
+    customer_number: str
+    customer_name: str
+    direction: Direction
+    ringing_at: float
+    answered_at: float | None
+    on_hold: bool
+
+
+class AgentView(NamedTuple):
+    """Everything an agent's payload shows except the elapsed time."""
+
+    status: AgentStatus
+    paused: bool
+    logged_in: bool
+    session_id: str | None
+    channel: str | None
+    uniqueid: str | None
+    call: AgentCall | None
+
+
+class CallView(NamedTuple):
+    """Everything a call's payload shows except the elapsed time."""
+
+    customer_number: str
+    customer_name: str
+    direction: Direction
+    ringing_at: float | None
+    answered_at: float | None
+    ended_at: float | None
+    agents: tuple[str, ...]
+
+
+class SessionView(NamedTuple):
+    """A session id and the live device channel it points at."""
+
+    agent_number: str
+    channel: str | None
+    uniqueid: str | None
+    source: SessionSource | None
+    shared: bool
+
+
+def _with_others(tables: Tables, channel: Channel) -> bool:
+    """In a bridge, or a 7-digit room, together with at least one other channel."""
+    bridge = channel.bridge
+    if bridge is not None and len(tables.bridges.get(bridge, ())) > 1:
+        return True
+    room = channel.room
+    return room is not None and len(tables.rooms.get(room, ())) > 1
+
+
+def _peers(tables: Tables, channel: Channel) -> set[str]:
+    """Uniqueids sharing a bridge or a room with ``channel``."""
+    peers: set[str] = set()
+    if channel.bridge is not None:
+        peers.update(tables.bridges.get(channel.bridge, ()))
+    if channel.room is not None:
+        peers.update(tables.rooms.get(channel.room, ()))
+    peers.discard(channel.uniqueid)
+    return peers
+
+
+def _facing_call(tables: Tables, agent: Agent, candidates: list[Channel]) -> list[Channel]:
+    """Of an agent's busy channels, the ones facing the call rather than the agent's phone.
+
+    One call can reach an agent through a chain of its own channels: with
+    Dial(Local/1001@agents/n) the chain is customer <-> Local;1 ... Local;2 <->
+    PJSIP/1001-..., all bridged.  A channel whose bridge and room hold only the
+    agent's own channels is a link inside that chain, not the call.  If both
+    halves of a Local pair still face others, ";1" is the one Dial or Queue put
+    in the caller's bridge, and ";2" only leads on to the agent's phone.
+    """
+    if len(candidates) < 2:
+        return candidates
+    own = agent.channels
+    facing = [c for c in candidates if any(p not in own for p in _peers(tables, c))]
+    if facing:
+        candidates = facing
+    names = {c.name for c in candidates}
+    return [
+        c for c in candidates if not (is_second_half(c.name) and first_half_name(c.name) in names)
+    ]
+
+
+def _order(channel: Channel) -> tuple[float, str]:
+    return channel.created_at, channel.uniqueid
+
+
+def spy_channels(tables: Tables, agent: Agent) -> list[Channel]:
+    """The agent's device channels a spy could mean: on a call, or in its session room."""
+    channels = tables.channels
+    candidates = [
+        channel
+        for channel in (channels[u] for u in agent.channels)
+        if channel.room is not None or _with_others(tables, channel)
+    ]
+    return sorted(_facing_call(tables, agent, candidates), key=_order)
+
+
+def _agent_call(tables: Tables, agent: Agent, channel: Channel) -> AgentCall | None:
+    leg = channel
+    call = tables.calls.get(channel.linkedid)
+    if channel.room is not None:
+        # A VICIdial agent sits in its room all day; the customer is the other
+        # party in the room, not the agent's own call into it.
+        channels = tables.channels
+        peers = sorted(
+            (
+                channels[u]
+                for u in tables.rooms.get(channel.room, ())
+                if u in channels and channels[u].agent is None
+            ),
+            key=_order,
+        )
+        if peers:
+            leg = peers[0]
+            call = tables.calls.get(leg.linkedid)
+    if call is None:
+        return None
+    if leg is not channel and call.linkedid in agent.channels:
+        # bridge_channel.c moved the customer into the agent's own (older) call,
+        # so that call describes the agent dialling the room: use the leg itself.
+        number = leg.cid_num if leg.inbound else (leg.conn_num or leg.cid_num)
+        name = leg.cid_name if leg.inbound else leg.conn_name
+        listed = tables.directory.customer_name(number) if number else None
+        direction: Direction = "incoming" if leg.inbound else "outgoing"
+        return AgentCall(
+            call.linkedid,
+            number,
+            listed if listed is not None else name,
+            direction,
+            leg.ringing_at if leg.ringing_at is not None else leg.created_at,
+            leg.answered_at,
+            channel.held,
+        )
+    return AgentCall(
+        call.linkedid,
+        call.customer_number,
+        call.customer_name,
+        call.direction,
+        leg.ringing_at if leg.ringing_at is not None else leg.created_at,
+        leg.answered_at,
+        channel.held,
+    )
+
+
+def agent_view(tables: Tables, agent: Agent) -> AgentView:
+    """The agent's status, session, live channel and current call."""
+    channels = tables.channels
+    mine = [channels[u] for u in agent.channels]
+    busy = sorted((c for c in mine if _with_others(tables, c)), key=_order)
+    talking = _facing_call(tables, agent, busy)
+    primary: Channel | None = None
+    activity: AgentStatus = "Idle"
+    if talking:
+        activity, primary = "Talking", talking[0]
+    else:
+        # "Ringing" (5) is a phone alerting; "Ring" (4) only says a channel
+        # came into Asterisk (a Local ;2 half, a phone going off-hook), so
+        # it rings only while a Dial to or from it is in progress.
+        ringing = [c for c in mine if c.dialing or c.state == STATE_RINGING]
+        if ringing:
+            activity, primary = "Ringing", min(ringing, key=_order)
+        elif mine:
+            # Prefer the channel sitting in the session room, else the newest.
+            in_room = [c for c in mine if c.room is not None]
+            primary = min(in_room, key=_order) if in_room else max(mine, key=_order)
+    call = None
+    if primary is not None and activity != "Idle":
+        call = _agent_call(tables, agent, primary)
+    # A pause is the supervisor's first question ("why is nobody taking calls?"),
+    # so it wins; a paused agent still on a call keeps the call and its channel.
+    status: AgentStatus = "Paused" if agent.paused else activity
+    return AgentView(
+        status,
+        agent.paused,
+        agent.logged_in,
+        agent.session_id,
+        primary.name if primary is not None else None,
+        primary.uniqueid if primary is not None else None,
+        call,
+    )
+
+
+def _elapsed(answered_at: float | None, until: float) -> float:
+    if answered_at is None:
+        return 0.0
+    return round(max(0.0, until - answered_at), 3)
+
+
+def agent_payload(agent: Agent, view: AgentView, now: float) -> Payload:
+    """The agent as JSON: identity, status, session, live channel and call."""
+    call = view.call
+    call_payload: Payload | None = None
+    if call is not None:
+        call_payload = {
+            "id": call.id,
+            "customer_number": call.customer_number,
+            "customer_name": call.customer_name,
+            "direction": call.direction,
+            "ringing_at": call.ringing_at,
+            "answered_at": call.answered_at,
+            "elapsed_s": _elapsed(call.answered_at, now),
+            "on_hold": call.on_hold,
+        }
+    return {
+        "number": agent.number,
+        "name": agent.name,
+        "team": agent.team,
+        "devices": sorted(agent.devices),
+        "status": view.status,
+        "paused": view.paused,
+        "logged_in": view.logged_in,
+        "session_id": view.session_id,
+        "channel": view.channel,
+        "uniqueid": view.uniqueid,
+        "call": call_payload,
+    }
+
+
+def call_view(tables: Tables, call: Call) -> CallView:
+    """The call's customer, direction, times and the agents on it."""
+    channels = tables.channels
+    agents = sorted(
+        {
+            number
+            for number in (channels[u].agent for u in call.channels if u in channels)
+            if number is not None
+        }
+    )
+    return CallView(
+        call.customer_number,
+        call.customer_name,
+        call.direction,
+        call.ringing_at,
+        call.answered_at,
+        call.ended_at,
+        tuple(agents),
+    )
+
+
+def call_payload(linkedid: str, view: CallView, now: float) -> Payload:
+    """The call as JSON; elapsed_s is talk time, frozen once the call ended."""
+    until = view.ended_at if view.ended_at is not None else now
+    return {
+        "id": linkedid,
+        "customer_number": view.customer_number,
+        "customer_name": view.customer_name,
+        "direction": view.direction,
+        "ringing_at": view.ringing_at,
+        "answered_at": view.answered_at,
+        "ended_at": view.ended_at,
+        "elapsed_s": _elapsed(view.answered_at, until),
+        "agents": list(view.agents),
+    }
+
+
+def session_view(tables: Tables, session_id: str) -> SessionView | None:
+    """Who holds the session now (None once nobody does)."""
+    holders = tables.sessions.get(session_id)
+    if not holders:
+        return None
+    number = min(holders)
+    agent = tables.agents[number]
+    shown = tables.emitted_agents.get(number)
+    if isinstance(shown, AgentView):
+        channel, uniqueid = shown.channel, shown.uniqueid
+    else:
+        view = agent_view(tables, agent)
+        channel, uniqueid = view.channel, view.uniqueid
+    return SessionView(number, channel, uniqueid, agent.session_source, len(holders) > 1)
+
+
+def session_payload(session_id: str, view: SessionView) -> Payload:
+    """The session as JSON."""
+    return {
+        "session_id": session_id,
+        "agent_number": view.agent_number,
+        "channel": view.channel,
+        "uniqueid": view.uniqueid,
+        "source": view.source,
+        "shared": view.shared,
+    }
+
+
+def _ordered(keys: set[str]) -> list[str]:
+    # Sets iterate in hash order, which varies per process: sort for stable output.
+    return sorted(keys) if len(keys) > 1 else list(keys)
+
+
+def flush(server: str, tables: Tables, now: float) -> list[Change]:
+    """Turn everything marked dirty into changes, and clear the marks."""
+    changes: list[Change] = []
+    if tables.ended:
+        for linkedid, ended in tables.ended.items():
+            shown = tables.emitted_calls.pop(linkedid, None)
+            if isinstance(shown, CallView):
+                final = shown._replace(ended_at=ended.ended_at)
+                changes.append(Change(server, "call", linkedid, call_payload(linkedid, final, now)))
+                changes.append(Change(server, "call", linkedid, None))
+        tables.ended.clear()
+    if tables.dirty_agents:
+        numbers = _ordered(tables.dirty_agents)
+        tables.dirty_agents.clear()
+        for number in numbers:
+            agent = tables.agents.get(number)
+            if agent is None:
+                continue
+            tables.refresh_session(agent)
+            view = agent_view(tables, agent)
+            if tables.emitted_agents.get(number) != view:
+                tables.emitted_agents[number] = view
+                changes.append(Change(server, "agent", number, agent_payload(agent, view, now)))
+    if tables.dirty_calls:
+        linkedids = _ordered(tables.dirty_calls)
+        tables.dirty_calls.clear()
+        for linkedid in linkedids:
+            call = tables.calls.get(linkedid)
+            if call is None:
+                continue
+            cview = call_view(tables, call)
+            if tables.emitted_calls.get(linkedid) != cview:
+                tables.emitted_calls[linkedid] = cview
+                changes.append(Change(server, "call", linkedid, call_payload(linkedid, cview, now)))
+    if tables.touched_sessions:
+        session_ids = _ordered(tables.touched_sessions)
+        tables.touched_sessions.clear()
+        for session_id in session_ids:
+            sview = session_view(tables, session_id)
+            if tables.emitted_sessions.get(session_id) == sview:
+                continue
+            if sview is None:
+                del tables.emitted_sessions[session_id]
+                changes.append(Change(server, "session", session_id, None))
+            else:
+                tables.emitted_sessions[session_id] = sview
+                changes.append(
+                    Change(server, "session", session_id, session_payload(session_id, sview))
+                )
+    return changes
