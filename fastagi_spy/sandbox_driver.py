@@ -120,6 +120,14 @@ class Driver:
         result = await self.action("CoreShowChannels")
         return list(result.events)
 
+    async def new_channel(self, prefix: str, suffix: str, since: int, timeout: float = 10.0) -> str:
+        """The first channel created after ``since`` whose name has this prefix and suffix."""
+        event = await self.wait_for(
+            lambda m: m.event == "Newchannel" and (m.get("Channel") or "").startswith(prefix)
+            and (m.get("Channel") or "").endswith(suffix),
+            since=since, timeout=timeout, what=f"new channel {prefix}*{suffix}")
+        return event.get("Channel") or ""
+
     async def channel_named(self, prefix: str, suffix: str = "", timeout: float = 10.0) -> str:
         """The live channel whose name starts with prefix and ends with suffix."""
         for _ in range(int(timeout * 10)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastagi_spy.model.agents import LOGIN_AGENT_POOL, LOGIN_QUEUE, Agent, normalise_interface
+from fastagi_spy.model.agents import LOGIN_AGENT_POOL, Agent, normalise_interface
 from fastagi_spy.model.events import (
     SESSION_VARIABLE,
     EventLike,
@@ -217,8 +217,7 @@ def queue_member(tables: Tables, event: EventLike, now: float) -> None:
     agent = _member_agent(tables, event, create=True)
     if agent is None:  # pragma: no cover - create=True always gives an agent
         return
-    agent.queues[queue] = (event.get("Paused") or "0").strip() == "1"
-    tables.set_login(agent, LOGIN_QUEUE, True)
+    tables.set_queue(agent, queue, (event.get("Paused") or "0").strip() == "1")
 
 
 def _queue_member_removed(tables: Tables, event: EventLike, now: float) -> None:
@@ -226,8 +225,7 @@ def _queue_member_removed(tables: Tables, event: EventLike, now: float) -> None:
     agent = _member_agent(tables, event, create=False)
     if agent is None:
         return
-    agent.queues.pop(queue, None)
-    tables.set_login(agent, LOGIN_QUEUE, bool(agent.queues))
+    tables.set_queue(agent, queue, None)
 
 
 def _agentlogin(tables: Tables, event: EventLike, now: float) -> None:

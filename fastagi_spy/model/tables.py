@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from fastagi_spy.model.agents import (
     LOGIN_CONFERENCE,
     LOGIN_DIRECTORY,
+    LOGIN_QUEUE,
     Agent,
     SessionSource,
     extension_of,
@@ -524,11 +525,25 @@ class Tables:
 
     def set_login(self, agent: Agent, reason: str, on: bool) -> None:
         """Add or remove one login reason."""
+        logins = agent.logins
+        if on == (reason in logins):
+            return
         if on:
-            agent.logins.add(reason)
+            logins.add(reason)
         else:
-            agent.logins.discard(reason)
+            logins.discard(reason)
         self.dirty_agents.add(agent.number)
+
+    def set_queue(self, agent: Agent, queue: str, paused: bool | None) -> None:
+        """Membership of one queue: paused or not, or None once removed."""
+        queues = agent.queues
+        if paused is None:
+            if queues.pop(queue, None) is not None:
+                self.dirty_agents.add(agent.number)
+        elif queues.get(queue) != paused:
+            queues[queue] = paused
+            self.dirty_agents.add(agent.number)
+        self.set_login(agent, LOGIN_QUEUE, bool(queues))
 
     def _attach(self, channel: Channel, agent: Agent) -> None:
         channel.agent = agent.number
@@ -600,10 +615,10 @@ class Tables:
                     agent.allocated = self._allocate(agent)
                 if agent.allocated is not None:
                     new, source = str(agent.allocated), "allocated"
+        if source != agent.session_source and new is not None:
+            self.touched_sessions.add(new)
         agent.session_source = source
         if new == old:
-            if new is not None:
-                self.touched_sessions.add(new)
             return
         if old is not None:
             holders = self.sessions.get(old)

@@ -349,9 +349,17 @@ def flush(server: str, tables: Tables, now: float) -> list[Change]:
                 continue
             tables.refresh_session(agent)
             view = agent_view(tables, agent)
-            if tables.emitted_agents.get(number) != view:
+            shown = tables.emitted_agents.get(number)
+            if shown != view:
                 tables.emitted_agents[number] = view
                 changes.append(Change(server, "agent", number, agent_payload(agent, view, now)))
+                # A session points at the agent's live channel: follow it.
+                if view.session_id is not None and (
+                    not isinstance(shown, AgentView)
+                    or shown.channel != view.channel
+                    or shown.uniqueid != view.uniqueid
+                ):
+                    tables.touched_sessions.add(view.session_id)
     if tables.dirty_calls:
         linkedids = _ordered(tables.dirty_calls)
         tables.dirty_calls.clear()

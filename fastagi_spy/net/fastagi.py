@@ -123,6 +123,9 @@ class FastAGIProtocol(Protocol):
         self._owed_replies = 0  # replies still due for commands we gave up on after HANGUP
         self._hangup_waiters: list[defer.Deferred[None]] = []
         self._closed = False
+        self._handler_running = False
+        # Fires when the call is over for us: the connection closed and the handler finished
+        # (it may still write its audit record after the hangup).
         self.done: defer.Deferred[None] = defer.Deferred()
 
     # -- Twisted callbacks --------------------------------------------------------------
@@ -147,11 +150,9 @@ class FastAGIProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
-        self.factory.sessions.discard(self)
         self._fail_pending(AGIConnectionLost("connection closed"))
         self._hangup()
-        if not self.done.called:
-            self.done.callback(None)
+        self._maybe_done()
 
     # -- commands -------------------------------------------------------------------------
 
@@ -243,6 +244,7 @@ class FastAGIProtocol(Protocol):
             self.log.info("FastAGI: draining for shutdown, refusing {channel}", channel=env.channel)
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
+        self._handler_running = True
         d = defer.ensureDeferred(handler(session))
         d.addErrback(self._handler_failed)
         d.addBoth(lambda _: self._finish())
@@ -254,8 +256,15 @@ class FastAGIProtocol(Protocol):
         self.log.failure("FastAGI handler failed for {channel}", failure, channel=self._channel())
 
     def _finish(self) -> None:
+        self._handler_running = False
         if not self._closed:
             self.transport.loseConnection()  # type: ignore[union-attr]
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self._closed and not self._handler_running and not self.done.called:
+            self.factory.sessions.discard(self)
+            self.done.callback(None)
 
     def _channel(self) -> str:
         return self._session.env.channel if self._session else "?"

@@ -20,8 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from itertools import repeat
+from dataclasses import FrozenInstanceError, dataclass
 from typing import TypeAlias
 
 from fastagi_spy.wire.errors import LocalProtocolError, RemoteProtocolError
@@ -47,9 +46,6 @@ MAX_ACTION_LINE = 1024
 # Action and ActionID included, and silently drops the rest.
 MAX_ACTION_HEADERS = 128
 
-# Lines handled per slice of a large read (see AMIParser._feed).
-_BATCH = 512
-
 _FORBIDDEN = ("\r", "\n", "\x00")
 
 
@@ -62,14 +58,52 @@ class AMIBanner:
     version: str
 
 
-@dataclass(frozen=True, slots=True)
 class AMIMessage:
-    """One response or event: ordered headers, repeats kept, names as sent."""
+    """One response or event: ordered headers, repeats kept, names as sent.
 
-    headers: tuple[tuple[str, str], ...]
-    # Lower-cased name -> first value, built on first lookup: parsing stays
-    # cheap for messages nobody inspects, lookups stay O(1) for the rest.
-    _index: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+    Immutable.  Built either from ``headers`` (pairs) or, by the parser, from
+    the message's raw text; then nothing is split into headers until asked:
+    a busy Asterisk sends thousands of events a second and most readers look
+    at two or three headers of each (``get`` finds a header in the text).
+    Equality, hashing, copying and pickling depend on the headers only.
+    """
+
+    __slots__ = ("_headers", "_index", "_lower", "_text")
+
+    _headers: tuple[tuple[str, str], ...] | None
+    # Lower-cased name -> first value, for messages built from pairs (or
+    # non-ASCII text), built on first lookup.
+    _index: dict[str, str] | None
+    # "\n" + the text lower-cased, built on first lookup (ASCII text only,
+    # where lower-casing keeps every offset).
+    _lower: str | None
+    _text: str | None
+
+    def __init__(self, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        _set(self, "_headers", tuple(headers))
+        _set(self, "_index", None)
+        _set(self, "_lower", None)
+        _set(self, "_text", None)
+
+    @classmethod
+    def _parsed(cls, text: str) -> AMIMessage:
+        """A message from its raw lines joined by LF; they were checked to be headers."""
+        message = _new(cls)
+        _set(message, "_headers", None)
+        _set(message, "_index", None)
+        _set(message, "_lower", None)
+        _set(message, "_text", text)
+        return message
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Every header as (name, value), in order, repeats kept."""
+        headers = self._headers
+        if headers is None:
+            assert self._text is not None
+            headers = tuple(_header(line) for line in self._text.split("\n"))
+            _set(self, "_headers", headers)
+        return headers
 
     def _lookup(self) -> dict[str, str]:
         index = self._index
@@ -77,35 +111,66 @@ class AMIMessage:
             # Reversed so the first occurrence wins: astman_get_header returns
             # the first match, and so do we.
             index = {name.lower(): value for name, value in reversed(self.headers)}
-            object.__setattr__(self, "_index", index)
+            _set(self, "_index", index)
         return index
+
+    def _lowered(self) -> str | None:
+        """The searchable text, or None when lookups must go through the index."""
+        lower = self._lower
+        if lower is None:
+            text = self._text
+            if text is None or not text.isascii():
+                return None
+            lower = "\n" + text.lower()
+            _set(self, "_lower", lower)
+        return lower
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First value of header ``name`` (case-insensitive), else ``default``."""
-        return self._lookup().get(name.lower(), default)
+        lower = self._lowered()
+        if lower is None or ":" in name or "\n" in name or not name:
+            return self._lookup().get(name.lower(), default)
+        # A line starting "<name>:" is a header of that name (its name ends at
+        # the first colon); the match at text offset ``at`` begins a line.
+        needle = "\n" + name.lower() + ":"
+        at = lower.find(needle)
+        if at < 0:
+            return default
+        return _value(self._text, at + len(needle) - 2)  # type: ignore[arg-type]
 
     def get_all(self, name: str) -> tuple[str, ...]:
         """Every value of header ``name`` (case-insensitive), in order."""
-        wanted = name.lower()
-        return tuple(value for key, value in self.headers if key.lower() == wanted)
+        lower = self._lowered()
+        if lower is None or ":" in name or "\n" in name or not name:
+            wanted = name.lower()
+            return tuple(value for key, value in self.headers if key.lower() == wanted)
+        needle = "\n" + name.lower() + ":"
+        text = self._text
+        assert text is not None
+        values: list[str] = []
+        at = lower.find(needle)
+        while at >= 0:
+            values.append(_value(text, at + len(needle) - 2))
+            at = lower.find(needle, at + 1)
+        return tuple(values)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._lookup()
+        return isinstance(name, str) and self.get(name) is not None
 
     @property
     def event(self) -> str | None:
         """The ``Event`` header, or None for a response."""
-        return self._lookup().get("event")
+        return self.get("Event")
 
     @property
     def response(self) -> str | None:
         """The ``Response`` header: Success, Error or Goodbye."""
-        return self._lookup().get("response")
+        return self.get("Response")
 
     @property
     def action_id(self) -> str | None:
         """The ``ActionID`` header echoed back from the action, if any."""
-        return self._lookup().get("actionid")
+        return self.get("ActionID")
 
     @property
     def is_event(self) -> bool:
@@ -114,13 +179,12 @@ class AMIMessage:
         Checked before ``Response``: OriginateResponse is an event that also
         carries a ``Response:`` header (manager.c originate, "Success"/"Failure").
         """
-        return "event" in self._lookup()
+        return self.get("Event") is not None
 
     @property
     def is_response(self) -> bool:
         """True for a reply to an action: ``Response`` and no ``Event``."""
-        index = self._lookup()
-        return "response" in index and "event" not in index
+        return self.get("Response") is not None and self.get("Event") is None
 
     @property
     def output(self) -> tuple[str, ...]:
@@ -130,6 +194,47 @@ class AMIMessage:
         line instead of the old ``Response: Follows`` body.
         """
         return self.get_all("Output")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AMIMessage):
+            return NotImplemented
+        return self.headers == other.headers
+
+    def __hash__(self) -> int:
+        return hash(self.headers)
+
+    def __repr__(self) -> str:
+        return f"AMIMessage(headers={self.headers!r})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[type[AMIMessage], tuple[tuple[tuple[str, str], ...]]]:
+        return (AMIMessage, (self.headers,))
+
+
+_set = object.__setattr__
+_new = object.__new__
+
+
+def _header(line: str) -> tuple[str, str]:
+    # manager.c splits "Name: value" at the FIRST ":" (values such as
+    # "Data: PJSIP/1001,30" may contain colons) and the value starts after
+    # exactly one space, so "AccountCode: " gives "".
+    name, _, value = line.partition(":")
+    return name, value[1:] if value[:1] == " " else value
+
+
+def _value(text: str, colon: int) -> str:
+    """The value of the header whose name-ending colon is at ``colon`` in ``text``."""
+    start = colon + 1
+    if text[start : start + 1] == " ":
+        start += 1
+    end = text.find("\n", start)
+    return text[start:] if end < 0 else text[start:end]
 
 
 AMIEvent: TypeAlias = AMIBanner | AMIMessage
@@ -155,8 +260,8 @@ class AMIParser:
         self._lines = LineBuffer(max_line)
         self._max_headers = max_headers
         self._banner_seen = False
-        # Headers of the message still waiting for its blank line.
-        self._pending: list[tuple[str, str]] = []
+        # Lines (each ended by LF) of the message still waiting for its blank line.
+        self._pending = ""
         self._broken: RemoteProtocolError | None = None
 
     def feed(self, data: bytes) -> list[AMIEvent]:
@@ -184,71 +289,53 @@ class AMIParser:
         # complete lines in one go gives exactly the per-line decoding (bad bytes
         # become U+FFFD within their own line).  The partial tail stays
         # undecoded in the LineBuffer, so no character is split across chunks.
-        lines = block.decode("utf-8", "replace").split("\n")
-        if len(lines) <= _BATCH:
-            self._take(lines, out)
-        else:
-            # Work through big reads in slices: the short-lived objects of one
-            # slice are freed before the next, which keeps the working set in
-            # cache and the cyclic GC (triggered by live allocations) quiet.
-            for begin in range(0, len(lines), _BATCH):
-                self._take(lines[begin : begin + _BATCH], out)
+        _check_lines(block)
+        text = block.decode("utf-8", "replace")
+        # Every complete line ends in LF here, so a blank line (the end of a
+        # message) shows as LF LF; what follows the last one is unfinished.
+        parts = (self._pending + text + "\n").split("\n\n")
+        rest = parts.pop().lstrip("\n")
+        max_headers = self._max_headers
+        parsed = AMIMessage._parsed
+        for part in parts:
+            # Extra blank lines between messages (or before the first) leave
+            # empty parts or leading LFs.
+            lines = part.lstrip("\n") if part[:1] == "\n" else part
+            if not lines:
+                continue
+            if lines.count("\n") >= max_headers:
+                raise RemoteProtocolError(f"message has more than {max_headers} headers")
+            out.append(parsed(lines))
+        if rest.count("\n") > max_headers:
+            raise RemoteProtocolError(f"message has more than {max_headers} headers")
+        self._pending = rest
         return out
 
-    def _take(self, lines: list[str], out: list[AMIEvent]) -> None:
-        pairs = _split_headers(lines)
-        max_headers = self._max_headers
-        pending = self._pending
-        start = 0
-        while True:
-            try:
-                end = lines.index("", start)
-            except ValueError:
-                break
-            # A blank line ends the message; extra blank lines between
-            # messages (or before the first) are harmless and skipped.
-            if pending:
-                pending.extend(pairs[start:end])
-                headers = tuple(pending)
-                pending.clear()
-            elif end > start:
-                headers = tuple(pairs[start:end])
-            else:
-                start = end + 1
-                continue
-            if len(headers) > max_headers:
-                raise RemoteProtocolError(f"message has more than {max_headers} headers")
-            out.append(AMIMessage(headers))
-            start = end + 1
-        if start < len(lines):
-            pending.extend(pairs[start:])
-            if len(pending) > max_headers:
-                raise RemoteProtocolError(f"message has more than {max_headers} headers")
+
+# bytes.translate tables: every byte but LF becomes "x"; every byte but LF and ":" goes.
+_LINE_MARKS = bytes(10 if byte == 10 else 120 for byte in range(256))
+_NOT_COLON_OR_LF = bytes(byte for byte in range(256) if byte not in (10, 58))
 
 
-def _split_headers(lines: list[str]) -> list[tuple[str, str]]:
-    """Split every line into (name, value); a blank line gives ("", "")."""
-    # Fast path, all in C: nearly every line is "Name: value" with its first
-    # colon followed by a space, so partition on ": " and transpose.  It is
-    # exact unless some non-blank line lacks ": ", has an empty name, or has a
-    # bare ":" earlier; then the per-line rule below decides.
-    names, seps, values = zip(*map(str.partition, lines, repeat(": ")), strict=True)
-    blanks = lines.count("")
-    if seps.count("") == blanks and names.count("") == blanks and ":" not in "".join(names):
-        return list(zip(names, values, strict=True))
-    pairs: list[tuple[str, str]] = []
-    for line in lines:
-        if not line:
-            pairs.append(("", ""))
-            continue
-        # manager.c splits "Name: value" at the FIRST ":" (values such as
-        # "Data: PJSIP/1001,30" may contain colons) and the value starts after
-        # exactly one space, so "AccountCode: " gives "".
-        name, sep, value = line.partition(":")
-        if not sep or not name:
-            raise RemoteProtocolError(f"not a header line: {line[:80]!r}")
-        pairs.append((name, value[1:] if value[:1] == " " else value))
-    return pairs
+def _check_lines(block: bytes) -> None:
+    """Every non-blank line must be a header: a non-empty name, then ":".
+
+    manager.c only ever writes "Name: value" lines (the value may hold more
+    colons, the name none).  Checked in C over a whole read: the non-blank
+    lines (those starting with anything but LF) must be exactly the lines
+    holding a colon (those whose first kept byte is ":" once all but ":" and LF
+    are dropped), and no line may start with ":".
+    """
+    marks = block.translate(_LINE_MARKS)
+    colons = block.translate(None, _NOT_COLON_OR_LF)
+    non_blank = marks.count(b"\nx") + (marks[:1] == b"x")
+    with_colon = colons.count(b"\n:") + (colons[:1] == b":")
+    if non_blank != with_colon or block[:1] == b":" or b"\n:" in block:
+        bad = next(
+            line for line in block.split(b"\n") if line and (line[:1] == b":" or b":" not in line)
+        )
+        text = bad.decode("utf-8", "replace")
+        raise RemoteProtocolError(f"not a header line: {text[:80]!r}")
 
 
 def _parse_banner(raw: bytes) -> AMIBanner:

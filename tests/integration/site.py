@@ -107,10 +107,13 @@ async def agent_call(driver: Driver, agent: str, rec: str = "", caller: str = "5
     variables = {"__FSP_TONE_customer": str(TONE["customer"]), "__FSP_TONE_agent": str(TONE["agent"])}
     if rec:
         variables["__REC"] = rec
+    mark = driver.mark()
     await driver.originate(f"Local/{agent}@fsp-customers/n", "fsp-handsets", "customer",
                            variables=variables, caller_id=f"Customer <{caller}>")
-    agent_leg = await driver.channel_named(f"Local/{agent}@fsp-agents-", ";1")
-    handset = await driver.channel_named(f"Local/{agent}@fsp-customers-", ";1")
+    agent_leg = await driver.new_channel(f"Local/{agent}@fsp-agents-", ";1", since=mark)
+    handset = await driver.new_channel(f"Local/{agent}@fsp-customers-", ";1", since=mark)
+    await driver.wait_for(lambda m: m.event == "BridgeEnter" and m.get("Channel") == agent_leg,
+                          since=mark, what="the agent's leg in the call")
     return AgentCall(agent, handset, agent_leg)
 
 
@@ -128,9 +131,10 @@ async def supervisor_dials(driver: Driver, phone: str, dial: str, rec: str = "",
         variables["REC"] = rec
     if raw_args is not None:
         variables["FSP_RAW_ARGS"] = raw_args
+    mark = driver.mark()
     await driver.originate(f"Local/{phone}@fsp-phones/n", "fsp-handsets", "supervisor",
                            variables=variables)
-    line = await driver.channel_named(f"Local/{phone}@fsp-phones-", ";2")
+    line = await driver.new_channel(f"Local/{phone}@fsp-phones-", ";2", since=mark)
     return Supervisor(phone, line[:-2] + ";1", line)
 
 

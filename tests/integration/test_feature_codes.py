@@ -253,7 +253,7 @@ async def test_hostile_targets_are_refused(driver: Driver, site: SpyService) -> 
     """'1001,B' / '1001)' in the AGI args, '10*01' typed, '*2221001B' dialled: all refused."""
     await agent_call(driver, "1001")
     mark = driver.mark()
-    for raw in ("1001,B", "1001)"):
+    for raw in ("1001|B", "1001)"):  # "|": two AGI arguments, as a smuggled comma gives
         sup = await supervisor_dials(driver, "2001", "raw", raw_args=raw)
         await heard_prompt(driver, sup, "privacy-incorrect", since=mark)
         await driver.wait_for(is_event("Hangup", Channel=sup.line), since=mark, what="hangup")
