@@ -199,7 +199,8 @@ def print_snapshot(snapshot: dict[str, Any]) -> None:
         label = server + (" (STALE)" if state.get("stale") else "")
         for agent in state.get("agents", []):
             call = agent.get("call") or {}
-            customer = call.get("customer_name") or call.get("customer_number") or ""
+            number, name = call.get("customer_number") or "", call.get("customer_name") or ""
+            customer = f"{name} ({number})" if name and number else name or number
             elapsed = call.get("elapsed_s")
             rows.append([label, agent.get("number", ""), agent.get("name", ""),
                          agent.get("status", ""), agent.get("session_id") or "", customer,

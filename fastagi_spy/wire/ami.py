@@ -127,30 +127,43 @@ class AMIMessage:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First value of header ``name`` (case-insensitive), else ``default``."""
-        lower = self._lowered()
-        if lower is None or ":" in name or "\n" in name or not name:
+        lower = self._lower
+        if lower is None:
+            lower = self._lowered()
+        needle = _NEEDLES.get(name)
+        if needle is None:
+            needle = _needle(name)
+        if lower is None or needle is None:
             return self._lookup().get(name.lower(), default)
-        # A line starting "<name>:" is a header of that name (its name ends at
-        # the first colon); the match at text offset ``at`` begins a line.
-        needle = "\n" + name.lower() + ":"
+        # A line starting "<name>:" is a header of that name (a name ends at the
+        # first colon); a match at ``at`` in "\n" + lower text starts that line
+        # at ``at`` in the text, and its value after the colon and one space.
         at = lower.find(needle)
         if at < 0:
             return default
-        return _value(self._text, at + len(needle) - 2)  # type: ignore[arg-type]
+        text: str = self._text  # type: ignore[assignment]
+        start = at + len(needle) - 1
+        if text[start : start + 1] == " ":
+            start += 1
+        end = text.find("\n", start)
+        return text[start:] if end < 0 else text[start:end]
 
     def get_all(self, name: str) -> tuple[str, ...]:
         """Every value of header ``name`` (case-insensitive), in order."""
         lower = self._lowered()
-        if lower is None or ":" in name or "\n" in name or not name:
+        needle = _NEEDLES.get(name) or _needle(name)
+        if lower is None or needle is None:
             wanted = name.lower()
             return tuple(value for key, value in self.headers if key.lower() == wanted)
-        needle = "\n" + name.lower() + ":"
-        text = self._text
-        assert text is not None
+        text: str = self._text  # type: ignore[assignment]
         values: list[str] = []
         at = lower.find(needle)
         while at >= 0:
-            values.append(_value(text, at + len(needle) - 2))
+            start = at + len(needle) - 1
+            if text[start : start + 1] == " ":
+                start += 1
+            end = text.find("\n", start)
+            values.append(text[start:] if end < 0 else text[start:end])
             at = lower.find(needle, at + 1)
         return tuple(values)
 
@@ -228,13 +241,20 @@ def _header(line: str) -> tuple[str, str]:
     return name, value[1:] if value[:1] == " " else value
 
 
-def _value(text: str, colon: int) -> str:
-    """The value of the header whose name-ending colon is at ``colon`` in ``text``."""
-    start = colon + 1
-    if text[start : start + 1] == " ":
-        start += 1
-    end = text.find("\n", start)
-    return text[start:] if end < 0 else text[start:end]
+# Header name -> the text "\n<lower-case name>:" that starts its line.  Names
+# come from code, so the cache stays small; it is capped all the same.
+_NEEDLES: dict[str, str] = {}
+_MAX_NEEDLES = 4096
+
+
+def _needle(name: str) -> str | None:
+    """The search text for ``name``, or None for a name a line search cannot find."""
+    if not name or ":" in name or "\n" in name:
+        return None
+    needle = "\n" + name.lower() + ":"
+    if len(_NEEDLES) < _MAX_NEEDLES:
+        _NEEDLES[name] = needle
+    return needle
 
 
 AMIEvent: TypeAlias = AMIBanner | AMIMessage
