@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from twisted.internet import defer, reactor
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IReactorTime
 
 from fastagi_spy.net.ami import AMIClient, AMICredentials
 from fastagi_spy.sandbox import TESTER_SECRET, TESTER_USER, AsteriskSandbox

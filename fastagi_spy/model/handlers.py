@@ -190,6 +190,11 @@ def _member_agent(tables: Tables, event: EventLike, *, create: bool) -> Agent | 
     QueueStatus list item Name/Location (app_queue.c).
     """
     interface = event.get("Interface") or event.get("Location") or ""
+    owner = tables.device_agent.get(normalise_interface(interface)) if interface else None
+    if owner is not None:
+        # A member already known by its interface (the usual QueueMemberStatus):
+        # its devices were learned when it was added.
+        return tables.agents[owner]
     state_interface = event.get("StateInterface") or ""
     member_name = event.get("MemberName") or event.get("Name") or ""
     devices = [normalise_interface(d) for d in (interface, state_interface) if d]

@@ -21,9 +21,10 @@ from fastagi_spy.model.agents import (
     extension_of,
 )
 from fastagi_spy.model.calls import Call, is_customer_leg
-from fastagi_spy.model.channels import RINGING_STATES, Channel, agent_device
+from fastagi_spy.model.channels import RINGING_STATES, STATE_RINGING, Channel, agent_device
 from fastagi_spy.model.config import ModelConfig
 from fastagi_spy.model.events import (
+    SESSION_VARIABLE,
     EventLike,
     Malformed,
     ascii_digits,
@@ -36,6 +37,20 @@ from fastagi_spy.model.sessions import SessionAllocator
 from fastagi_spy.store.directory import Directory
 
 __all__ = ["Tables"]
+
+_SESSION_CHANVAR = SESSION_VARIABLE + "="
+
+
+def _session_chanvar(event: EventLike, prefix: str) -> str | None:
+    """FASTAGI_SPY_SESSION among the event's "ChanVariable: name=value" lines ("" if unset)."""
+    first = event.get(prefix + "ChanVariable")
+    if first is None:
+        return None
+    # channelvars=FASTAGI_SPY_SESSION alone (the usual set-up) makes it the
+    # first and only ChanVariable line: no need to collect them all.
+    if first.startswith(_SESSION_CHANVAR):
+        return first[len(_SESSION_CHANVAR) :]
+    return session_from_chanvars(event.get_all(prefix + "ChanVariable"))
 
 
 class Tables:
@@ -139,8 +154,9 @@ class Tables:
         linkedid = event.get(prefix + "Linkedid")
         if linkedid and linkedid != channel.linkedid:
             self._relink(channel, linkedid, now)
-        if event.get(prefix + "ChanVariable") is not None:
-            self._chanvars(channel, event.get_all(prefix + "ChanVariable"))
+        value = _session_chanvar(event, prefix)
+        if value and value != channel.session_var and is_session_id(value):
+            self.set_session_var(channel, value)
         return channel
 
     def _create(self, event: EventLike, prefix: str, uniqueid: str, now: float) -> Channel:
@@ -148,17 +164,20 @@ class Tables:
         if not name:
             raise Malformed(f"missing {prefix}Channel")
         state = parse_state(event.get(prefix + "ChannelState"), 0)
-        channel = Channel(uniqueid, name, state, event.get(prefix + "Linkedid") or uniqueid, now)
+        linkedid = event.get(prefix + "Linkedid") or uniqueid
+        channel = Channel(uniqueid, name, state, linkedid, now)
         channel.cid_num = known(event.get(prefix + "CallerIDNum"))
         channel.cid_name = known(event.get(prefix + "CallerIDName"))
-        channel.conn_num = known(event.get(prefix + "ConnectedLineNum"))
-        channel.conn_name = known(event.get(prefix + "ConnectedLineName"))
-        channel.context = event.get(prefix + "Context") or ""
-        channel.exten = event.get(prefix + "Exten") or ""
-        if event.get(prefix + "ChanVariable") is not None:
-            value = session_from_chanvars(event.get_all(prefix + "ChanVariable"))
-            if value is not None and is_session_id(value):
-                channel.session_var = value
+        if uniqueid == linkedid or linkedid not in self.calls:
+            # Only the leg that decides its call's direction and customer needs
+            # these (each lookup is a search of the event's text).
+            channel.conn_num = known(event.get(prefix + "ConnectedLineNum"))
+            channel.conn_name = known(event.get(prefix + "ConnectedLineName"))
+            channel.context = event.get(prefix + "Context") or ""
+            channel.exten = event.get(prefix + "Exten") or ""
+        value = _session_chanvar(event, prefix)
+        if value and is_session_id(value):
+            channel.session_var = value
         self.channels[uniqueid] = channel
         self.by_name[name] = uniqueid
         owner = self.device_agent.get(channel.device)
@@ -169,21 +188,16 @@ class Tables:
             self._attached(channel, self.agents[owner])
         return channel
 
-    def _chanvars(self, channel: Channel, values: tuple[str, ...]) -> None:
-        value = session_from_chanvars(values)
-        # channelvars prints "FASTAGI_SPY_SESSION=" while the variable is unset.
-        if value is None or value == channel.session_var or not is_session_id(value):
-            return
-        self.set_session_var(channel, value)
-
     def set_state(self, channel: Channel, state: int, now: float) -> None:
         """A Newstate: the channel's state number changed."""
-        if state == channel.state:
+        old = channel.state
+        if state == old:
             return
         channel.state = state
         if state in RINGING_STATES:
             self.mark_ringing(channel, now)
-        if channel.agent is not None:
+        # Of the state, an agent's view shows only whether the phone is alerting.
+        if channel.agent is not None and (old == STATE_RINGING) != (state == STATE_RINGING):
             self.dirty_agents.add(channel.agent)
 
     def mark_ringing(self, channel: Channel, now: float) -> None:

@@ -57,11 +57,16 @@ TARGET_TIMEOUT_MS = 10000
 
 
 class Resolution(Protocol):
-    ok: bool
-    reason: str
-    server: str | None
-    agent_number: str | None
-    channel: str | None
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def server(self) -> str | None: ...
+    @property
+    def agent_number(self) -> str | None: ...
+    @property
+    def channel(self) -> str | None: ...
 
 
 class TargetResolver(Protocol):
