@@ -106,16 +106,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read().decode() if proc.stdout else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
+def wait_ready(proc: subprocess.Popen[bytes]) -> None:
+    # A line on stdout, not a probe connection: panoramisk's handler spins forever on a
+    # connection that closes before its env block (a known bug), which would skew its figures.
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != b"READY":
+        raise RuntimeError(f"server did not start: {line!r} {proc.stdout.read()!r}")
 
 
 # -- the servers (each in its own process) ------------------------------------------------------
@@ -125,6 +122,7 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     from twisted.internet import reactor, task, threads
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
+    from bench.synthetic import bridged_call_items
     from fastagi_spy.config import SecurityRules
     from fastagi_spy.model import LiveMap, ModelConfig
     from fastagi_spy.net.fastagi import FastAGIFactory
@@ -135,7 +133,6 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     from fastagi_spy.store.pins import PinHasher, PinStore
     from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
     from fastagi_spy.supervise.spywatch import SpyWatches
-    from bench.synthetic import bridged_call_items
 
     pepper = b"bench-pepper-0123456789abcdef"
     hasher = PinHasher.cheap(pepper) if cost == "cheap" else PinHasher(pepper)
@@ -156,7 +153,8 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
         blocking=lambda fn, *a, **kw: threads.deferToThread(fn, *a, **kw),
         sleep=lambda s: task.deferLater(reactor, s, lambda: None)))
     factory = FastAGIFactory({"spy/listen": lambda s: flow(s, Mode.LISTEN)}, reactor)
-    TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(factory)
+    TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(factory).addCallback(
+        lambda _: print("READY", flush=True))
     stalls = [0.0]
     if probe:
         last = [time.perf_counter()]
@@ -193,6 +191,7 @@ def serve_panoramisk(port: int) -> None:
         app = Application()
         app.add_route("spy/listen", spy)
         server = await asyncio.start_server(app.handler, "127.0.0.1", port)
+        print("READY", flush=True)
         async with server:
             await server.serve_forever()
 
@@ -206,7 +205,7 @@ def run_server(kind: str, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    wait_port(port, proc)
+    wait_ready(proc)
     return proc, port
 
 

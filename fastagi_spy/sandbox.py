@@ -28,7 +28,7 @@ DIALPLAN_DIR = REPO / "dialplan"
 DEFAULT_ROOT = Path(os.environ.get("FASTAGI_SPY_ASTERISK_ROOT", "/var/cache/fastagi-spy/root"))
 READY_MARK = ".fastagi-spy-ready"
 PACKAGES = "asterisk,asterisk-modules,asterisk-config,asterisk-core-sounds-en"
-TONES_HZ = (440, 600, 1000)
+TONES_HZ = (440, 600, 1000, 1400)
 TESTER_USER = "fsp-tester"
 TESTER_SECRET = "fsp-tester-secret"  # noqa: S105 - sandbox-only account on loopback
 

@@ -70,7 +70,7 @@ class Agent:
     @property
     def paused(self) -> bool:
         """True when paused in any queue it is a member of."""
-        return any(self.queues.values())
+        return True in self.queues.values()
 
 
 def normalise_interface(interface: str) -> str:

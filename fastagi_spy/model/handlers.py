@@ -27,8 +27,10 @@ Handler = Callable[[Tables, EventLike, float], None]
 
 
 def _newchannel(tables: Tables, event: EventLike, now: float) -> None:
-    channel = tables.channel(event, "", now)
-    if channel is not None:
+    uniqueid = required(event, "Uniqueid")
+    known_channel = tables.channels.get(uniqueid)
+    channel = tables.channel(event, "", now, uniqueid)
+    if known_channel is not None and channel is not None:
         # A repeated Newchannel (after a resync) still carries the current state.
         tables.set_state(channel, parse_state(event.get("ChannelState"), channel.state), now)
 

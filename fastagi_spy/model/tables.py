@@ -134,16 +134,20 @@ class Tables:
 
     # --- channels ---------------------------------------------------------------
 
-    def channel(self, event: EventLike, prefix: str, now: float) -> Channel | None:
+    def channel(
+        self, event: EventLike, prefix: str, now: float, uniqueid: str | None = None
+    ) -> Channel | None:
         """The channel whose snapshot (with ``prefix``) the event carries.
 
         An unknown uniqueid is created from the snapshot: events can arrive
         before a resync completes.  A uniqueid that already hung up gives None,
-        so a straggling event cannot resurrect it.
+        so a straggling event cannot resurrect it.  ``uniqueid`` saves looking
+        it up again when the caller already did.
         """
-        uniqueid = event.get(prefix + "Uniqueid")
-        if not uniqueid:
-            raise Malformed(f"missing {prefix}Uniqueid")
+        if uniqueid is None:
+            uniqueid = event.get(prefix + "Uniqueid")
+            if not uniqueid:
+                raise Malformed(f"missing {prefix}Uniqueid")
         channel = self.channels.get(uniqueid)
         if channel is None:
             if uniqueid in self.tombstones:
@@ -166,11 +170,12 @@ class Tables:
         state = parse_state(event.get(prefix + "ChannelState"), 0)
         linkedid = event.get(prefix + "Linkedid") or uniqueid
         channel = Channel(uniqueid, name, state, linkedid, now)
-        channel.cid_num = known(event.get(prefix + "CallerIDNum"))
-        channel.cid_name = known(event.get(prefix + "CallerIDName"))
         if uniqueid == linkedid or linkedid not in self.calls:
             # Only the leg that decides its call's direction and customer needs
-            # these (each lookup is a search of the event's text).
+            # these (each lookup is a search of the event's text); NewCallerid
+            # and NewConnectedLine keep them current afterwards.
+            channel.cid_num = known(event.get(prefix + "CallerIDNum"))
+            channel.cid_name = known(event.get(prefix + "CallerIDName"))
             channel.conn_num = known(event.get(prefix + "ConnectedLineNum"))
             channel.conn_name = known(event.get(prefix + "ConnectedLineName"))
             channel.context = event.get(prefix + "Context") or ""
@@ -196,8 +201,13 @@ class Tables:
         channel.state = state
         if state in RINGING_STATES:
             self.mark_ringing(channel, now)
-        # Of the state, an agent's view shows only whether the phone is alerting.
-        if channel.agent is not None and (old == STATE_RINGING) != (state == STATE_RINGING):
+        # Of the state, an agent's view shows only whether the leg rings, and a
+        # dial in progress already makes it ring.
+        if (
+            channel.agent is not None
+            and (old == STATE_RINGING) != (state == STATE_RINGING)
+            and not channel.dialing
+        ):
             self.dirty_agents.add(channel.agent)
 
     def mark_ringing(self, channel: Channel, now: float) -> None:
@@ -479,26 +489,29 @@ class Tables:
 
     def dial_begin(self, caller: Channel | None, dest: Channel, now: float) -> None:
         """A DialBegin: the destination is alerting; the caller waits for it."""
-        dest.dialing = 1
+        self._set_dialing(dest, 1)
         self.mark_ringing(dest, now)
-        if dest.agent is not None:
-            self.dirty_agents.add(dest.agent)
         if caller is not None:
             # Dial(A&B) forks: one DialBegin per destination from the same caller.
-            caller.dialing += 1
+            self._set_dialing(caller, caller.dialing + 1)
             self.mark_ringing(caller, now)
-            if caller.agent is not None:
-                self.dirty_agents.add(caller.agent)
 
     def dial_end(self, caller: Channel | None, dest: Channel) -> None:
         """A DialEnd, whatever its DialStatus."""
-        dest.dialing = 0
-        if dest.agent is not None:
-            self.dirty_agents.add(dest.agent)
+        self._set_dialing(dest, 0)
         if caller is not None:
-            caller.dialing = max(0, caller.dialing - 1)
-            if caller.agent is not None:
-                self.dirty_agents.add(caller.agent)
+            self._set_dialing(caller, max(0, caller.dialing - 1))
+
+    def _set_dialing(self, channel: Channel, dialing: int) -> None:
+        # An agent's view shows whether a leg rings: a dial in progress, or "Ringing".
+        was = channel.dialing > 0
+        channel.dialing = dialing
+        if (
+            channel.agent is not None
+            and was != (dialing > 0)
+            and channel.state != STATE_RINGING
+        ):
+            self.dirty_agents.add(channel.agent)
 
     # --- agents -----------------------------------------------------------------
 

@@ -185,40 +185,53 @@ def _agent_call(tables: Tables, agent: Agent, channel: Channel) -> AgentCall | N
     )
 
 
+def _activity(tables: Tables, agent: Agent) -> tuple[AgentStatus, Channel | None]:
+    """What the agent's channels are doing, and the one channel that shows it."""
+    uniqueids = agent.channels
+    if not uniqueids:
+        return "Idle", None
+    channels = tables.channels
+    # "Ringing" (5) is a phone alerting; "Ring" (4) only says a channel came
+    # into Asterisk (a Local ;2 half, a phone going off-hook), so a leg rings
+    # only while it is "Ringing" or a Dial to or from it is in progress.
+    if len(uniqueids) == 1:
+        # Most agents have one channel at most: no lists, no sorting.
+        for uniqueid in uniqueids:
+            channel = channels[uniqueid]
+            if _with_others(tables, channel):
+                return "Talking", channel
+            if channel.dialing or channel.state == STATE_RINGING:
+                return "Ringing", channel
+            return "Idle", channel
+    mine = [channels[u] for u in uniqueids]
+    busy = sorted((c for c in mine if _with_others(tables, c)), key=_order)
+    if busy:
+        return "Talking", _facing_call(tables, agent, busy)[0]
+    ringing = [c for c in mine if c.dialing or c.state == STATE_RINGING]
+    if ringing:
+        return "Ringing", min(ringing, key=_order)
+    # Prefer the channel sitting in the session room, else the newest.
+    in_room = [c for c in mine if c.room is not None]
+    return "Idle", min(in_room, key=_order) if in_room else max(mine, key=_order)
+
+
 def agent_view(tables: Tables, agent: Agent) -> AgentView:
     """The agent's status, session, live channel and current call."""
-    channels = tables.channels
-    mine = [channels[u] for u in agent.channels]
-    busy = sorted((c for c in mine if _with_others(tables, c)), key=_order)
-    talking = _facing_call(tables, agent, busy)
-    primary: Channel | None = None
-    activity: AgentStatus = "Idle"
-    if talking:
-        activity, primary = "Talking", talking[0]
-    else:
-        # "Ringing" (5) is a phone alerting; "Ring" (4) only says a channel
-        # came into Asterisk (a Local ;2 half, a phone going off-hook), so
-        # it rings only while a Dial to or from it is in progress.
-        ringing = [c for c in mine if c.dialing or c.state == STATE_RINGING]
-        if ringing:
-            activity, primary = "Ringing", min(ringing, key=_order)
-        elif mine:
-            # Prefer the channel sitting in the session room, else the newest.
-            in_room = [c for c in mine if c.room is not None]
-            primary = min(in_room, key=_order) if in_room else max(mine, key=_order)
-    call = None
-    if primary is not None and activity != "Idle":
-        call = _agent_call(tables, agent, primary)
+    activity, primary = _activity(tables, agent)
+    paused = agent.paused
     # A pause is the supervisor's first question ("why is nobody taking calls?"),
     # so it wins; a paused agent still on a call keeps the call and its channel.
-    status: AgentStatus = "Paused" if agent.paused else activity
+    status: AgentStatus = "Paused" if paused else activity
+    if primary is None:
+        return AgentView(status, paused, bool(agent.logins), agent.session_id, None, None, None)
+    call = _agent_call(tables, agent, primary) if activity != "Idle" else None
     return AgentView(
         status,
-        agent.paused,
-        agent.logged_in,
+        paused,
+        bool(agent.logins),
         agent.session_id,
-        primary.name if primary is not None else None,
-        primary.uniqueid if primary is not None else None,
+        primary.name,
+        primary.uniqueid,
         call,
     )
 
