@@ -131,7 +131,9 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     from fastagi_spy.store.directory import AgentEntry, Directory, Mode, SupervisorEntry
     from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
     from fastagi_spy.store.pins import PinHasher, PinStore
+    from fastagi_spy.service import HashPool
     from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
+    from fastagi_spy.supervise.pincheck import PinChecker
     from fastagi_spy.supervise.spywatch import SpyWatches
 
     pepper = b"bench-pepper-0123456789abcdef"
@@ -146,9 +148,13 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     db = Database(os.path.join(tempfile.mkdtemp(), "bench.sqlite3"))
     pins = PinStore(db)
     pins.set_hash(SUPERVISOR, hasher.hash_pin(SUPERVISOR, PIN), time.time())
+    audit = AuditLog(db)
+    hash_pool = HashPool()
+    hash_pool.start()
     flow = SupervisionFlow(FlowDeps(
-        directory=directory, resolver=live_map, hasher=hasher, pins=pins,
-        lockouts=LockoutStore(db, LockoutPolicy()), audit=AuditLog(db),
+        directory=directory, resolver=live_map,
+        pin_checker=PinChecker(hasher, pins, LockoutStore(db, LockoutPolicy()), audit),
+        audit=audit, hashing=lambda fn, *a: hash_pool.run(reactor, fn, *a),
         spies=SpyWatches(time.time), security=SecurityRules(), now=time.time,
         blocking=lambda fn, *a, **kw: threads.deferToThread(fn, *a, **kw),
         sleep=lambda s: task.deferLater(reactor, s, lambda: None)))

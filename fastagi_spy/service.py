@@ -6,16 +6,20 @@ the stores. Nothing here knows protocol details or policy; it only connects them
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import defer, task, threads
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from fastagi_spy.config import Config
@@ -31,10 +35,12 @@ from fastagi_spy.store.pins import PinHasher, PinStore
 from fastagi_spy.supervise.chanspy import chanspy_argument
 from fastagi_spy.supervise.echo import echo_test
 from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
+from fastagi_spy.supervise.pincheck import PinChecker
 from fastagi_spy.supervise.spywatch import SpyWatches
 from fastagi_spy.web.api import make_root
 
 log = Logger()
+T = TypeVar("T")
 
 
 @dataclass
@@ -94,18 +100,19 @@ class SpyService(MultiService):
             self.clients[server.name] = client
             self.syncs[server.name] = sync
             client.service.setServiceParent(self)
+        self.hash_pool = HashPool()
         self.flow = SupervisionFlow(FlowDeps(
             directory=config.directory,
             resolver=self.live_map,
-            hasher=pin_hasher(config),
-            pins=self.stores.pins,
-            lockouts=self.stores.lockouts,
+            pin_checker=PinChecker(pin_hasher(config), self.stores.pins, self.stores.lockouts,
+                                   self.stores.audit),
             audit=self.stores.audit,
             spies=self.spies,
             security=config.security,
             now=self.now,
             blocking=lambda fn, *a, **kw: threads.deferToThreadPool(
                 reactor, reactor.getThreadPool(), fn, *a, **kw),
+            hashing=lambda fn, *a: self.hash_pool.run(reactor, fn, *a),
             sleep=lambda seconds: task.deferLater(reactor, seconds, lambda: None),
             notice=self.play_notice if config.security.notice else None,
         ))
@@ -142,6 +149,7 @@ class SpyService(MultiService):
         ])
 
     def startService(self) -> None:
+        self.hash_pool.start()
         closed = self.stores.audit.close_interrupted(self.now())
         if closed:
             log.warn("Closed {count} audit records left open by a previous run as interrupted",
@@ -154,9 +162,43 @@ class SpyService(MultiService):
             await self.agi_service.stopService()
             await self.agi.drain(self.config.drain_timeout)
             await defer.maybeDeferred(super(SpyService, self).stopService)
+            self.hash_pool.stop()
             self.stores.db.close()
 
         return defer.ensureDeferred(stop())
+
+
+class HashPool:
+    """One low-priority thread for PIN hashing.
+
+    argon2id is meant to be slow and memory-hard; on a 2-core box several hashes at once
+    would starve the reactor thread of CPU. One thread, niced, keeps AMI ingestion and the
+    other calls responsive; PIN checks queue behind each other instead.
+    """
+
+    NICE = 10
+
+    def __init__(self) -> None:
+        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="fastagi-spy-pin-hash")
+        self._niced = threading.local()
+
+    def start(self) -> None:
+        self.pool.start()
+
+    def stop(self) -> None:
+        self.pool.stop()
+
+    def run(self, reactor: Any, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
+        def niced() -> T:
+            if not getattr(self._niced, "done", False):
+                # Linux: PRIO_PROCESS with a thread id sets that thread's nice value only.
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.NICE)
+                self._niced.done = True
+            return fn(*args)
+
+        result: defer.Deferred[T] = threads.deferToThreadPool(reactor, self.pool, niced)
+        return result
 
 
 def make_service(config: Config, reactor: Any) -> SpyService:

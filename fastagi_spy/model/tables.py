@@ -294,10 +294,13 @@ class Tables:
     # --- calls ------------------------------------------------------------------
 
     def _join_call(self, channel: Channel) -> None:
+        # A call's view changes with its customer, times and agents only: a
+        # leg that is none of these joins without recomputing it.
         call = self.calls.get(channel.linkedid)
         if call is None:
             call = Call(channel.linkedid)
             self.calls[channel.linkedid] = call
+            self.dirty_calls.add(call.linkedid)
         call.channels.add(channel.uniqueid)
         if channel.uniqueid == call.linkedid or (not call.origin_seen and len(call.channels) == 1):
             # The leg whose uniqueid is the linkedid started the call; until it
@@ -305,9 +308,12 @@ class Tables:
             self._decide(call, channel)
         if channel.ringing_at is not None and call.ringing_at is None:
             call.ringing_at = channel.ringing_at
+            self.dirty_calls.add(call.linkedid)
         if channel.answered_at is not None and call.answered_at is None:
             call.answered_at = channel.answered_at
-        self.dirty_calls.add(call.linkedid)
+            self.dirty_calls.add(call.linkedid)
+        if channel.agent is not None:
+            self.dirty_calls.add(call.linkedid)
 
     def _leave_call(self, channel: Channel, now: float) -> None:
         call = self.calls.get(channel.linkedid)
@@ -315,7 +321,8 @@ class Tables:
             return
         call.channels.discard(channel.uniqueid)
         if call.channels:
-            self.dirty_calls.add(call.linkedid)
+            if channel.agent is not None:
+                self.dirty_calls.add(call.linkedid)
             return
         del self.calls[call.linkedid]
         call.ended_at = now
@@ -474,15 +481,13 @@ class Tables:
             call = self.calls.get(member.linkedid)
             if call is not None and call.answered_at is None:
                 call.answered_at = now
+                self.dirty_calls.add(call.linkedid)
 
     def _touch_members(self, members: set[str] | tuple[str, ...]) -> None:
         channels = self.channels
         for uniqueid in members:
             member = channels.get(uniqueid)
-            if member is None:
-                continue
-            self.dirty_calls.add(member.linkedid)
-            if member.agent is not None:
+            if member is not None and member.agent is not None:
                 self.dirty_agents.add(member.agent)
 
     # --- dialling ---------------------------------------------------------------

@@ -17,10 +17,9 @@ from twisted.logger import Logger
 from fastagi_spy.config import SecurityRules
 from fastagi_spy.store.audit import AuditLog, AuthResult, EndReason, Via
 from fastagi_spy.store.directory import Directory, Mode, SupervisorEntry, device_of_channel
-from fastagi_spy.store.lockout import LockoutStore, device_key, supervisor_key
-from fastagi_spy.store.pins import PinHasher, PinStore
 from fastagi_spy.supervise.chanspy import chanspy_argument, parse_target_digits, spy_group_for_team
 from fastagi_spy.supervise.line import AGILine, LineGone
+from fastagi_spy.supervise.pincheck import PinChecker, PinVerdict
 from fastagi_spy.supervise.rights import may_spy, may_switch_modes
 from fastagi_spy.supervise.spywatch import SpyWatch, SpyWatches
 
@@ -77,14 +76,13 @@ class TargetResolver(Protocol):
 class FlowDeps:
     directory: Directory
     resolver: TargetResolver
-    hasher: PinHasher
-    pins: PinStore
-    lockouts: LockoutStore
+    pin_checker: PinChecker
     audit: AuditLog
     spies: SpyWatches
     security: SecurityRules
     now: Callable[[], float]
-    blocking: Callable[..., Awaitable[Any]]  # runs a slow sync call off the reactor thread
+    blocking: Callable[..., Awaitable[Any]]  # runs a quick store call off the reactor thread
+    hashing: Callable[..., Awaitable[Any]]  # runs the PIN check on the (low-priority) hash thread
     sleep: Callable[[float], Awaitable[None]]
     notice: Callable[[str, str], Awaitable[None]] | None = None  # (server, channel)
 
@@ -97,7 +95,8 @@ class _Call:
     record: int = 0
     supervisor: SupervisorEntry | None = None
     stage: str = "start"
-    modes: list[Mode] = field(default_factory=list)
+    target: str | None = None  # the digits of the current attempt
+    found: Resolution | None = None  # what they resolved to
 
 
 class SupervisionFlow:
@@ -111,9 +110,16 @@ class SupervisionFlow:
     async def __call__(self, line: AGILine, mode: Mode) -> None:
         d = self.deps
         call = _Call(line, mode, device_of_channel(line.env.channel))
-        call.record = await self._store(
+        # The record is on disk before anything can be heard; ANSWER goes out meanwhile.
+        opened = ensureDeferred(self._store(
             d.audit.open, d.now(), Via.PHONE.value, channel=line.env.channel,
-            uniqueid=line.env.uniqueid, device=call.device)
+            uniqueid=line.env.uniqueid, device=call.device))
+        if not line.hung_up:
+            try:
+                await line.answer()
+            except LineGone:
+                pass
+        call.record = await opened
         try:
             await self._run(call)
             await self._done(call)
@@ -137,7 +143,6 @@ class SupervisionFlow:
             await self._say(call, Prompts.INVALID, Prompts.GOODBYE)
             await self._close(call, EndReason.INVALID_TARGET, "target in the AGI arguments")
             return
-        await call.line.answer()
         supervisor = await self._authenticate(call)
         if supervisor is None:
             return
@@ -155,37 +160,19 @@ class SupervisionFlow:
             supervisor = d.directory.supervisor(claimed) if claimed else None
             call.stage = "pin prompt"
             pin = await self._ask(call, Prompts.PIN, 12)
-            keys = [device_key(call.device)] + ([supervisor_key(claimed)] if claimed else [])
-            locked = await self._store(d.lockouts.is_locked, keys, d.now())
-            stored = await self._store(d.pins.get_hash, supervisor.number) if supervisor else None
-            # Always run the slow hash (a dummy one for an unknown number): same time, same sound.
-            valid = await d.blocking(d.hasher.verify, claimed or "", pin or "", stored)
-            await self._store(d.audit.update, call.record, supervisor=claimed)
-            if locked is not None:
-                await self._refuse(call, AuthResult.LOCKED_OUT, EndReason.LOCKED_OUT, "locked out")
-                return None
-            if valid and supervisor is not None:
-                await self._store(d.lockouts.record_success, keys, d.now())
-                await self._store(d.audit.update, call.record, auth_result=AuthResult.OK.value)
+            verdict: PinVerdict = await d.hashing(
+                d.pin_checker.check, call.record, call.device, claimed, supervisor, pin, d.now())
+            if verdict.ok and supervisor is not None:
                 call.supervisor = supervisor
                 return supervisor
-            if pin or claimed:  # silence is not a guess; a typed PIN or number is
-                now_locked = await self._store(d.lockouts.record_failure, keys, d.now())
-                if now_locked:
-                    await self._refuse(call, AuthResult.LOCKED_OUT, EndReason.LOCKED_OUT,
-                                       "locked out after this failure")
-                    return None
+            if verdict.locked:
+                await self._say(call, Prompts.LOGIN_INCORRECT, Prompts.GOODBYE)
+                await self._close(call, EndReason.LOCKED_OUT, "locked out")
+                return None
             await self._say(call, Prompts.LOGIN_INCORRECT)
-        result = AuthResult.UNKNOWN_SUPERVISOR if known is None and supervisor is None else AuthResult.BAD_PIN
-        await self._store(d.audit.update, call.record, auth_result=result.value)
         await self._say(call, Prompts.GOODBYE)
         await self._close(call, EndReason.BAD_PIN, f"{d.security.pin_tries_per_call} failed tries")
         return None
-
-    async def _refuse(self, call: _Call, auth: AuthResult, reason: EndReason, detail: str) -> None:
-        await self._store(self.deps.audit.update, call.record, auth_result=auth.value)
-        await self._say(call, Prompts.LOGIN_INCORRECT, Prompts.GOODBYE)
-        await self._close(call, reason, detail)
 
     async def _targets(self, call: _Call, supervisor: SupervisorEntry, first: str | None) -> None:
         d = self.deps
@@ -203,13 +190,15 @@ class SupervisionFlow:
                         return
                     continue
                 pending = typed
-            target, pending = parse_target_digits(pending), None
-            await self._store(d.audit.update, call.record, requested_target=_shorten(target or "?"))
+            target, typed_text, pending = parse_target_digits(pending), pending, None
             if target is None:
+                await self._store(d.audit.update, call.record,
+                                  requested_target=_shorten(typed_text))
                 await self._say(call, Prompts.INVALID)
                 await self._next_record(call, EndReason.INVALID_TARGET, "typed target not digits")
                 continue
             found = d.resolver.resolve(target)
+            call.target = target
             if found.reason == "stale":
                 await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
                 await self._close(call, EndReason.SERVICE_UNAVAILABLE, "AMI down or state stale")
@@ -222,8 +211,7 @@ class SupervisionFlow:
             agent = d.directory.agent(found.agent_number)
             decision = (may_spy(supervisor, agent, call.mode, d.directory.never_spy)
                         if agent is not None else None)
-            await self._store(d.audit.update, call.record, agent=found.agent_number,
-                              resolved_channel=found.channel, server=found.server)
+            call.found = found
             if decision is None or not decision.allowed:
                 await self._say(call, Prompts.DENIED)
                 await self._next_record(call, EndReason.DENIED,
@@ -245,7 +233,9 @@ class SupervisionFlow:
             channel, call.mode, allow_switch=switching,
             spy_group=group if d.security.enforce_spy_group else None)
         record = call.record
-        await self._store(d.audit.add_mode, record, call.mode.value)
+        # One write with everything the record needs, on disk before ChanSpy starts.
+        await self._store(d.audit.update, record, **self._target_fields(call),
+                          modes=call.mode.value)
 
         def started(at: float, _spyee: str) -> None:
             self._background(d.audit.mark_spy_started, record, at)
@@ -294,7 +284,22 @@ class SupervisionFlow:
         if not call.line.hung_up:
             await call.line.set_variable(RESULT_VARIABLE, "done")
 
+    @staticmethod
+    def _target_fields(call: _Call) -> dict[str, str | None]:
+        fields: dict[str, str | None] = {}
+        if call.target is not None:
+            fields["requested_target"] = call.target
+        if call.found is not None:
+            fields.update(agent=call.found.agent_number, resolved_channel=call.found.channel,
+                          server=call.found.server)
+        return fields
+
     async def _close(self, call: _Call, reason: EndReason, detail: str | None) -> None:
+        # Whatever was learnt about the target goes in with the close: one write, not three.
+        fields = self._target_fields(call)
+        call.target = call.found = None
+        if fields:
+            await self._store(self.deps.audit.update, call.record, **fields)
         await self._store(self.deps.audit.close, call.record, self.deps.now(), reason, detail)
 
     async def _next_record(self, call: _Call, reason: EndReason, detail: str | None) -> None:
