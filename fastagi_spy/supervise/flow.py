@@ -8,7 +8,7 @@ caller all sound the same, so the phone reveals nothing about which one it was.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import ensureDeferred
@@ -19,7 +19,7 @@ from fastagi_spy.store.audit import AuditLog, AuthResult, EndReason, Via
 from fastagi_spy.store.directory import Directory, Mode, SupervisorEntry, device_of_channel
 from fastagi_spy.supervise.chanspy import chanspy_argument, parse_target_digits, spy_group_for_team
 from fastagi_spy.supervise.line import AGILine, LineGone
-from fastagi_spy.supervise.pincheck import PinChecker, PinVerdict
+from fastagi_spy.supervise.pincheck import PinAttempt, PinChecker, PinVerdict
 from fastagi_spy.supervise.rights import may_spy, may_switch_modes
 from fastagi_spy.supervise.spywatch import SpyWatch, SpyWatches
 
@@ -81,8 +81,8 @@ class FlowDeps:
     spies: SpyWatches
     security: SecurityRules
     now: Callable[[], float]
-    blocking: Callable[..., Awaitable[Any]]  # runs a quick store call off the reactor thread
-    hashing: Callable[..., Awaitable[Any]]  # runs the PIN check on the (low-priority) hash thread
+    blocking: Callable[..., Awaitable[Any]]  # runs a quick store call (sync or on a thread)
+    hashing: Callable[..., Awaitable[Any]]  # runs the slow PIN hash away from the reactor
     sleep: Callable[[float], Awaitable[None]]
     notice: Callable[[str, str], Awaitable[None]] | None = None  # (server, channel)
 
@@ -160,8 +160,13 @@ class SupervisionFlow:
             supervisor = d.directory.supervisor(claimed) if claimed else None
             call.stage = "pin prompt"
             pin = await self._ask(call, Prompts.PIN, 12)
-            verdict: PinVerdict = await d.hashing(
-                d.pin_checker.check, call.record, call.device, claimed, supervisor, pin, d.now())
+            checker = d.pin_checker
+            attempt: PinAttempt = await self._store(
+                checker.before, call.device, claimed, supervisor, d.now())
+            valid: bool = await d.hashing(
+                checker.hasher.verify, claimed or "", pin or "", attempt.stored_hash)
+            verdict: PinVerdict = await self._store(
+                checker.after, call.record, attempt, claimed, supervisor, pin, valid, d.now())
             if verdict.ok and supervisor is not None:
                 call.supervisor = supervisor
                 return supervisor

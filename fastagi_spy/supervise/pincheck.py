@@ -1,9 +1,9 @@
-"""One PIN attempt as a single blocking step: lockout check, hash lookup, slow verify, the
-failure/success counters and the audit update, run together off the reactor thread.
+"""One PIN attempt in three steps: the quick store reads, the slow hash, the quick writes.
 
-Doing it in one step (one thread hop instead of six) keeps the reactor free for AMI and the
-other calls; the hash is always computed, even for an unknown supervisor or a locked-out
-caller, so the time taken and the prompt heard say nothing about which it was.
+The hash (argon2id, ~40 ms, memory-hard) runs elsewhere (a worker process in the service:
+argon2-cffi keeps the GIL, so a thread would stall the reactor). It is always computed, even
+for an unknown supervisor or a locked-out caller, so neither the time taken nor the prompt
+heard says which it was.
 """
 
 from __future__ import annotations
@@ -22,6 +22,15 @@ class PinVerdict:
     locked: bool  # locked out before this try, or by it
 
 
+@dataclass(frozen=True)
+class PinAttempt:
+    """What the store says before the hash is checked."""
+
+    keys: tuple[str, ...]
+    locked: bool
+    stored_hash: str | None
+
+
 @dataclass
 class PinChecker:
     hasher: PinHasher
@@ -29,21 +38,27 @@ class PinChecker:
     lockouts: LockoutStore
     audit: AuditLog
 
-    def check(self, record: int, device: str, claimed: str | None,
-              supervisor: SupervisorEntry | None, pin: str | None, now: float) -> PinVerdict:
-        keys = [device_key(device)] + ([supervisor_key(claimed)] if claimed else [])
-        locked = self.lockouts.is_locked(keys, now) is not None
-        stored = self.pins.get_hash(supervisor.number) if supervisor else None
-        valid = self.hasher.verify(claimed or "", pin or "", stored)
-        if locked:
+    def before(self, device: str, claimed: str | None, supervisor: SupervisorEntry | None,
+               now: float) -> PinAttempt:
+        keys = (device_key(device),) + ((supervisor_key(claimed),) if claimed else ())
+        return PinAttempt(
+            keys=keys,
+            locked=self.lockouts.is_locked(keys, now) is not None,
+            stored_hash=self.pins.get_hash(supervisor.number) if supervisor else None,
+        )
+
+    def after(self, record: int, attempt: PinAttempt, claimed: str | None,
+              supervisor: SupervisorEntry | None, pin: str | None, valid: bool,
+              now: float) -> PinVerdict:
+        if attempt.locked:
             self.audit.update(record, supervisor=claimed, auth_result=AuthResult.LOCKED_OUT.value)
             return PinVerdict(ok=False, locked=True)
         if valid and supervisor is not None:
-            self.lockouts.record_success(keys, now)
+            self.lockouts.record_success(attempt.keys, now)
             self.audit.update(record, supervisor=claimed, auth_result=AuthResult.OK.value)
             return PinVerdict(ok=True, locked=False)
         # Silence is not a guess; a typed PIN or supervisor number is.
-        locked_now = bool(pin or claimed) and self.lockouts.record_failure(keys, now)
+        locked_now = bool(pin or claimed) and self.lockouts.record_failure(attempt.keys, now)
         if locked_now:
             result = AuthResult.LOCKED_OUT
         elif not (pin or claimed):
