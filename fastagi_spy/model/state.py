@@ -113,7 +113,7 @@ class ServerState:
         # Sessions in a fixed order so allocation is deterministic.
         for number in sorted(new.dirty_agents):
             new.refresh_session(new.agents[number])
-        new.release_unused_preserved()
+        new.book.release_unused_kept()
         new.emitted_agents = dict(old.emitted_agents)
         new.emitted_calls = dict(old.emitted_calls)
         new.emitted_sessions = dict(old.emitted_sessions)

@@ -17,7 +17,6 @@ from fastagi_spy.model.agents import (
     LOGIN_DIRECTORY,
     LOGIN_QUEUE,
     Agent,
-    SessionSource,
     extension_of,
 )
 from fastagi_spy.model.calls import Call, is_customer_leg
@@ -33,7 +32,7 @@ from fastagi_spy.model.events import (
     parse_state,
     session_from_chanvars,
 )
-from fastagi_spy.model.sessions import SessionAllocator
+from fastagi_spy.model.sessions import SessionBook
 from fastagi_spy.store.directory import Directory
 
 __all__ = ["Tables"]
@@ -58,7 +57,7 @@ class Tables:
 
     __slots__ = (
         "agents",
-        "allocator",
+        "book",
         "bridges",
         "by_name",
         "calls",
@@ -74,7 +73,6 @@ class Tables:
         "ended",
         "ext_agents",
         "malformed",
-        "preserved",
         "rooms",
         "sessions",
         "tombstones",
@@ -101,25 +99,20 @@ class Tables:
         self.device_agent: dict[str, str] = {}
         # Extension ("1001" of "PJSIP/1001") -> agent numbers owning such a device.
         self.ext_agents: dict[str, set[str]] = {}
-        # Session id -> agent numbers holding it (two only if the site gave both the same id).
-        self.sessions: dict[str, set[str]] = {}
-        low, high = config.session_range
-        self.allocator = SessionAllocator(low, high)
-        # Allocated ids kept across a resync for agents still logged in.
-        self.preserved: dict[str, int] = {}
+        # Session id -> agent numbers holding it (two only if the site gave both
+        # the same id), and the ids whose view may have changed.
+        self.book = SessionBook(config.session_range, preserved)
+        self.sessions = self.book.holders
         self.tombstones: OrderedDict[str, None] = OrderedDict()
         self.malformed = 0
         # What to look at when building changes, and what was last reported.
         self.dirty_agents: set[str] = set()
         self.dirty_calls: set[str] = set()
-        self.touched_sessions: set[str] = set()
+        self.touched_sessions = self.book.touched
         self.ended: dict[str, Call] = {}
         self.emitted_agents: dict[str, object] = {}
         self.emitted_calls: dict[str, object] = {}
         self.emitted_sessions: dict[str, object] = {}
-        for number, session in (preserved or {}).items():
-            if self.allocator.claim(session):
-                self.preserved[number] = session
         for entry in directory.agents:
             agent = Agent(entry.number, entry.name, entry.team, in_directory=True)
             self.agents[entry.number] = agent
@@ -511,11 +504,7 @@ class Tables:
         # An agent's view shows whether a leg rings: a dial in progress, or "Ringing".
         was = channel.dialing > 0
         channel.dialing = dialing
-        if (
-            channel.agent is not None
-            and was != (dialing > 0)
-            and channel.state != STATE_RINGING
-        ):
+        if channel.agent is not None and was != (dialing > 0) and channel.state != STATE_RINGING:
             self.dirty_agents.add(channel.agent)
 
     # --- agents -----------------------------------------------------------------
@@ -628,63 +617,4 @@ class Tables:
 
     def refresh_session(self, agent: Agent) -> None:
         """Recompute the agent's session id: room, then variable, then allocated."""
-        old = agent.session_id
-        new: str | None = None
-        source: SessionSource | None = None
-        if not agent.logins:
-            if agent.allocated is not None:
-                self.allocator.release(agent.allocated)
-                agent.allocated = None
-            agent.last_var = None
-        else:
-            new, source = self._explicit_session(agent)
-            if new is not None:
-                if agent.allocated is not None:
-                    self.allocator.release(agent.allocated)
-                    agent.allocated = None
-            else:
-                if agent.allocated is None:
-                    agent.allocated = self._allocate(agent)
-                if agent.allocated is not None:
-                    new, source = str(agent.allocated), "allocated"
-        if source != agent.session_source and new is not None:
-            self.touched_sessions.add(new)
-        agent.session_source = source
-        if new == old:
-            return
-        if old is not None:
-            holders = self.sessions.get(old)
-            if holders is not None:
-                holders.discard(agent.number)
-                if not holders:
-                    del self.sessions[old]
-            self.touched_sessions.add(old)
-        if new is not None:
-            self.sessions.setdefault(new, set()).add(agent.number)
-            self.touched_sessions.add(new)
-        agent.session_id = new
-
-    def _explicit_session(self, agent: Agent) -> tuple[str | None, SessionSource | None]:
-        room: str | None = None
-        channels = self.channels
-        for uniqueid in agent.channels:
-            candidate = channels[uniqueid].room
-            if candidate is not None and (room is None or candidate < room):
-                room = candidate
-        if room is not None:
-            return room, "conference"
-        if agent.last_var is not None:
-            return agent.last_var, "variable"
-        return None, None
-
-    def _allocate(self, agent: Agent) -> int | None:
-        kept = self.preserved.pop(agent.number, None)
-        if kept is not None:
-            return kept
-        return self.allocator.allocate(self.sessions)
-
-    def release_unused_preserved(self) -> None:
-        """After a resync: ids kept for agents that did not come back are free again."""
-        for session in self.preserved.values():
-            self.allocator.release(session)
-        self.preserved.clear()
+        self.book.refresh(agent, self.channels)

@@ -7,6 +7,7 @@ caller all sound the same, so the phone reveals nothing about which one it was.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -115,10 +116,8 @@ class SupervisionFlow:
             d.audit.open, d.now(), Via.PHONE.value, channel=line.env.channel,
             uniqueid=line.env.uniqueid, device=call.device))
         if not line.hung_up:
-            try:
+            with contextlib.suppress(LineGone):  # the record still gets written and closed
                 await line.answer()
-            except LineGone:
-                pass
         call.record = await opened
         try:
             await self._run(call)

@@ -442,3 +442,15 @@ def test_directory_type_is_the_store_one() -> None:
     }
     with pytest.raises(ValueError, match="at least one server"):
         LiveMap(book, {})
+
+
+def test_channel_names_list_every_live_channel(sim: Sim) -> None:
+    """channel_names(server) is what CoreShowChannels would list, hangups removed."""
+    live = LiveMap(directory(), {"pbx1": config()})
+    events, callee = answered(sim, "PJSIP/trunk", "PJSIP/1001")
+    for event in events:
+        live.apply("pbx1", event, T0)
+    assert callee.name in live.channel_names("pbx1")
+    assert len(live.channel_names("pbx1")) == 2
+    live.apply("pbx1", sim.hangup(callee), T0)
+    assert callee.name not in live.channel_names("pbx1")
