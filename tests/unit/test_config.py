@@ -1,0 +1,97 @@
+"""The TOML config: the example loads, and every mistake names its key and the problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastagi_spy.config import ConfigError, load, parse
+from fastagi_spy.store.directory import Mode
+
+REPO = Path(__file__).resolve().parents[2]
+MINIMAL = """
+[server]
+pin_pepper = "a-long-enough-pepper-0123"
+
+[[asterisk]]
+name = "pbx1"
+ami_username = "fastagi-spy"
+ami_secret = "s3cret"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_commented_example_loads() -> None:
+    """The example in the repo is valid (its pepper file is read relative to the config)."""
+    text = (REPO / "fastagi-spy.example.toml").read_text()
+    text = text.replace('pin_pepper_file = "/etc/fastagi-spy/pepper"',
+                        'pin_pepper = "example-pepper-0123456789"')
+    import tomllib
+
+    config = parse(tomllib.loads(text))
+    assert [s.name for s in config.asterisk] == ["pbx1"]
+    assert config.directory.supervisor("9001") is not None
+    assert config.directory.supervisor("9001").modes == frozenset(Mode)  # type: ignore[union-attr]
+    assert "1000" in config.directory.never_spy
+
+
+def test_minimal_config_gets_loopback_defaults(tmp_path: Path) -> None:
+    """Only the required keys: FastAGI and HTTP listen on loopback, production PIN cost."""
+    config = load(write(tmp_path, MINIMAL))
+    assert config.agi_listen == "tcp:4573:interface=127.0.0.1"
+    assert "127.0.0.1" in config.http_listen
+    assert config.security.pin_cost == "production"
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda t: t.replace('ami_secret = "s3cret"', ""), "asterisk[0].ami_secret: required"),
+    (lambda t: t.replace('name = "pbx1"', 'name = "pbx 1"'), "asterisk[0].name"),
+    (lambda t: t + '\n[map]\nsession_range = [1, 2]\n', "map.session_range"),
+    (lambda t: t + '\n[security]\nlockout_failures = 0\n', "security.lockout_failures"),
+    (lambda t: t + '\n[security]\nnotice = "beep,B"\n', "security.notice"),
+    (lambda t: t.replace("[[asterisk]]", 'agi_listen = "tcpx:1"\n[[asterisk]]'), "server.agi_listen"),
+    (lambda t: t + '\n[[agents]]\nnumber = 1001\n', "agents[0].number"),
+    (lambda t: t + '\n[[agents]]\nnumber = "10a"\n', "agents[0].number"),
+    (lambda t: t + '\n[[supervisors]]\nnumber = "9001"\nmodes = ["spy"]\n', "supervisors[0].modes[0]"),
+    (lambda t: t + '\n[[agents]]\nnumber = "1"\ndevices = ["PJSIP/1,B"]\n', "agents[0].devices[0]"),
+    (lambda t: t + '\n[[agents]]\nnumber = "1"\n[[agents]]\nnumber = "1"\n', "agents[].number"),
+    (lambda t: t + '\nsurprise = 1\n', "surprise: unknown key"),
+    (lambda t: t.replace('pin_pepper = "a-long-enough-pepper-0123"', 'pin_pepper = "short"'),
+     "server.pin_pepper"),
+    (lambda t: t.replace('ami_secret = "s3cret"', 'ami_secret = "a\\nb"'), "asterisk[0].ami_secret"),
+])
+def test_errors_name_the_key(tmp_path: Path, edit, key: str) -> None:  # type: ignore[no-untyped-def]
+    """Each bad value is reported with the exact key that holds it."""
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, edit(MINIMAL)))
+    assert key in str(caught.value)
+
+
+def test_not_toml_and_missing_file_are_clear(tmp_path: Path) -> None:
+    """A syntax error or a missing file is a ConfigError that names the file."""
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(write(tmp_path, "[server\n"))
+    with pytest.raises(ConfigError, match="no such file"):
+        load(tmp_path / "missing.toml")
+
+
+def test_check_config_command_reports_the_key_not_a_traceback(tmp_path: Path) -> None:
+    """`fastagi-spy check-config` exits 2 with one line naming the key."""
+    bad = write(tmp_path, MINIMAL.replace('ami_secret = "s3cret"', ""))
+    done = subprocess.run([sys.executable, "-m", "fastagi_spy.cli", "check-config", str(bad)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "asterisk[0].ami_secret: required" in done.stderr
+    assert "Traceback" not in done.stderr
+    good = write(tmp_path, MINIMAL)
+    done = subprocess.run([sys.executable, "-m", "fastagi_spy.cli", "check-config", str(good)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and "OK" in done.stdout
