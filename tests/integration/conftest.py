@@ -7,13 +7,17 @@ can never pass with its integration suite silently missing.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.logger import globalLogPublisher
 
 from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.sandbox_driver import Driver
+from fastagi_spy.service import SpyService, make_service
+from tests.integration.site import set_pins, site_config, wait_ready
 
 # agent number -> SPYGROUP token, as a site's dialplan sets it on agent legs
 TEAMS = {
@@ -41,6 +45,16 @@ async def driver(sandbox: AsteriskSandbox) -> AsyncIterator[Driver]:
     yield drv
     await drv.hangup_all()
     await drv.close()
+
+
+@pytest_twisted.async_yield_fixture()
+async def site(sandbox: AsteriskSandbox, tmp_path: Path) -> AsyncIterator[SpyService]:
+    service = make_service(site_config(sandbox, tmp_path), reactor)
+    set_pins(service)
+    service.startService()
+    await wait_ready(service)
+    yield service
+    await service.stopService()
 
 
 @pytest.fixture()

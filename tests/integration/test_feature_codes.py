@@ -6,16 +6,14 @@ SendDTMF; who hears whom is proven by tone detection on each party's recording.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 
 from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.sandbox_driver import Driver, is_event, sleep, tag
-from fastagi_spy.service import SpyService, make_service
+from fastagi_spy.service import SpyService
 from fastagi_spy.store.audit import AuditRecord
 from tests.integration.audio import heard
 from tests.integration.conftest import failures
@@ -24,21 +22,8 @@ from tests.integration.site import (
     agent_call,
     answer,
     heard_prompt,
-    set_pins,
-    site_config,
     supervisor_dials,
-    wait_ready,
 )
-
-
-@pytest_twisted.async_yield_fixture()
-async def site(sandbox: AsteriskSandbox, tmp_path: Path) -> AsyncIterator[SpyService]:
-    service = make_service(site_config(sandbox, tmp_path), reactor)
-    set_pins(service)
-    service.startService()
-    await wait_ready(service)
-    yield service
-    await service.stopService()
 
 
 def spy_started(mark_events: list, spyer: str) -> list:  # type: ignore[type-arg]

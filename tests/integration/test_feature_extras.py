@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_twisted
@@ -30,16 +29,6 @@ from tests.integration.site import (
 )
 
 NOTICE_HZ = 1400
-
-
-@pytest_twisted.async_yield_fixture()
-async def site(sandbox: AsteriskSandbox, tmp_path: Path) -> AsyncIterator[SpyService]:
-    service = make_service(site_config(sandbox, tmp_path), reactor)
-    set_pins(service)
-    service.startService()
-    await wait_ready(service)
-    yield service
-    await service.stopService()
 
 
 async def recording(sandbox: AsteriskSandbox, name: str) -> Path:

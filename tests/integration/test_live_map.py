@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,6 @@ from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.sandbox_driver import Driver, sleep
 from fastagi_spy.service import SpyService, make_service
 from tests.integration.site import agent_call, site_config, wait_ready
-
-
-@pytest_twisted.async_yield_fixture()
-async def site(sandbox: AsteriskSandbox, tmp_path: Path) -> AsyncIterator[SpyService]:
-    service = make_service(site_config(sandbox, tmp_path), reactor)
-    service.startService()
-    await wait_ready(service)
-    yield service
-    await service.stopService()
 
 
 def http_port(service: SpyService) -> int:
