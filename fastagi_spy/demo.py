@@ -77,8 +77,6 @@ def run_demo(seconds: float) -> int:
         textFileLogObserver,
     )
 
-    from fastagi_spy.service import make_service, pin_hasher
-
     observer = FilteringLogObserver(textFileLogObserver(sys.stdout),
                                     [LogLevelFilterPredicate(LogLevel.info)])
     globalLogBeginner.beginLoggingTo([observer])
@@ -88,56 +86,65 @@ def run_demo(seconds: float) -> int:
     sandbox.start()
     http_port = free_port()
     config_path = demo_config(sandbox, workdir, http_port)
-    config = load(config_path)
-
-    async def main(reactor: Any) -> None:
-        from fastagi_spy.sandbox_driver import Driver, is_event, sleep
-
-        service = make_service(config, reactor)
-        service.stores.pins.set_hash(
-            SUPERVISOR, pin_hasher(config).hash_pin(SUPERVISOR, SUPERVISOR_PIN), time.time())
-        service.startService()
-        driver = Driver(sandbox)
-        await driver.connect()
-        try:
-            for agent, caller in (("1001", "ACME Corp <5551234>"), ("1002", "Globex <5559876>")):
-                await driver.originate(f"Local/{agent}@fsp-customers/n", "fsp-handsets",
-                                       "customer", caller_id=caller)
-            await sleep(2)
-            _banner(config_path, http_port)
-            print("Supervisor 2001 now dials *2221001 (listen to agent 1001) and types PIN 1234 ...")
-            mark = driver.mark()
-            await driver.originate(f"Local/{SUPERVISOR}@fsp-phones/n", "fsp-handsets", "supervisor",
-                                   variables={"FSP_DIAL": "*2221001"})
-            pin_prompt = await driver.wait_for(
-                lambda m: m.event == "AGIExecStart" and "agent-pass" in (m.get("Command") or ""),
-                since=mark, what="the PIN prompt")
-            handset = (pin_prompt.get("Channel") or "").replace(";2", ";1")
-            await driver.type_digits(handset, "supervisor", SUPERVISOR_PIN + "#")
-            start = await driver.wait_for(is_event("ChanSpyStart"), since=mark, what="ChanSpyStart")
-            print(f"\n  ChanSpyStart: {start.get('SpyerChannel')} is listening to "
-                  f"{start.get('SpyeeChannel')}\n")
-            await sleep(3)
-            record = service.stores.audit.list(limit=1)[0]
-            print(f"  Audit record #{record.id}: supervisor={record.supervisor} "
-                  f"agent={record.agent} modes={record.modes} channel={record.resolved_channel}\n")
-            if seconds:
-                await sleep(seconds)
-            else:
-                print("Running; press Ctrl-C to stop.")
-                await defer.Deferred()  # until Ctrl-C
-        finally:
-            await driver.hangup_all()
-            await driver.close()
-            await service.stopService()
-
     try:
-        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+        task.react(lambda reactor: defer.ensureDeferred(
+            _scenario(reactor, sandbox, config_path, http_port, seconds)))
     except SystemExit as exit_:
         return int(exit_.code or 0)
     finally:
         sandbox.stop()
     return 0
+
+
+async def _scenario(reactor: Any, sandbox: AsteriskSandbox, config_path: Path, http_port: int,
+                    seconds: float) -> None:
+    from twisted.internet import defer
+
+    from fastagi_spy.service import make_service, pin_hasher
+
+    config = load(config_path)
+    from fastagi_spy.cli import print_snapshot
+    from fastagi_spy.sandbox_driver import Driver, is_event, sleep
+
+    service = make_service(config, reactor)
+    service.stores.pins.set_hash(
+        SUPERVISOR, pin_hasher(config).hash_pin(SUPERVISOR, SUPERVISOR_PIN), time.time())
+    service.startService()
+    driver = Driver(sandbox)
+    await driver.connect()
+    try:
+        for agent, caller in (("1001", "ACME Corp <5551234>"), ("1002", "Globex <5559876>")):
+            await driver.originate(f"Local/{agent}@fsp-customers/n", "fsp-handsets",
+                                   "customer", caller_id=caller)
+        await sleep(2)
+        _banner(config_path, http_port)
+        print("Supervisor 2001 now dials *2221001 (listen to agent 1001) and types PIN 1234 ...")
+        mark = driver.mark()
+        await driver.originate(f"Local/{SUPERVISOR}@fsp-phones/n", "fsp-handsets", "supervisor",
+                               variables={"FSP_DIAL": "*2221001"})
+        pin_prompt = await driver.wait_for(
+            lambda m: m.event == "AGIExecStart" and "agent-pass" in (m.get("Command") or ""),
+            since=mark, what="the PIN prompt")
+        handset = (pin_prompt.get("Channel") or "").replace(";2", ";1")
+        await driver.type_digits(handset, "supervisor", SUPERVISOR_PIN + "#")
+        start = await driver.wait_for(is_event("ChanSpyStart"), since=mark, what="ChanSpyStart")
+        print(f"\n  ChanSpyStart: {start.get('SpyerChannel')} is listening to "
+              f"{start.get('SpyeeChannel')}\n")
+        await sleep(3)
+        record = service.stores.audit.list(limit=1)[0]
+        print(f"  Audit record #{record.id}: supervisor={record.supervisor} "
+              f"agent={record.agent} modes={record.modes} channel={record.resolved_channel}\n")
+        print("  The live map (what `fastagi-spy status` prints):")
+        print_snapshot(service.live_map.snapshot(time.time()))
+        if seconds:
+            await sleep(seconds)
+        else:
+            print("Running; press Ctrl-C to stop.")
+            await defer.Deferred()  # until Ctrl-C
+    finally:
+        await driver.hangup_all()
+        await driver.close()
+        await service.stopService()
 
 
 def _banner(config_path: Path, http_port: int) -> None:

@@ -238,6 +238,7 @@ class AMIClient:
         self.protocol: AMIProtocol | None = None
         self.ami_version = ""
         self._login_refusals = 0
+        self._stopping = False
         self.service = ClientService(
             endpoint,
             _AMIFactory(self),
@@ -256,6 +257,7 @@ class AMIClient:
         self.service.startService()
 
     def stop(self) -> defer.Deferred[None]:
+        self._stopping = True
         stopped: defer.Deferred[None] = self.service.stopService()
         return stopped
 
@@ -332,6 +334,10 @@ class AMIClient:
     def _lost(self, proto: AMIProtocol) -> None:
         if self.protocol is proto:
             self.protocol = None
-            self.log.warn("AMI connection to {name} lost; reconnecting with backoff", name=self.name)
+            if self._stopping:
+                self.log.info("AMI connection to {name} closed", name=self.name)
+            else:
+                self.log.warn("AMI connection to {name} lost; reconnecting with backoff",
+                              name=self.name)
             if self.on_down is not None:
                 self.on_down(self)
