@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -126,7 +127,8 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     from fastagi_spy.config import SecurityRules
     from fastagi_spy.model import LiveMap, ModelConfig
     from fastagi_spy.net.fastagi import FastAGIFactory
-    from fastagi_spy.service import HashWorker, freeze_startup_garbage, run_now
+    from fastagi_spy.net.hashworker import HashWorker
+    from fastagi_spy.service import freeze_startup_garbage, run_now
     from fastagi_spy.store.audit import AuditLog
     from fastagi_spy.store.database import Database
     from fastagi_spy.store.directory import AgentEntry, Directory, Mode, SupervisorEntry
@@ -149,13 +151,13 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     pins = PinStore(db)
     pins.set_hash(SUPERVISOR, hasher.hash_pin(SUPERVISOR, PIN), time.time())
     audit = AuditLog(db)
-    hash_worker = HashWorker()
+    hash_worker = HashWorker(reactor, pepper, cost)
     hash_worker.start()
-    reactor.addSystemEventTrigger("during", "shutdown", hash_worker.stop)
+    reactor.addSystemEventTrigger("before", "shutdown", hash_worker.stop)
     flow = SupervisionFlow(FlowDeps(
         directory=directory, resolver=live_map,
         pin_checker=PinChecker(hasher, pins, LockoutStore(db, LockoutPolicy()), audit),
-        audit=audit, hashing=lambda fn, *a: hash_worker.run(reactor, fn, *a),
+        audit=audit, verify_pin=hash_worker.verify,
         spies=SpyWatches(time.time), security=SecurityRules(), now=time.time,
         blocking=run_now,
         sleep=lambda s: task.deferLater(reactor, s, lambda: None)))
@@ -174,13 +176,22 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
         loop = task.LoopingCall(tick)
         loop.start(0.001)
 
+    first = [0.0]
+
     def report() -> None:
-        print(json.dumps({"max_stall_ms": round(stalls[0], 2)}), flush=True)
+        print(json.dumps({"max_stall_ms": round(stalls[0], 2),
+                          "warmup_stall_ms": round(first[0], 2)}), flush=True)
+
+    def warmed_up() -> None:
+        # The first sessions pay one-off costs (lazy imports, first SQLite writes); the
+        # steady-state figure starts after them, and the warm-up maximum is reported apart.
+        first[0], stalls[0] = stalls[0], 0.0
 
     reactor.addSystemEventTrigger("before", "shutdown", report)
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(warmed_up))
     freeze_startup_garbage()
     reactor.run()
 
@@ -268,9 +279,12 @@ def main() -> None:
     stop(proc)
     # Reactor stalls with the production hash cost, 50 concurrent.
     proc, port = run_server("ours", "--cost", "production", "--probe")
+    asyncio.run(drive(port, 50, 50))  # warm-up
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(0.2)
     prod_rate, prod = asyncio.run(drive(port, 500, 50))
     out = stop(proc)
-    stall = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])["max_stall_ms"]
+    stalls = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
     figures = {
         "sessions_per_s_c50": round(ours_rate, 1),
@@ -279,7 +293,8 @@ def main() -> None:
         "p99_ms_c1": round(p99(c1), 3),
         "panoramisk_p99_ms_c1": round(p99(pano_c1), 3),
         "pin_verify_ms": round(pin_verify_ms(), 2),
-        "max_reactor_stall_ms": stall,
+        "max_reactor_stall_ms": stalls["max_stall_ms"],
+        "warmup_reactor_stall_ms": stalls["warmup_stall_ms"],
         "production_cost_sessions_per_s_c50": round(prod_rate, 1),
         "production_cost_p99_ms_c50": round(p99(prod), 2),
     }
@@ -287,6 +302,8 @@ def main() -> None:
     print("  ours: env + PIN (argon2id) + resolve among 5,000 agents + rights + SQLite audit")
     print("  panoramisk: ANSWER, GET DATA, EXEC only (no auth, no resolution, no audit)")
     print("  throughput and c1 figures use the CHEAP PIN-hash cost; the stall probe uses production")
+    print("  max_reactor_stall_ms: 1 ms LoopingCall probe, 500 sessions at 50 concurrent after 50")
+    print("  warm-up sessions; warmup_reactor_stall_ms is the worst gap during the warm-up")
     for key, value in figures.items():
         print(f"  {key:40s} {value}")
     print(json.dumps(figures))

@@ -7,11 +7,8 @@ the stores. Nothing here knows protocol details or policy; it only connects them
 from __future__ import annotations
 
 import gc
-import multiprocessing
-import os
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,6 +23,7 @@ from fastagi_spy.config import Config
 from fastagi_spy.model import LiveMap, ModelConfig
 from fastagi_spy.net.ami import AMIClient, AMICredentials
 from fastagi_spy.net.fastagi import AGISession, FastAGIFactory
+from fastagi_spy.net.hashworker import HashWorker
 from fastagi_spy.net.livesync import LiveSync
 from fastagi_spy.store.audit import AuditLog
 from fastagi_spy.store.database import Database
@@ -100,7 +98,7 @@ class SpyService(MultiService):
             self.clients[server.name] = client
             self.syncs[server.name] = sync
             client.service.setServiceParent(self)
-        self.hash_worker = HashWorker()
+        self.hash_worker = HashWorker(reactor, config.pin_pepper, config.security.pin_cost)
         self.flow = SupervisionFlow(FlowDeps(
             directory=config.directory,
             resolver=self.live_map,
@@ -111,7 +109,7 @@ class SpyService(MultiService):
             security=config.security,
             now=self.now,
             blocking=run_now,
-            hashing=lambda fn, *a: self.hash_worker.run(reactor, fn, *a),
+            verify_pin=self.hash_worker.verify,
             sleep=lambda seconds: task.deferLater(reactor, seconds, lambda: None),
             notice=self.play_notice if config.security.notice else None,
         ))
@@ -166,45 +164,6 @@ class SpyService(MultiService):
             self.stores.db.close()
 
         return defer.ensureDeferred(stop())
-
-
-class HashWorker:
-    """PIN hashing in one separate, niced worker process.
-
-    argon2id is slow and memory-hard by design, and argon2-cffi holds the GIL while it works
-    (measured: a hashing thread stalls the others ~30 ms at a time), so a thread would freeze
-    AMI ingestion and every other call. A process costs one pipe round trip per PIN.
-    """
-
-    NICE = 10
-
-    def __init__(self) -> None:
-        self.executor: ProcessPoolExecutor | None = None
-
-    def start(self) -> None:
-        self.executor = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
-            initializer=os.nice, initargs=(self.NICE,))
-
-    def stop(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            self.executor = None
-
-    def run(self, reactor: Any, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
-        if self.executor is None:
-            return defer.fail(RuntimeError("the PIN hash worker is not running"))
-        d: defer.Deferred[T] = defer.Deferred()
-
-        def fire(future: Future[T]) -> None:
-            try:
-                d.callback(future.result())
-            except BaseException as exc:
-                d.errback(exc)
-
-        self.executor.submit(fn, *args).add_done_callback(
-            lambda future: reactor.callFromThread(fire, future))
-        return d
 
 
 def run_now(fn: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred[T]:

@@ -83,7 +83,7 @@ class FlowDeps:
     security: SecurityRules
     now: Callable[[], float]
     blocking: Callable[..., Awaitable[Any]]  # runs a quick store call (sync or on a thread)
-    hashing: Callable[..., Awaitable[Any]]  # runs the slow PIN hash away from the reactor
+    verify_pin: Callable[[str, str, str | None], Awaitable[bool]]  # slow: away from the reactor
     sleep: Callable[[float], Awaitable[None]]
     notice: Callable[[str, str], Awaitable[None]] | None = None  # (server, channel)
 
@@ -162,8 +162,7 @@ class SupervisionFlow:
             checker = d.pin_checker
             attempt: PinAttempt = await self._store(
                 checker.before, call.device, claimed, supervisor, d.now())
-            valid: bool = await d.hashing(
-                checker.hasher.verify, claimed or "", pin or "", attempt.stored_hash)
+            valid = await d.verify_pin(claimed or "", pin or "", attempt.stored_hash)
             verdict: PinVerdict = await self._store(
                 checker.after, call.record, attempt, claimed, supervisor, pin, valid, d.now())
             if verdict.ok and supervisor is not None:
