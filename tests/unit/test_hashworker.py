@@ -1,0 +1,44 @@
+"""The PIN hash worker process: right and wrong PINs, and a restart after it dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from fastagi_spy.net.hashworker import HashWorker, HashWorkerGone
+from fastagi_spy.store.pins import PinHasher
+
+PEPPER = b"unit-test-pepper-0123456789"
+
+
+@pytest_twisted.ensureDeferred
+async def test_worker_verifies_and_survives_being_killed() -> None:
+    """The worker answers like PinHasher; killed mid-request, the request fails cleanly
+    (never a silent 'ok') and the worker is back for the next one."""
+    stored = PinHasher.cheap(PEPPER).hash_pin("9001", "1234")
+    worker = HashWorker(reactor, PEPPER, "cheap")
+    await worker.start()
+    try:
+        assert await worker.verify("9001", "1234", stored) is True
+        assert await worker.verify("9001", "9999", stored) is False
+        assert await worker.verify("9002", "1234", None) is False
+        assert worker.protocol is not None and worker.protocol.transport is not None
+        pid = worker.protocol.transport.pid
+        pending = worker.verify("9001", "0000", stored)  # a wrong PIN
+        os.kill(pid, signal.SIGKILL)
+        try:
+            outcome = await pending  # it may have answered before dying: then False
+        except HashWorkerGone:
+            outcome = None
+        assert outcome is not True
+        for _ in range(100):
+            if worker.protocol is not None and worker.protocol.transport is not None \
+                    and worker.protocol.transport.pid != pid:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        assert await worker.verify("9001", "1234", stored) is True
+    finally:
+        worker.stop()
