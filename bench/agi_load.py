@@ -120,7 +120,7 @@ def wait_ready(proc: subprocess.Popen[bytes]) -> None:
 
 
 def serve_ours(port: int, cost: str, probe: bool) -> None:
-    from twisted.internet import reactor, task
+    from twisted.internet import reactor, task, threads
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
     from bench.synthetic import bridged_call_items
@@ -147,7 +147,8 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     directory = Directory(agents, (supervisor,), frozenset())
     live_map = LiveMap(directory, {"pbx": ModelConfig(customer_contexts=frozenset({"from-trunk"}))})
     live_map.resync("pbx", bridged_call_items([a.number for a in agents]), [], time.time())
-    db = Database(os.path.join(tempfile.mkdtemp(), "bench.sqlite3"))
+    db = Database(os.path.join(tempfile.mkdtemp(), "bench.sqlite3"), background_checkpoints=True)
+    task.LoopingCall(threads.deferToThread, db.checkpoint).start(5.0, now=False)
     pins = PinStore(db)
     pins.set_hash(SUPERVISOR, hasher.hash_pin(SUPERVISOR, PIN), time.time())
     audit = AuditLog(db)

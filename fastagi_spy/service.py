@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.logger import Logger
 from twisted.web.server import Site
@@ -39,6 +39,7 @@ from fastagi_spy.web.api import make_root
 
 log = Logger()
 T = TypeVar("T")
+CHECKPOINT_EVERY = 5.0  # seconds between background WAL checkpoints
 
 
 @dataclass
@@ -49,8 +50,8 @@ class Stores:
     audit: AuditLog
 
 
-def open_stores(config: Config) -> Stores:
-    db = Database(config.database)
+def open_stores(config: Config, background_checkpoints: bool = False) -> Stores:
+    db = Database(config.database, background_checkpoints=background_checkpoints)
     s = config.security
     policy = LockoutPolicy(s.lockout_failures, s.lockout_window, s.lockout_duration)
     return Stores(db, PinStore(db), LockoutStore(db, policy), AuditLog(db))
@@ -79,7 +80,12 @@ class SpyService(MultiService):
         self.config = config
         self.reactor = reactor
         self.now: Callable[[], float] = time.time
-        self.stores = open_stores(config)
+        self.stores = open_stores(config, background_checkpoints=True)
+        self.checkpoints = task.LoopingCall(
+            lambda: threads.deferToThreadPool(reactor, reactor.getThreadPool(),
+                                              self.stores.db.checkpoint)
+            .addErrback(lambda f: log.failure("SQLite checkpoint failed", f)))
+        self.checkpoints.clock = reactor
         self.live_map = LiveMap(config.directory, {s.name: model_rules(config) for s in config.asterisk})
         self.spies = SpyWatches(self.now)
         self.clients: dict[str, AMIClient] = {}
@@ -147,6 +153,7 @@ class SpyService(MultiService):
 
     def startService(self) -> None:
         self.hash_worker.start()
+        self.checkpoints.start(CHECKPOINT_EVERY, now=False)
         freeze_startup_garbage()
         closed = self.stores.audit.close_interrupted(self.now())
         if closed:
@@ -161,6 +168,9 @@ class SpyService(MultiService):
             await self.agi.drain(self.config.drain_timeout)
             await defer.maybeDeferred(super(SpyService, self).stopService)
             self.hash_worker.stop()
+            if self.checkpoints.running:
+                self.checkpoints.stop()
+            self.stores.db.checkpoint()
             self.stores.db.close()
 
         return defer.ensureDeferred(stop())

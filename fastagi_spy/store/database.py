@@ -73,9 +73,12 @@ _PRAGMAS = (
 class Database:
     """One SQLite connection, shared by threads, with one transaction at a time."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, background_checkpoints: bool = False) -> None:
+        """``background_checkpoints``: the caller runs :meth:`checkpoint` off its hot thread
+        (the server does); commits then never pay for copying the WAL into the database."""
         self.path = str(path)
         self._lock = threading.Lock()
+        self._checkpointer: sqlite3.Connection | None = None
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +89,8 @@ class Database:
         try:
             for pragma in _PRAGMAS:
                 self._conn.execute(pragma)
+            if background_checkpoints:
+                self._conn.execute("PRAGMA wal_autocheckpoint=0")
             with self.transaction() as conn:
                 for statement in _SCHEMA:
                     conn.execute(statement)
@@ -119,7 +124,23 @@ class Database:
                 self._conn.rollback()
                 raise StoreError(f"database {self.path!r}: {exc}") from exc
 
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file, on a connection of its own so that the
+        writers' connection (and its lock) is never held meanwhile. PASSIVE: never waits."""
+        if self.path == ":memory:":
+            return
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, check_same_thread=False,
+                                                 isolation_level=None)
+            self._checkpointer.execute("PRAGMA busy_timeout=5000")
+        try:
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {self.path!r}: checkpoint: {exc}") from exc
+
     def close(self) -> None:
         """Close the connection; the object is unusable afterwards."""
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             self._conn.close()
