@@ -157,7 +157,7 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", hash_worker.stop)
     flow = SupervisionFlow(FlowDeps(
         directory=directory, resolver=live_map,
-        pin_checker=PinChecker(hasher, pins, LockoutStore(db, LockoutPolicy()), audit),
+        pin_checker=PinChecker(hasher, pins, LockoutStore(db, LockoutPolicy()), audit, db),
         audit=audit, verify_pin=hash_worker.verify,
         spies=SpyWatches(time.time), security=SecurityRules(), now=time.time,
         blocking=run_now,

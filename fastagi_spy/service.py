@@ -109,7 +109,7 @@ class SpyService(MultiService):
             directory=config.directory,
             resolver=self.live_map,
             pin_checker=PinChecker(pin_hasher(config), self.stores.pins, self.stores.lockouts,
-                                   self.stores.audit),
+                                   self.stores.audit, self.stores.db),
             audit=self.stores.audit,
             spies=self.spies,
             security=config.security,

@@ -13,6 +13,7 @@ from fastagi_spy.model.agents import LOGIN_AGENT_POOL, Agent, normalise_interfac
 from fastagi_spy.model.events import (
     SESSION_VARIABLE,
     EventLike,
+    Malformed,
     is_session_id,
     known,
     parse_state,
@@ -27,7 +28,9 @@ Handler = Callable[[Tables, EventLike, float], None]
 
 
 def _newchannel(tables: Tables, event: EventLike, now: float) -> None:
-    uniqueid = required(event, "Uniqueid")
+    uniqueid = event.get("Uniqueid")
+    if not uniqueid:
+        raise Malformed("missing Uniqueid")
     known_channel = tables.channels.get(uniqueid)
     channel = tables.channel(event, "", now, uniqueid)
     if known_channel is not None and channel is not None:
@@ -36,7 +39,10 @@ def _newchannel(tables: Tables, event: EventLike, now: float) -> None:
 
 
 def _newstate(tables: Tables, event: EventLike, now: float) -> None:
-    state = parse_state(required(event, "ChannelState"), 0)
+    raw = event.get("ChannelState")
+    if not raw:
+        raise Malformed("missing ChannelState")
+    state = parse_state(raw, 0)
     channel = tables.channel(event, "", now)
     if channel is not None:
         tables.set_state(channel, state, now)
@@ -69,14 +75,21 @@ def _rename(tables: Tables, event: EventLike, now: float) -> None:
 
 
 def _hangup(tables: Tables, event: EventLike, now: float) -> None:
-    tables.hangup(required(event, "Uniqueid"), now)
+    uniqueid = event.get("Uniqueid")
+    if not uniqueid:
+        raise Malformed("missing Uniqueid")
+    tables.hangup(uniqueid, now)
 
 
 def _dialbegin(tables: Tables, event: EventLike, now: float) -> None:
-    required(event, "DestUniqueid")
+    get = event.get
+    dest_uniqueid = get("DestUniqueid")
+    if not dest_uniqueid:
+        raise Malformed("missing DestUniqueid")
     # The caller snapshot is absent when nothing dialled (Originate, ARI).
-    caller = tables.channel(event, "", now) if event.get("Uniqueid") else None
-    dest = tables.channel(event, "Dest", now)
+    uniqueid = get("Uniqueid")
+    caller = tables.channel(event, "", now, uniqueid) if uniqueid else None
+    dest = tables.channel(event, "Dest", now, dest_uniqueid)
     if caller is not None:
         tables.reached(caller, event.get("Exten"))
     if dest is not None:
@@ -84,31 +97,49 @@ def _dialbegin(tables: Tables, event: EventLike, now: float) -> None:
 
 
 def _dialend(tables: Tables, event: EventLike, now: float) -> None:
-    required(event, "DestUniqueid")
-    caller = tables.channel(event, "", now) if event.get("Uniqueid") else None
-    dest = tables.channel(event, "Dest", now)
+    get = event.get
+    dest_uniqueid = get("DestUniqueid")
+    if not dest_uniqueid:
+        raise Malformed("missing DestUniqueid")
+    uniqueid = get("Uniqueid")
+    caller = tables.channel(event, "", now, uniqueid) if uniqueid else None
+    dest = tables.channel(event, "Dest", now, dest_uniqueid)
     if dest is not None:
         tables.dial_end(caller, dest)
 
 
 def _bridgecreate(tables: Tables, event: EventLike, now: float) -> None:
-    tables.bridges.setdefault(required(event, "BridgeUniqueid"), set())
+    bridge = event.get("BridgeUniqueid")
+    if not bridge:
+        raise Malformed("missing BridgeUniqueid")
+    if bridge not in tables.bridges:
+        tables.bridges[bridge] = set()
 
 
 def _bridgedestroy(tables: Tables, event: EventLike, now: float) -> None:
-    tables.destroy_bridge(required(event, "BridgeUniqueid"))
+    bridge = event.get("BridgeUniqueid")
+    if not bridge:
+        raise Malformed("missing BridgeUniqueid")
+    tables.destroy_bridge(bridge)
 
 
 def _bridgeenter(tables: Tables, event: EventLike, now: float) -> None:
-    bridge = required(event, "BridgeUniqueid")
+    get = event.get
+    bridge = get("BridgeUniqueid")
+    if not bridge:
+        raise Malformed("missing BridgeUniqueid")
     channel = tables.channel(event, "", now)
     if channel is not None:
-        tables.reached(channel, event.get("Exten"))
-        tables.enter_bridge(channel, bridge, event.get("SwapUniqueid"), now)
+        exten = get("Exten")
+        if exten and exten != channel.exten:
+            tables.reached(channel, exten)
+        tables.enter_bridge(channel, bridge, get("SwapUniqueid"), now)
 
 
 def _bridgeleave(tables: Tables, event: EventLike, now: float) -> None:
-    bridge = required(event, "BridgeUniqueid")
+    bridge = event.get("BridgeUniqueid")
+    if not bridge:
+        raise Malformed("missing BridgeUniqueid")
     channel = tables.channel(event, "", now)
     if channel is not None:
         tables.leave_bridge(channel, bridge)
@@ -165,7 +196,7 @@ def _varset(tables: Tables, event: EventLike, now: float) -> None:
     # VarSet is by far the most frequent event (every Set(), every app's
     # variables): decide on the variable name before touching anything else.
     variable = event.get("Variable")
-    if variable is None or variable_name(variable) != SESSION_VARIABLE:
+    if variable is None or variable.lstrip("_").upper() != SESSION_VARIABLE:
         return
     value = event.get("Value") or ""
     channel = tables.channel(event, "", now)
@@ -220,11 +251,22 @@ def _member_agent(tables: Tables, event: EventLike, *, create: bool) -> Agent | 
 
 def queue_member(tables: Tables, event: EventLike, now: float) -> None:
     """QueueMemberAdded/Pause/Status and QueueStatus's QueueMember item."""
-    queue = required(event, "Queue")
-    agent = _member_agent(tables, event, create=True)
-    if agent is None:  # pragma: no cover - create=True always gives an agent
-        return
-    tables.set_queue(agent, queue, (event.get("Paused") or "0").strip() == "1")
+    get = event.get
+    queue = get("Queue")
+    if not queue:
+        raise Malformed("missing Queue")
+    # A member already known by its interface (the usual QueueMemberStatus):
+    # its devices were learned when it was added.
+    interface = get("Interface")
+    owner = tables.device_agent.get(interface) if interface else None
+    if owner is not None and not interface.startswith("Local/"):  # type: ignore[union-attr]
+        agent: Agent | None = tables.agents[owner]
+    else:
+        agent = _member_agent(tables, event, create=True)
+        if agent is None:  # pragma: no cover - create=True always gives an agent
+            return
+    paused = get("Paused")
+    tables.set_queue(agent, queue, paused is not None and paused.strip() == "1")
 
 
 def _queue_member_removed(tables: Tables, event: EventLike, now: float) -> None:

@@ -38,18 +38,64 @@ from fastagi_spy.store.directory import Directory
 __all__ = ["Tables"]
 
 _SESSION_CHANVAR = SESSION_VARIABLE + "="
+_SESSION_CHANVAR_LEN = len(_SESSION_CHANVAR)
 
 
-def _session_chanvar(event: EventLike, prefix: str) -> str | None:
-    """FASTAGI_SPY_SESSION among the event's "ChanVariable: name=value" lines ("" if unset)."""
-    first = event.get(prefix + "ChanVariable")
+class _Fields:
+    """The header names of one channel snapshot prefix ("" or "Dest"), built once."""
+
+    __slots__ = (
+        "callerid_name",
+        "callerid_num",
+        "chanvar",
+        "channel",
+        "connected_name",
+        "connected_num",
+        "context",
+        "exten",
+        "linkedid",
+        "missing_channel",
+        "missing_uniqueid",
+        "state",
+        "uniqueid",
+    )
+
+    def __init__(self, prefix: str) -> None:
+        self.uniqueid = prefix + "Uniqueid"
+        self.linkedid = prefix + "Linkedid"
+        self.chanvar = prefix + "ChanVariable"
+        self.channel = prefix + "Channel"
+        self.state = prefix + "ChannelState"
+        self.callerid_num = prefix + "CallerIDNum"
+        self.callerid_name = prefix + "CallerIDName"
+        self.connected_num = prefix + "ConnectedLineNum"
+        self.connected_name = prefix + "ConnectedLineName"
+        self.context = prefix + "Context"
+        self.exten = prefix + "Exten"
+        self.missing_uniqueid = f"missing {prefix}Uniqueid"
+        self.missing_channel = f"missing {prefix}Channel"
+
+
+_FIELDS: dict[str, _Fields] = {"": _Fields(""), "Dest": _Fields("Dest")}
+
+
+def _fields(prefix: str) -> _Fields:
+    fields = _FIELDS.get(prefix)
+    if fields is None:
+        fields = _Fields(prefix)
+    return fields
+
+
+def _session_chanvar(event: EventLike, name: str) -> str | None:
+    """FASTAGI_SPY_SESSION among the event's ``name`` ("ChanVariable") lines ("" if unset)."""
+    first = event.get(name)
     if first is None:
         return None
     # channelvars=FASTAGI_SPY_SESSION alone (the usual set-up) makes it the
     # first and only ChanVariable line: no need to collect them all.
     if first.startswith(_SESSION_CHANVAR):
-        return first[len(_SESSION_CHANVAR) :]
-    return session_from_chanvars(event.get_all(prefix + "ChanVariable"))
+        return first[_SESSION_CHANVAR_LEN:]
+    return session_from_chanvars(event.get_all(name))
 
 
 class Tables:
@@ -137,43 +183,51 @@ class Tables:
         so a straggling event cannot resurrect it.  ``uniqueid`` saves looking
         it up again when the caller already did.
         """
+        fields = _fields(prefix)
+        get = event.get
         if uniqueid is None:
-            uniqueid = event.get(prefix + "Uniqueid")
+            uniqueid = get(fields.uniqueid)
             if not uniqueid:
-                raise Malformed(f"missing {prefix}Uniqueid")
+                raise Malformed(fields.missing_uniqueid)
         channel = self.channels.get(uniqueid)
         if channel is None:
             if uniqueid in self.tombstones:
                 return None
-            return self._create(event, prefix, uniqueid, now)
+            return self._create(event, fields, uniqueid, now)
         # bridge_channel.c gives every channel in a bridge the oldest linkedid
         # among them, so a channel can move from one call to another.
-        linkedid = event.get(prefix + "Linkedid")
+        linkedid = get(fields.linkedid)
         if linkedid and linkedid != channel.linkedid:
             self._relink(channel, linkedid, now)
-        value = _session_chanvar(event, prefix)
-        if value and value != channel.session_var and is_session_id(value):
-            self.set_session_var(channel, value)
+        value = get(fields.chanvar)
+        if value is not None:
+            if value.startswith(_SESSION_CHANVAR):
+                value = value[_SESSION_CHANVAR_LEN:]
+            else:
+                value = session_from_chanvars(event.get_all(fields.chanvar))
+            if value and value != channel.session_var and is_session_id(value):
+                self.set_session_var(channel, value)
         return channel
 
-    def _create(self, event: EventLike, prefix: str, uniqueid: str, now: float) -> Channel:
-        name = event.get(prefix + "Channel")
+    def _create(self, event: EventLike, fields: _Fields, uniqueid: str, now: float) -> Channel:
+        get = event.get
+        name = get(fields.channel)
         if not name:
-            raise Malformed(f"missing {prefix}Channel")
-        state = parse_state(event.get(prefix + "ChannelState"), 0)
-        linkedid = event.get(prefix + "Linkedid") or uniqueid
+            raise Malformed(fields.missing_channel)
+        state = parse_state(get(fields.state), 0)
+        linkedid = get(fields.linkedid) or uniqueid
         channel = Channel(uniqueid, name, state, linkedid, now)
         if uniqueid == linkedid or linkedid not in self.calls:
             # Only the leg that decides its call's direction and customer needs
             # these (each lookup is a search of the event's text); NewCallerid
             # and NewConnectedLine keep them current afterwards.
-            channel.cid_num = known(event.get(prefix + "CallerIDNum"))
-            channel.cid_name = known(event.get(prefix + "CallerIDName"))
-            channel.conn_num = known(event.get(prefix + "ConnectedLineNum"))
-            channel.conn_name = known(event.get(prefix + "ConnectedLineName"))
-            channel.context = event.get(prefix + "Context") or ""
-            channel.exten = event.get(prefix + "Exten") or ""
-        value = _session_chanvar(event, prefix)
+            channel.cid_num = known(get(fields.callerid_num))
+            channel.cid_name = known(get(fields.callerid_name))
+            channel.conn_num = known(get(fields.connected_num))
+            channel.conn_name = known(get(fields.connected_name))
+            channel.context = get(fields.context) or ""
+            channel.exten = get(fields.exten) or ""
+        value = _session_chanvar(event, fields.chanvar)
         if value and is_session_id(value):
             channel.session_var = value
         self.channels[uniqueid] = channel

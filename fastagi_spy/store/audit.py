@@ -181,13 +181,21 @@ class AuditLog:
             conn.execute("UPDATE audit SET spy_stopped_at = ? WHERE id = ?", (at, record_id))
 
     def close(
-        self, record_id: int, ended_at: float, reason: EndReason, detail: str | None = None
+        self,
+        record_id: int,
+        ended_at: float,
+        reason: EndReason,
+        detail: str | None = None,
+        **fields: FieldValue,
     ) -> bool:
         """End the record once; later calls change nothing. Returns whether this call closed it.
 
-        A None detail keeps any detail already written.
+        A None detail keeps any detail already written. ``fields`` are set first, in the same
+        transaction (as :meth:`update` would).
         """
         with self._db.transaction() as conn:
+            if fields:
+                self.update(record_id, **fields)
             cursor = conn.execute(
                 "UPDATE audit SET ended_at = ?, end_reason = ?, detail = COALESCE(?, detail) "
                 "WHERE id = ? AND ended_at IS NULL",

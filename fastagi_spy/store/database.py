@@ -77,7 +77,10 @@ class Database:
         """``background_checkpoints``: the caller runs :meth:`checkpoint` off its hot thread
         (the server does); commits then never pay for copying the WAL into the database."""
         self.path = str(path)
-        self._lock = threading.Lock()
+        # Reentrant, with a depth count: a transaction() opened inside another one joins it,
+        # so a caller can make several store calls commit (or roll back) as one.
+        self._lock = threading.RLock()
+        self._depth = 0
         self._checkpointer: sqlite3.Connection | None = None
         try:
             if self.path != ":memory:":
@@ -105,12 +108,21 @@ class Database:
         sqlite3 errors come out as StoreError; our own exceptions pass through unchanged.
         """
         with self._lock:
+            if self._depth:
+                # Joined: the outermost transaction commits or rolls back for everyone.
+                self._depth += 1
+                try:
+                    yield self._conn
+                finally:
+                    self._depth -= 1
+                return
             try:
                 # IMMEDIATE takes the write lock up front, so two processes cannot both read
                 # and then deadlock upgrading to write (busy_timeout cannot resolve that).
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StoreError(f"database {self.path!r}: {exc}") from exc
+            self._depth = 1
             try:
                 yield self._conn
             except BaseException as exc:
@@ -118,6 +130,8 @@ class Database:
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"database {self.path!r}: {exc}") from exc
                 raise
+            finally:
+                self._depth = 0
             try:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:

@@ -301,9 +301,8 @@ class SupervisionFlow:
         # Whatever was learnt about the target goes in with the close: one write, not three.
         fields = self._target_fields(call)
         call.target = call.found = None
-        if fields:
-            await self._store(self.deps.audit.update, call.record, **fields)
-        await self._store(self.deps.audit.close, call.record, self.deps.now(), reason, detail)
+        await self._store(self.deps.audit.close, call.record, self.deps.now(), reason, detail,
+                          **fields)
 
     async def _next_record(self, call: _Call, reason: EndReason, detail: str | None) -> None:
         """Close this attempt and open the next one for the same authenticated caller."""

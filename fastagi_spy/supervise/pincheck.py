@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastagi_spy.store.audit import AuditLog, AuthResult
+from fastagi_spy.store.database import Database
 from fastagi_spy.store.directory import SupervisorEntry
 from fastagi_spy.store.lockout import LockoutStore, device_key, supervisor_key
 from fastagi_spy.store.pins import PinHasher, PinStore
@@ -37,19 +38,27 @@ class PinChecker:
     pins: PinStore
     lockouts: LockoutStore
     audit: AuditLog
+    db: Database
 
     def before(self, device: str, claimed: str | None, supervisor: SupervisorEntry | None,
                now: float) -> PinAttempt:
         keys = (device_key(device),) + ((supervisor_key(claimed),) if claimed else ())
-        return PinAttempt(
-            keys=keys,
-            locked=self.lockouts.is_locked(keys, now) is not None,
-            stored_hash=self.pins.get_hash(supervisor.number) if supervisor else None,
-        )
+        with self.db.transaction():  # one transaction for both reads
+            return PinAttempt(
+                keys=keys,
+                locked=self.lockouts.is_locked(keys, now) is not None,
+                stored_hash=self.pins.get_hash(supervisor.number) if supervisor else None,
+            )
 
     def after(self, record: int, attempt: PinAttempt, claimed: str | None,
               supervisor: SupervisorEntry | None, pin: str | None, valid: bool,
               now: float) -> PinVerdict:
+        with self.db.transaction():  # counters and audit commit together
+            return self._after(record, attempt, claimed, supervisor, pin, valid, now)
+
+    def _after(self, record: int, attempt: PinAttempt, claimed: str | None,
+               supervisor: SupervisorEntry | None, pin: str | None, valid: bool,
+               now: float) -> PinVerdict:
         if attempt.locked:
             self.audit.update(record, supervisor=claimed, auth_result=AuthResult.LOCKED_OUT.value)
             return PinVerdict(ok=False, locked=True)

@@ -86,12 +86,15 @@ class AMIMessage:
         _set(self, "_text", None)
 
     @classmethod
-    def _parsed(cls, text: str) -> AMIMessage:
-        """A message from its raw lines joined by LF; they were checked to be headers."""
+    def _parsed(cls, text: str, lower: str | None = None) -> AMIMessage:
+        """A message from its raw lines joined by LF; they were checked to be headers.
+
+        ``lower``, when given, is "\n" + the text lower-cased (ASCII text only).
+        """
         message = _new(cls)
         _set(message, "_headers", None)
         _set(message, "_index", None)
-        _set(message, "_lower", None)
+        _set(message, "_lower", lower)
         _set(message, "_text", text)
         return message
 
@@ -130,11 +133,13 @@ class AMIMessage:
         lower = self._lower
         if lower is None:
             lower = self._lowered()
+            if lower is None:
+                return self._lookup().get(name.lower(), default)
         needle = _NEEDLES.get(name)
         if needle is None:
             needle = _needle(name)
-        if lower is None or needle is None:
-            return self._lookup().get(name.lower(), default)
+            if needle is None:
+                return self._lookup().get(name.lower(), default)
         # A line starting "<name>:" is a header of that name (a name ends at the
         # first colon); a match at ``at`` in "\n" + lower text starts that line
         # at ``at`` in the text, and its value after the colon and one space.
@@ -143,7 +148,7 @@ class AMIMessage:
             return default
         text: str = self._text  # type: ignore[assignment]
         start = at + len(needle) - 1
-        if text[start : start + 1] == " ":
+        if text.startswith(" ", start):
             start += 1
         end = text.find("\n", start)
         return text[start:] if end < 0 else text[start:end]
@@ -313,11 +318,15 @@ class AMIParser:
         text = block.decode("utf-8", "replace")
         # Every complete line ends in LF here, so a blank line (the end of a
         # message) shows as LF LF; what follows the last one is unfinished.
-        parts = (self._pending + text + "\n").split("\n\n")
+        joined = self._pending + text + "\n"
+        parts = joined.split("\n\n")
         rest = parts.pop().lstrip("\n")
         max_headers = self._max_headers
         parsed = AMIMessage._parsed
-        for part in parts:
+        # ASCII text (the usual) is lower-cased for header lookups in one go:
+        # lower-casing keeps every offset, so its parts line up with ``parts``.
+        lowered = joined.lower().split("\n\n") if joined.isascii() else None
+        for index, part in enumerate(parts):
             # Extra blank lines between messages (or before the first) leave
             # empty parts or leading LFs.
             lines = part.lstrip("\n") if part[:1] == "\n" else part
@@ -325,7 +334,12 @@ class AMIParser:
                 continue
             if lines.count("\n") >= max_headers:
                 raise RemoteProtocolError(f"message has more than {max_headers} headers")
-            out.append(parsed(lines))
+            if lowered is None:
+                out.append(parsed(lines))
+            else:
+                lower = lowered[index]
+                skip = len(part) - len(lines)
+                out.append(parsed(lines, "\n" + (lower[skip:] if skip else lower)))
         if rest.count("\n") > max_headers:
             raise RemoteProtocolError(f"message has more than {max_headers} headers")
         self._pending = rest
