@@ -41,6 +41,7 @@ class Agent:
         "queues",
         "session_id",
         "session_source",
+        "sorted_devices",
         "team",
     )
 
@@ -50,6 +51,8 @@ class Agent:
         self.team = team
         self.in_directory = in_directory
         self.devices: set[str] = set()
+        # ``devices`` sorted, replaced (never changed in place) when one is added.
+        self.sorted_devices: tuple[str, ...] = ()
         self.logins: set[str] = set()
         # Queue name -> paused in that queue (app_queue pauses per queue).
         self.queues: dict[str, bool] = {}

@@ -3,28 +3,88 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError
 from typing import Literal, TypeAlias
 
-__all__ = ["Change", "ChangeKind", "Payload", "Subscribers"]
+__all__ = ["Change", "ChangeKind", "Lazy", "Payload", "Subscribers"]
 
 ChangeKind: TypeAlias = Literal["agent", "call", "session", "server"]
 # A JSON-ready dict: str keys; values are str, int, float, bool, None, lists and dicts.
 Payload: TypeAlias = dict[str, object]
 
 
-@dataclass(frozen=True, slots=True)
+class Lazy(tuple):  # type: ignore[type-arg]
+    """A payload not built yet: ``(function, *args)``, built on first read of ``value``.
+
+    Only for arguments that never change afterwards (views are immutable tuples),
+    so the payload is the one it would have been when the change happened.
+    """
+
+    __slots__ = ()
+
+
+_set = object.__setattr__
+
+
 class Change:
     """One agent, call, session or server whose public view changed.
 
     ``value`` is the new JSON-ready view, or None when the thing is gone.
-    Subscribers share the dict: treat it as read-only.
+    Subscribers share the dict: treat it as read-only.  Immutable; the model
+    builds ``value`` only when somebody reads it.
     """
+
+    __slots__ = ("_value", "key", "kind", "server")
+    __match_args__ = ("server", "kind", "key", "value")
 
     server: str
     kind: ChangeKind
     key: str
-    value: Payload | None
+    _value: Payload | Lazy | None
+
+    def __init__(
+        self, server: str, kind: ChangeKind, key: str, value: Payload | Lazy | None
+    ) -> None:
+        _set(self, "server", server)
+        _set(self, "kind", kind)
+        _set(self, "key", key)
+        _set(self, "_value", value)
+
+    @property
+    def value(self) -> Payload | None:
+        """The new JSON-ready view, or None when the thing is gone."""
+        value = self._value
+        if type(value) is Lazy:
+            build, *args = value
+            value = build(*args)
+            _set(self, "_value", value)
+        return value  # type: ignore[return-value]
+
+    def _fields(self) -> tuple[str, ChangeKind, str, Payload | None]:
+        return (self.server, self.kind, self.key, self.value)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"Change(server={self.server!r}, kind={self.kind!r}, key={self.key!r}, "
+            f"value={self.value!r})"
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[type[Change], tuple[str, ChangeKind, str, Payload | None]]:
+        return (Change, self._fields())
 
 
 Callback: TypeAlias = Callable[[Sequence[Change]], None]

@@ -18,7 +18,6 @@ from fastagi_spy.model.events import (
     known,
     parse_state,
     required,
-    variable_name,
 )
 from fastagi_spy.model.tables import Tables
 
@@ -258,9 +257,12 @@ def queue_member(tables: Tables, event: EventLike, now: float) -> None:
     # A member already known by its interface (the usual QueueMemberStatus):
     # its devices were learned when it was added.
     interface = get("Interface")
-    owner = tables.device_agent.get(interface) if interface else None
-    if owner is not None and not interface.startswith("Local/"):  # type: ignore[union-attr]
-        agent: Agent | None = tables.agents[owner]
+    owner = None
+    if interface and not interface.startswith("Local/"):
+        owner = tables.device_agent.get(interface)
+    agent: Agent | None
+    if owner is not None:
+        agent = tables.agents[owner]
     else:
         agent = _member_agent(tables, event, create=True)
         if agent is None:  # pragma: no cover - create=True always gives an agent

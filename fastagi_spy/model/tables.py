@@ -47,8 +47,8 @@ class _Fields:
     __slots__ = (
         "callerid_name",
         "callerid_num",
-        "chanvar",
         "channel",
+        "chanvar",
         "connected_name",
         "connected_num",
         "context",
@@ -183,7 +183,7 @@ class Tables:
         so a straggling event cannot resurrect it.  ``uniqueid`` saves looking
         it up again when the caller already did.
         """
-        fields = _fields(prefix)
+        fields = _FIELDS.get(prefix) or _fields(prefix)
         get = event.get
         if uniqueid is None:
             uniqueid = get(fields.uniqueid)
@@ -569,6 +569,7 @@ class Tables:
             return
         self.device_agent[device] = agent.number
         agent.devices.add(device)
+        agent.sorted_devices = tuple(sorted(agent.devices))
         extension = extension_of(device)
         if extension:
             self.ext_agents.setdefault(extension, set()).add(agent.number)

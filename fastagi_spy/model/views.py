@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from fastagi_spy.model.agents import Agent, AgentStatus, SessionSource
 from fastagi_spy.model.calls import Call, Direction
-from fastagi_spy.model.changes import Change, Payload
+from fastagi_spy.model.changes import Change, Lazy, Payload
 from fastagi_spy.model.channels import (
     STATE_RINGING,
     Channel,
@@ -222,17 +222,23 @@ def agent_view(tables: Tables, agent: Agent) -> AgentView:
     # A pause is the supervisor's first question ("why is nobody taking calls?"),
     # so it wins; a paused agent still on a call keeps the call and its channel.
     status: AgentStatus = "Paused" if paused else activity
+    # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function.
     if primary is None:
-        return AgentView(status, paused, bool(agent.logins), agent.session_id, None, None, None)
+        return _tuple_new(
+            AgentView, (status, paused, bool(agent.logins), agent.session_id, None, None, None)
+        )
     call = _agent_call(tables, agent, primary) if activity != "Idle" else None
-    return AgentView(
-        status,
-        paused,
-        bool(agent.logins),
-        agent.session_id,
-        primary.name,
-        primary.uniqueid,
-        call,
+    return _tuple_new(
+        AgentView,
+        (
+            status,
+            paused,
+            bool(agent.logins),
+            agent.session_id,
+            primary.name,
+            primary.uniqueid,
+            call,
+        ),
     )
 
 
@@ -244,6 +250,12 @@ def _elapsed(answered_at: float | None, until: float) -> float:
 
 def agent_payload(agent: Agent, view: AgentView, now: float) -> Payload:
     """The agent as JSON: identity, status, session, live channel and call."""
+    return _agent_payload(agent.number, agent.name, agent.team, agent.sorted_devices, view, now)
+
+
+def _agent_payload(
+    number: str, name: str, team: str, devices: tuple[str, ...], view: AgentView, now: float
+) -> Payload:
     call = view.call
     call_payload: Payload | None = None
     if call is not None:
@@ -258,10 +270,10 @@ def agent_payload(agent: Agent, view: AgentView, now: float) -> Payload:
             "on_hold": call.on_hold,
         }
     return {
-        "number": agent.number,
-        "name": agent.name,
-        "team": agent.team,
-        "devices": sorted(agent.devices),
+        "number": number,
+        "name": name,
+        "team": team,
+        "devices": list(devices),
         "status": view.status,
         "paused": view.paused,
         "logged_in": view.logged_in,
@@ -275,21 +287,23 @@ def agent_payload(agent: Agent, view: AgentView, now: float) -> Payload:
 def call_view(tables: Tables, call: Call) -> CallView:
     """The call's customer, direction, times and the agents on it."""
     channels = tables.channels
-    agents = sorted(
-        {
-            number
-            for number in (channels[u].agent for u in call.channels if u in channels)
-            if number is not None
-        }
-    )
-    return CallView(
-        call.customer_number,
-        call.customer_name,
-        call.direction,
-        call.ringing_at,
-        call.answered_at,
-        call.ended_at,
-        tuple(agents),
+    found: set[str] = set()
+    for uniqueid in call.channels:
+        channel = channels.get(uniqueid)
+        if channel is not None and channel.agent is not None:
+            found.add(channel.agent)
+    agents = sorted(found) if len(found) > 1 else list(found)
+    return _tuple_new(
+        CallView,
+        (
+            call.customer_number,
+            call.customer_name,
+            call.direction,
+            call.ringing_at,
+            call.answered_at,
+            call.ended_at,
+            tuple(agents),
+        ),
     )
 
 
@@ -337,6 +351,9 @@ def session_payload(session_id: str, view: SessionView) -> Payload:
     }
 
 
+_tuple_new = tuple.__new__
+
+
 def _ordered(keys: set[str]) -> list[str]:
     # Sets iterate in hash order, which varies per process: sort for stable output.
     return sorted(keys) if len(keys) > 1 else list(keys)
@@ -350,22 +367,36 @@ def flush(server: str, tables: Tables, now: float) -> list[Change]:
             shown = tables.emitted_calls.pop(linkedid, None)
             if isinstance(shown, CallView):
                 final = shown._replace(ended_at=ended.ended_at)
-                changes.append(Change(server, "call", linkedid, call_payload(linkedid, final, now)))
+                changes.append(
+                    Change(server, "call", linkedid, Lazy((call_payload, linkedid, final, now)))
+                )
                 changes.append(Change(server, "call", linkedid, None))
         tables.ended.clear()
     if tables.dirty_agents:
         numbers = _ordered(tables.dirty_agents)
         tables.dirty_agents.clear()
+        refresh = tables.book.refresh
         for number in numbers:
             agent = tables.agents.get(number)
             if agent is None:
                 continue
-            tables.refresh_session(agent)
+            refresh(agent, tables.channels)
             view = agent_view(tables, agent)
             shown = tables.emitted_agents.get(number)
             if shown != view:
                 tables.emitted_agents[number] = view
-                changes.append(Change(server, "agent", number, agent_payload(agent, view, now)))
+                payload = Lazy(
+                    (
+                        _agent_payload,
+                        number,
+                        agent.name,
+                        agent.team,
+                        agent.sorted_devices,
+                        view,
+                        now,
+                    )
+                )
+                changes.append(Change(server, "agent", number, payload))
                 # A session points at the agent's live channel: follow it.
                 if view.session_id is not None and (
                     not isinstance(shown, AgentView)
@@ -383,7 +414,9 @@ def flush(server: str, tables: Tables, now: float) -> list[Change]:
             cview = call_view(tables, call)
             if tables.emitted_calls.get(linkedid) != cview:
                 tables.emitted_calls[linkedid] = cview
-                changes.append(Change(server, "call", linkedid, call_payload(linkedid, cview, now)))
+                changes.append(
+                    Change(server, "call", linkedid, Lazy((call_payload, linkedid, cview, now)))
+                )
     if tables.touched_sessions:
         session_ids = _ordered(tables.touched_sessions)
         tables.touched_sessions.clear()
@@ -397,6 +430,6 @@ def flush(server: str, tables: Tables, now: float) -> list[Change]:
             else:
                 tables.emitted_sessions[session_id] = sview
                 changes.append(
-                    Change(server, "session", session_id, session_payload(session_id, sview))
+                    Change(server, "session", session_id, Lazy((session_payload, session_id, sview)))
                 )
     return changes

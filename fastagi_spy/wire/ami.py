@@ -92,8 +92,7 @@ class AMIMessage:
         ``lower``, when given, is "\n" + the text lower-cased (ASCII text only).
         """
         message = _new(cls)
-        _set(message, "_headers", None)
-        _set(message, "_index", None)
+        # _headers and _index stay unset (read as None) until first needed.
         _set(message, "_lower", lower)
         _set(message, "_text", text)
         return message
@@ -101,7 +100,7 @@ class AMIMessage:
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:
         """Every header as (name, value), in order, repeats kept."""
-        headers = self._headers
+        headers = getattr(self, "_headers", None)
         if headers is None:
             assert self._text is not None
             headers = tuple(_header(line) for line in self._text.split("\n"))
@@ -109,7 +108,7 @@ class AMIMessage:
         return headers
 
     def _lookup(self) -> dict[str, str]:
-        index = self._index
+        index = getattr(self, "_index", None)
         if index is None:
             # Reversed so the first occurrence wins: astman_get_header returns
             # the first match, and so do we.
@@ -135,11 +134,15 @@ class AMIMessage:
             lower = self._lowered()
             if lower is None:
                 return self._lookup().get(name.lower(), default)
-        needle = _NEEDLES.get(name)
-        if needle is None:
+        entry = _ENTRIES.get(name)
+        if entry is None:
             needle = _needle(name)
             if needle is None:
                 return self._lookup().get(name.lower(), default)
+            entry = (needle, len(needle) - 1)
+            if len(_ENTRIES) < _MAX_NEEDLES:
+                _ENTRIES[name] = entry
+        needle, offset = entry
         # A line starting "<name>:" is a header of that name (a name ends at the
         # first colon); a match at ``at`` in "\n" + lower text starts that line
         # at ``at`` in the text, and its value after the colon and one space.
@@ -147,7 +150,7 @@ class AMIMessage:
         if at < 0:
             return default
         text: str = self._text  # type: ignore[assignment]
-        start = at + len(needle) - 1
+        start = at + offset
         if text.startswith(" ", start):
             start += 1
         end = text.find("\n", start)
@@ -250,6 +253,8 @@ def _header(line: str) -> tuple[str, str]:
 # come from code, so the cache stays small; it is capped all the same.
 _NEEDLES: dict[str, str] = {}
 _MAX_NEEDLES = 4096
+# Header name -> (its needle, the needle's length less the LF), for ``get``.
+_ENTRIES: dict[str, tuple[str, int]] = {}
 
 
 def _needle(name: str) -> str | None:
@@ -322,24 +327,33 @@ class AMIParser:
         parts = joined.split("\n\n")
         rest = parts.pop().lstrip("\n")
         max_headers = self._max_headers
-        parsed = AMIMessage._parsed
+        # No message can be too long when the whole text has fewer lines.
+        count_lines = joined.count("\n") >= max_headers
         # ASCII text (the usual) is lower-cased for header lookups in one go:
         # lower-casing keeps every offset, so its parts line up with ``parts``.
-        lowered = joined.lower().split("\n\n") if joined.isascii() else None
-        for index, part in enumerate(parts):
+        ascii_text = joined.isascii()
+        lowered = joined.lower().split("\n\n") if ascii_text else parts
+        new = _new
+        cls = AMIMessage
+        append = out.append
+        # ``lowered`` still holds the unfinished rest: zip stops before it.
+        for part, lowered_part in zip(parts, lowered, strict=False):
             # Extra blank lines between messages (or before the first) leave
             # empty parts or leading LFs.
-            lines = part.lstrip("\n") if part[:1] == "\n" else part
+            if part[:1] == "\n":
+                lines = part.lstrip("\n")
+                lower = lowered_part[len(part) - len(lines) :]
+            else:
+                lines = part
+                lower = lowered_part
             if not lines:
                 continue
-            if lines.count("\n") >= max_headers:
+            if count_lines and lines.count("\n") >= max_headers:
                 raise RemoteProtocolError(f"message has more than {max_headers} headers")
-            if lowered is None:
-                out.append(parsed(lines))
-            else:
-                lower = lowered[index]
-                skip = len(part) - len(lines)
-                out.append(parsed(lines, "\n" + (lower[skip:] if skip else lower)))
+            message = new(cls)
+            _set(message, "_lower", "\n" + lower if ascii_text else None)
+            _set(message, "_text", lines)
+            append(message)
         if rest.count("\n") > max_headers:
             raise RemoteProtocolError(f"message has more than {max_headers} headers")
         self._pending = rest
