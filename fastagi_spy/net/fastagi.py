@@ -122,6 +122,7 @@ class FastAGIProtocol(Protocol):
         self._pending: tuple[defer.Deferred[AGIReply], IDelayedCall | None] | None = None
         self._owed_replies = 0  # replies still due for commands we gave up on after HANGUP
         self._hangup_waiters: list[defer.Deferred[None]] = []
+        self._hangup_handled = False
         self._closed = False
         self._handler_running = False
         # Fires when the call is over for us: the connection closed and the handler finished
@@ -140,6 +141,10 @@ class FastAGIProtocol(Protocol):
             self.log.warn("FastAGI protocol error from {peer}: {error}", peer=self._peer(), error=exc)
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
+        if self._session is not None and any(isinstance(e, HangupNotice) for e in events):
+            # "200 result=-1" and HANGUP often arrive together: by the time the handler sees
+            # the reply, the channel is already gone, so it must not try another prompt.
+            self._session.hung_up = True
         for event in events:
             if isinstance(event, AGIEnvironment):
                 self._start(event)
@@ -175,7 +180,7 @@ class FastAGIProtocol(Protocol):
         return d
 
     def when_hung_up(self) -> defer.Deferred[None]:
-        if self._session is not None and self._session.hung_up:
+        if self._hangup_handled:
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()
         self._hangup_waiters.append(d)
@@ -217,8 +222,9 @@ class FastAGIProtocol(Protocol):
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def _hangup(self) -> None:
-        if self._session is None or self._session.hung_up:
+        if self._session is None or self._hangup_handled:
             return
+        self._hangup_handled = True
         self._session.hung_up = True
         if self._pending is not None and not self._closed:
             self._owed_replies += 1  # Asterisk still answers it, in dead mode

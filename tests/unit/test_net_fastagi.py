@@ -192,3 +192,23 @@ def test_injection_in_a_command_argument_is_refused(arg: str) -> None:
     h = Harness(handler)
     assert h.transport.value() == b""
     assert errors and "LocalProtocolError" in type(errors[0]).__name__
+
+
+def test_reply_and_hangup_in_one_read_mark_the_line_gone_before_the_handler_resumes() -> None:
+    """'200 result=-1' + HANGUP together: the handler sees hung_up when its reply arrives,
+    and a follow-up prompt is refused without a byte written."""
+    seen: list[object] = []
+
+    async def handler(session: AGISession) -> None:
+        reply = await session.exec("ChanSpy", "PJSIP/1001-00000001,quES")
+        seen.append((reply.result, session.hung_up))
+        try:
+            await session.stream_file("feature-not-avail-line")
+        except AGIHangup:
+            seen.append("refused")
+
+    h = Harness(handler)
+    assert h.sent().startswith(b"EXEC")
+    h.proto.dataReceived(b"200 result=-1\nHANGUP\n")
+    assert seen == [("-1", True), "refused"]
+    assert h.sent() == b""
