@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastagi_spy.model.agents import LOGIN_AGENT_POOL, Agent, normalise_interface
+from fastagi_spy.model.channels import Channel
 from fastagi_spy.model.events import (
     SESSION_VARIABLE,
     EventLike,
@@ -80,7 +81,8 @@ def _hangup(tables: Tables, event: EventLike, now: float) -> None:
     tables.hangup(uniqueid, now)
 
 
-def _dialbegin(tables: Tables, event: EventLike, now: float) -> None:
+def _dial_legs(tables: Tables, event: EventLike, now: float) -> tuple[Channel | None, Channel | None]:
+    """The caller (or None) and destination channels of a DialBegin/DialEnd."""
     get = event.get
     dest_uniqueid = get("DestUniqueid")
     if not dest_uniqueid:
@@ -88,7 +90,11 @@ def _dialbegin(tables: Tables, event: EventLike, now: float) -> None:
     # The caller snapshot is absent when nothing dialled (Originate, ARI).
     uniqueid = get("Uniqueid")
     caller = tables.channel(event, "", now, uniqueid) if uniqueid else None
-    dest = tables.channel(event, "Dest", now, dest_uniqueid)
+    return caller, tables.channel(event, "Dest", now, dest_uniqueid)
+
+
+def _dialbegin(tables: Tables, event: EventLike, now: float) -> None:
+    caller, dest = _dial_legs(tables, event, now)
     if caller is not None:
         tables.reached(caller, event.get("Exten"))
     if dest is not None:
@@ -96,13 +102,7 @@ def _dialbegin(tables: Tables, event: EventLike, now: float) -> None:
 
 
 def _dialend(tables: Tables, event: EventLike, now: float) -> None:
-    get = event.get
-    dest_uniqueid = get("DestUniqueid")
-    if not dest_uniqueid:
-        raise Malformed("missing DestUniqueid")
-    uniqueid = get("Uniqueid")
-    caller = tables.channel(event, "", now, uniqueid) if uniqueid else None
-    dest = tables.channel(event, "Dest", now, dest_uniqueid)
+    caller, dest = _dial_legs(tables, event, now)
     if dest is not None:
         tables.dial_end(caller, dest)
 

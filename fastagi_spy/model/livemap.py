@@ -6,11 +6,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 from fastagi_spy.model.changes import Callback, Change, Payload, Subscribers
 from fastagi_spy.model.config import ModelConfig
-from fastagi_spy.model.events import EventLike, Malformed, is_target
-from fastagi_spy.model.handlers import HANDLERS
+from fastagi_spy.model.events import EventLike, is_target
 from fastagi_spy.model.resolve import Resolution
 from fastagi_spy.model.state import ServerState, SpyTarget
-from fastagi_spy.model.views import flush
 from fastagi_spy.store.directory import Directory
 
 __all__ = ["LiveMap"]
@@ -51,26 +49,10 @@ class LiveMap:
 
     def apply(self, server: str, event: EventLike, now: float) -> list[Change]:
         """Apply one AMI event from ``server``."""
-        # ServerState.apply inlined: this runs for every event of every server,
-        # and most events are of a kind the model does not follow.
-        state = self._servers[server]
-        name = event.get("Event")
-        if name is None:
-            return []
-        handler = HANDLERS.get(name)
-        if handler is None:
-            return []
-        tables = state._tables
-        try:
-            handler(tables, event, now)
-        except Malformed:
-            tables.malformed += 1
-        if tables.dirty_agents or tables.dirty_calls or tables.ended or tables.touched_sessions:
-            changes = flush(state.name, tables, now)
-            if changes:
-                self._subscribers.publish(changes)
-            return changes
-        return []
+        changes = self._servers[server].apply(event, now)
+        if changes:
+            self._subscribers.publish(changes)
+        return changes
 
     def resync(
         self,
