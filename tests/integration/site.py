@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastagi_spy.config import Config, load
 from fastagi_spy.sandbox import AsteriskSandbox, free_port
-from fastagi_spy.sandbox_driver import Driver, sleep
+from fastagi_spy.sandbox_driver import Driver, Predicate, sleep
 from fastagi_spy.service import SpyService, pin_hasher
 from fastagi_spy.wire.ami import AMIMessage
 
@@ -138,7 +138,7 @@ async def supervisor_dials(driver: Driver, phone: str, dial: str, rec: str = "",
     return Supervisor(phone, line[:-2] + ";1", line)
 
 
-def is_prompt(sup: Supervisor, command: str, sound: str) -> object:
+def is_prompt(sup: Supervisor, command: str, sound: str) -> Predicate:
     """An AGIExecStart on the supervisor's line for ``command`` with ``sound``."""
     def match(m: AMIMessage) -> bool:
         text = m.get("Command") or ""
@@ -149,12 +149,12 @@ def is_prompt(sup: Supervisor, command: str, sound: str) -> object:
 
 async def answer(driver: Driver, sup: Supervisor, sound: str, digits: str, since: int = 0) -> None:
     """Wait for the GET DATA prompt ``sound`` on the supervisor's line, then type digits + #."""
-    await driver.wait_for(is_prompt(sup, "GET DATA", sound), since=since,  # type: ignore[arg-type]
+    await driver.wait_for(is_prompt(sup, "GET DATA", sound), since=since,
                           what=f"GET DATA {sound}")
     await driver.type_digits(sup.handset, "supervisor", digits + "#")
 
 
 async def heard_prompt(driver: Driver, sup: Supervisor, sound: str, since: int = 0,
                        timeout: float = 15) -> AMIMessage:
-    return await driver.wait_for(is_prompt(sup, "STREAM FILE", sound),  # type: ignore[arg-type]
+    return await driver.wait_for(is_prompt(sup, "STREAM FILE", sound),
                                  since=since, timeout=timeout, what=f"prompt {sound}")

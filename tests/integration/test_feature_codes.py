@@ -22,6 +22,7 @@ from tests.integration.site import (
     agent_call,
     answer,
     heard_prompt,
+    is_prompt,
     supervisor_dials,
 )
 
@@ -186,8 +187,7 @@ async def test_other_team_or_never_spy_is_refused_with_a_prompt_and_no_spy(
     await answer(driver, sup, "agent-pass", "1234", since=mark)
     await heard_prompt(driver, sup, "feature-not-avail-line", since=mark)
     # ... and is offered the target prompt again, rather than silence.
-    await driver.wait_for(lambda m: m.event == "AGIExecStart" and m.get("Channel") == sup.line
-                          and '"agent-newlocation"' in (m.get("Command") or ""), since=mark,
+    await driver.wait_for(is_prompt(sup, "GET DATA", "agent-newlocation"), since=mark,
                           what="target prompt again")
     assert not driver.seen(is_event("ChanSpyStart"), since=mark)
     await driver.hangup(sup.line)
@@ -262,13 +262,11 @@ async def test_supervisor_hangup_at_each_stage_is_clean_and_audited(
     mark = driver.mark()
     sup = await supervisor_dials(driver, "2001", "*222" if stage == "target" else "*2221001")
     if stage == "pin":
-        await driver.wait_for(lambda m: m.event == "AGIExecStart" and m.get("Channel") == sup.line
-                              and '"agent-pass"' in (m.get("Command") or ""), since=mark)
+        await driver.wait_for(is_prompt(sup, "GET DATA", "agent-pass"), since=mark)
     else:
         await answer(driver, sup, "agent-pass", "1234", since=mark)
         if stage == "target":
-            await driver.wait_for(lambda m: m.event == "AGIExecStart" and m.get("Channel") == sup.line
-                                  and '"agent-newlocation"' in (m.get("Command") or ""), since=mark)
+            await driver.wait_for(is_prompt(sup, "GET DATA", "agent-newlocation"), since=mark)
         else:
             await driver.wait_for(is_event("ChanSpyStart", SpyerChannel=sup.line), since=mark)
     await driver.hangup(sup.line)
@@ -301,8 +299,7 @@ async def test_agent_hangup_returns_the_supervisor_to_the_target_prompt(
     here = driver.mark()
     await driver.hangup(call.customer_handset)
     await driver.wait_for(is_event("ChanSpyStop", SpyerChannel=sup.line), since=here)
-    await driver.wait_for(lambda m: m.event == "AGIExecStart" and m.get("Channel") == sup.line
-                          and '"agent-newlocation"' in (m.get("Command") or ""), since=here,
+    await driver.wait_for(is_prompt(sup, "GET DATA", "agent-newlocation"), since=here,
                           what="target prompt after the agent hung up")
     records = site.stores.audit.list(limit=2)
     spied = [r for r in records if r.end_reason == "agent_hangup"]
