@@ -128,7 +128,7 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     from fastagi_spy.model import LiveMap, ModelConfig
     from fastagi_spy.net.fastagi import FastAGIFactory
     from fastagi_spy.net.hashworker import HashWorker
-    from fastagi_spy.service import freeze_startup_garbage, run_now
+    from fastagi_spy.service import freeze_startup_garbage
     from fastagi_spy.store.audit import AuditLog
     from fastagi_spy.store.database import Database
     from fastagi_spy.store.directory import AgentEntry, Directory, Mode, SupervisorEntry
@@ -160,7 +160,6 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
         pin_checker=PinChecker(hasher, pins, LockoutStore(db, LockoutPolicy()), audit, db),
         audit=audit, verify_pin=hash_worker.verify,
         spies=SpyWatches(time.time), security=SecurityRules(), now=time.time,
-        blocking=run_now,
         sleep=lambda s: task.deferLater(reactor, s, lambda: None)))
     factory = FastAGIFactory({"spy/listen": lambda s: flow(s, Mode.LISTEN)}, reactor)
     TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(factory).addCallback(

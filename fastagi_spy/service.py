@@ -114,7 +114,6 @@ class SpyService(MultiService):
             spies=self.spies,
             security=config.security,
             now=self.now,
-            blocking=run_now,
             verify_pin=self.hash_worker.verify,
             sleep=lambda seconds: task.deferLater(reactor, seconds, lambda: None),
             notice=self.play_notice if config.security.notice else None,
@@ -174,12 +173,6 @@ class SpyService(MultiService):
             self.stores.db.close()
 
         return defer.ensureDeferred(stop())
-
-
-def run_now(fn: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred[T]:
-    """Store calls run inline: SQLite WAL commits with synchronous=NORMAL take tens of
-    microseconds, far less than a thread hop costs the reactor in GIL handoffs."""
-    return defer.maybeDeferred(fn, *args, **kwargs)
 
 
 def freeze_startup_garbage() -> None:

@@ -92,6 +92,7 @@ _MAX_LIST = 10_000
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 FieldValue = str | float | None
+_AUTH_RESULTS = frozenset(AuthResult)
 
 
 def _iso(ts: float) -> str:
@@ -105,6 +106,22 @@ def _csv_cell(column: str, value: object) -> str:
         return _iso(float(value))
     text = str(value)
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def _assignments(fields: dict[str, FieldValue]) -> tuple[str, tuple[FieldValue, ...]]:
+    """``"a = ?, b = ?"`` and the values, for columns on the allow-list only.
+
+    ValueError for any other column or an unknown auth_result. Column names come from the
+    allow-list, never from the caller's values.
+    """
+    unknown = sorted(set(fields) - _UPDATABLE)
+    if unknown:
+        raise ValueError(f"audit columns not updatable: {', '.join(unknown)}")
+    auth_result = fields.get("auth_result")
+    if auth_result is not None and auth_result not in _AUTH_RESULTS:
+        raise ValueError(f"unknown auth_result {auth_result!r}")
+    names = tuple(fields)
+    return ", ".join(f"{name} = ?" for name in names), tuple(fields[name] for name in names)
 
 
 class AuditLog:
@@ -122,37 +139,31 @@ class AuditLog:
         uniqueid: str | None = None,
         supervisor: str | None = None,
         device: str | None = None,
+        auth_result: AuthResult = AuthResult.PENDING,
     ) -> int:
-        """Start a record (auth "pending") and return its id; committed before returning."""
+        """Start a record and return its id; committed before returning.
+
+        ``auth_result`` stays "pending" until the caller is known; a caller already known
+        (the next attempt in one call) opens its record as "ok".
+        """
         Via(via)  # ValueError for anything but phone/api/web
-        with self._db.transaction() as conn:
-            (record_id,) = conn.execute(
-                "INSERT INTO audit (started_at, via, channel, uniqueid, supervisor, device, "
-                "auth_result) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (started_at, via, channel, uniqueid, supervisor, device, AuthResult.PENDING.value),
-            ).fetchone()
-        return int(record_id)
+        cursor = self._db.execute(
+            "INSERT INTO audit (started_at, via, channel, uniqueid, supervisor, device, "
+            "auth_result) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (started_at, via, channel, uniqueid, supervisor, device, AuthResult(auth_result).value),
+        )
+        return int(cursor.lastrowid or 0)
 
     def update(self, record_id: int, **fields: FieldValue) -> None:
         """Set some columns; ValueError for a column outside the allow-list."""
-        unknown = sorted(set(fields) - _UPDATABLE)
-        if unknown:
-            raise ValueError(f"audit columns not updatable: {', '.join(unknown)}")
-        auth_result = fields.get("auth_result")
-        if auth_result is not None and auth_result not in set(AuthResult):
-            raise ValueError(f"unknown auth_result {auth_result!r}")
         if not fields:
             return
-        names = list(fields)
-        # Column names come from the allow-list above, never from the caller's values.
-        assignments = ", ".join(f"{name} = ?" for name in names)
-        with self._db.transaction() as conn:
-            cursor = conn.execute(
-                f"UPDATE audit SET {assignments} WHERE id = ?",
-                (*(fields[name] for name in names), record_id),
-            )
-            if cursor.rowcount == 0:
-                raise KeyError(f"no audit record {record_id}")
+        assignments, values = _assignments(fields)
+        cursor = self._db.execute(
+            f"UPDATE audit SET {assignments} WHERE id = ?", (*values, record_id)
+        )
+        if cursor.rowcount == 0:
+            raise KeyError(f"no audit record {record_id}")
 
     def add_mode(self, record_id: int, mode: str) -> None:
         """Append a mode to the record's mode history ("listen,barge"); repeats are skipped."""
@@ -169,16 +180,14 @@ class AuditLog:
 
     def mark_spy_started(self, record_id: int, at: float) -> None:
         """Note when ChanSpy started; the first start is kept."""
-        with self._db.transaction() as conn:
-            conn.execute(
-                "UPDATE audit SET spy_started_at = ? WHERE id = ? AND spy_started_at IS NULL",
-                (at, record_id),
-            )
+        self._db.execute(
+            "UPDATE audit SET spy_started_at = ? WHERE id = ? AND spy_started_at IS NULL",
+            (at, record_id),
+        )
 
     def mark_spy_stopped(self, record_id: int, at: float) -> None:
         """Note when ChanSpy stopped; the last stop wins."""
-        with self._db.transaction() as conn:
-            conn.execute("UPDATE audit SET spy_stopped_at = ? WHERE id = ?", (at, record_id))
+        self._db.execute("UPDATE audit SET spy_stopped_at = ? WHERE id = ?", (at, record_id))
 
     def close(
         self,
@@ -190,17 +199,16 @@ class AuditLog:
     ) -> bool:
         """End the record once; later calls change nothing. Returns whether this call closed it.
 
-        A None detail keeps any detail already written. ``fields`` are set first, in the same
-        transaction (as :meth:`update` would).
+        A None detail keeps any detail already written. ``fields`` (as :meth:`update` takes
+        them) are written by the same statement, so only while the record is still open.
         """
-        with self._db.transaction() as conn:
-            if fields:
-                self.update(record_id, **fields)
-            cursor = conn.execute(
-                "UPDATE audit SET ended_at = ?, end_reason = ?, detail = COALESCE(?, detail) "
-                "WHERE id = ? AND ended_at IS NULL",
-                (ended_at, EndReason(reason).value, detail, record_id),
-            )
+        assignments, values = _assignments(fields) if fields else ("", ())
+        cursor = self._db.execute(
+            f"UPDATE audit SET {assignments}{', ' if assignments else ''}"
+            "ended_at = ?, end_reason = ?, detail = COALESCE(?, detail) "
+            "WHERE id = ? AND ended_at IS NULL",
+            (*values, ended_at, EndReason(reason).value, detail, record_id),
+        )
         return cursor.rowcount > 0
 
     def close_interrupted(self, now: float) -> int:
@@ -215,16 +223,6 @@ class AuditLog:
                 (now, EndReason.INTERRUPTED.value),
             )
         return cursor.rowcount
-
-    def find_open_by_channel(self, uniqueid: str) -> int | None:
-        """The newest open record for the supervisor channel with this uniqueid."""
-        with self._db.transaction() as conn:
-            row = conn.execute(
-                "SELECT id FROM audit WHERE uniqueid = ? AND ended_at IS NULL "
-                "ORDER BY id DESC LIMIT 1",
-                (uniqueid,),
-            ).fetchone()
-        return None if row is None else int(row[0])
 
     def get(self, record_id: int) -> AuditRecord | None:
         """One record by id."""

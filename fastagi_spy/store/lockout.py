@@ -37,6 +37,14 @@ class LockoutPolicy:
             raise ValueError("lockout policy values must be positive")
 
 
+@dataclass(frozen=True)
+class KeyStanding:
+    """What the store holds against some keys right now."""
+
+    locked_until: float | None  # the latest lock in force, if any
+    has_failures: bool  # failures on record (in or before the window)
+
+
 def _keys(keys: Iterable[str]) -> tuple[str, ...]:
     # dict.fromkeys drops duplicates but keeps order, so one failure counts once per key.
     unique = tuple(dict.fromkeys(keys))
@@ -58,11 +66,23 @@ class LockoutStore:
 
     def is_locked(self, keys: Iterable[str], now: float) -> float | None:
         """The latest `until` among the keys locked at `now`, or None if none is locked."""
+        return self.standing(keys, now).locked_until
+
+    def standing(self, keys: Iterable[str], now: float) -> KeyStanding:
+        """Whether the keys are locked at `now`, and whether any has failures on record.
+
+        One read; a success only needs to clear failures when there are some.
+        """
         wanted = _keys(keys)
         if not wanted:
-            return None
-        with self._db.transaction() as conn:
-            return self._locked_until(conn, wanted, now)
+            return KeyStanding(None, False)
+        marks = _placeholders(len(wanted))
+        until, failed = self._db.execute(
+            f"SELECT (SELECT MAX(until) FROM lockouts WHERE until > ? AND key IN ({marks})), "
+            f"EXISTS (SELECT 1 FROM auth_failures WHERE key IN ({marks}))",
+            (now, *wanted, *wanted),
+        ).fetchone()
+        return KeyStanding(None if until is None else float(until), bool(failed))
 
     def record_failure(self, keys: Iterable[str], now: float) -> bool:
         """Count one failure for each key; returns True if any of the keys is now locked."""

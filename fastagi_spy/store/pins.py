@@ -110,10 +110,9 @@ class PinStore:
 
     def get_hash(self, supervisor: str) -> str | None:
         """The stored hash, or None for a supervisor without a PIN."""
-        with self._db.transaction() as conn:
-            row = conn.execute(
-                "SELECT hash FROM pins WHERE supervisor = ?", (supervisor,)
-            ).fetchone()
+        row = self._db.execute(
+            "SELECT hash FROM pins WHERE supervisor = ?", (supervisor,)
+        ).fetchone()
         return None if row is None else str(row[0])
 
     def delete(self, supervisor: str) -> bool:

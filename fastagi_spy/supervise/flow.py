@@ -82,7 +82,6 @@ class FlowDeps:
     spies: SpyWatches
     security: SecurityRules
     now: Callable[[], float]
-    blocking: Callable[..., Awaitable[Any]]  # runs a quick store call (sync or on a thread)
     verify_pin: Callable[[str, str, str | None], Awaitable[bool]]  # slow: away from the reactor
     sleep: Callable[[float], Awaitable[None]]
     notice: Callable[[str, str], Awaitable[None]] | None = None  # (server, channel)
@@ -111,22 +110,29 @@ class SupervisionFlow:
     async def __call__(self, line: AGILine, mode: Mode) -> None:
         d = self.deps
         call = _Call(line, mode, device_of_channel(line.env.channel))
-        # The record is on disk before anything can be heard; ANSWER goes out meanwhile.
-        opened = ensureDeferred(self._store(
-            d.audit.open, d.now(), Via.PHONE.value, channel=line.env.channel,
-            uniqueid=line.env.uniqueid, device=call.device))
-        if not line.hung_up:
+        # ANSWER goes out first; the record is on disk before its reply is even read, so
+        # before anything can be heard.
+        answered = ensureDeferred(line.answer()) if not line.hung_up else None
+        try:
+            call.record = d.audit.open(
+                d.now(), Via.PHONE.value, channel=line.env.channel,
+                uniqueid=line.env.uniqueid, device=call.device)
+        except Exception:
+            # No record, no service: the bundle's fail-closed branch plays the error.
+            if answered is not None:
+                answered.addErrback(lambda _: None)
+            raise
+        if answered is not None:
             with contextlib.suppress(LineGone):  # the record still gets written and closed
-                await line.answer()
-        call.record = await opened
+                await answered
         try:
             await self._run(call)
             await self._done(call)
         except Exception as exc:
             hung_up = line.hung_up or _is_hangup(exc)
             reason = EndReason.SUPERVISOR_HANGUP if call.stage == "spy" else EndReason.ABANDONED
-            await self._close(call, reason if hung_up else EndReason.ERROR,
-                              f"hung up at {call.stage}" if hung_up else f"{type(exc).__name__}: {exc}")
+            detail = f"hung up at {call.stage}" if hung_up else f"{type(exc).__name__}: {exc}"
+            self._close(call, reason if hung_up else EndReason.ERROR, detail)
             if not hung_up:
                 raise
 
@@ -137,10 +143,9 @@ class SupervisionFlow:
         raw_target = args[0] if args else ""
         if len(args) > 1 or (raw_target and parse_target_digits(raw_target) is None):
             # A comma in the dialled text adds AGI arguments; anything but digits is hostile.
-            await self._store(self.deps.audit.update, call.record,
-                              requested_target=",".join(args)[:64])
+            self.deps.audit.update(call.record, requested_target=",".join(args)[:64])
             await self._say(call, Prompts.INVALID, Prompts.GOODBYE)
-            await self._close(call, EndReason.INVALID_TARGET, "target in the AGI arguments")
+            self._close(call, EndReason.INVALID_TARGET, "target in the AGI arguments")
             return
         supervisor = await self._authenticate(call)
         if supervisor is None:
@@ -160,21 +165,20 @@ class SupervisionFlow:
             call.stage = "pin prompt"
             pin = await self._ask(call, Prompts.PIN, 12)
             checker = d.pin_checker
-            attempt: PinAttempt = await self._store(
-                checker.before, call.device, claimed, supervisor, d.now())
+            attempt: PinAttempt = checker.before(call.device, claimed, supervisor, d.now())
             valid = await d.verify_pin(claimed or "", pin or "", attempt.stored_hash)
-            verdict: PinVerdict = await self._store(
-                checker.after, call.record, attempt, claimed, supervisor, pin, valid, d.now())
+            verdict: PinVerdict = checker.after(
+                call.record, attempt, claimed, supervisor, pin, valid, d.now())
             if verdict.ok and supervisor is not None:
                 call.supervisor = supervisor
                 return supervisor
             if verdict.locked:
                 await self._say(call, Prompts.LOGIN_INCORRECT, Prompts.GOODBYE)
-                await self._close(call, EndReason.LOCKED_OUT, "locked out")
+                self._close(call, EndReason.LOCKED_OUT, "locked out")
                 return None
             await self._say(call, Prompts.LOGIN_INCORRECT)
         await self._say(call, Prompts.GOODBYE)
-        await self._close(call, EndReason.BAD_PIN, f"{d.security.pin_tries_per_call} failed tries")
+        self._close(call, EndReason.BAD_PIN, f"{d.security.pin_tries_per_call} failed tries")
         return None
 
     async def _targets(self, call: _Call, supervisor: SupervisorEntry, first: str | None) -> None:
@@ -189,27 +193,26 @@ class SupervisionFlow:
                     silent += 1
                     if silent >= TARGET_PROMPTS:
                         await self._say(call, Prompts.GOODBYE)
-                        await self._close(call, EndReason.ABANDONED, "no target entered")
+                        self._close(call, EndReason.ABANDONED, "no target entered")
                         return
                     continue
                 pending = typed
             target, typed_text, pending = parse_target_digits(pending), pending, None
             if target is None:
-                await self._store(d.audit.update, call.record,
-                                  requested_target=_shorten(typed_text))
+                d.audit.update(call.record, requested_target=_shorten(typed_text))
                 await self._say(call, Prompts.INVALID)
-                await self._next_record(call, EndReason.INVALID_TARGET, "typed target not digits")
+                self._next_record(call, EndReason.INVALID_TARGET, "typed target not digits")
                 continue
             found = d.resolver.resolve(target)
             call.target = target
             if found.reason == "stale":
                 await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-                await self._close(call, EndReason.SERVICE_UNAVAILABLE, "AMI down or state stale")
+                self._close(call, EndReason.SERVICE_UNAVAILABLE, "AMI down or state stale")
                 return
             if not found.ok or found.channel is None or found.agent_number is None:
                 prompt, reason = _UNRESOLVED.get(found.reason, _UNRESOLVED["not_found"])
                 await self._say(call, prompt)
-                await self._next_record(call, reason, found.reason)
+                self._next_record(call, reason, found.reason)
                 continue
             agent = d.directory.agent(found.agent_number)
             decision = (may_spy(supervisor, agent, call.mode, d.directory.never_spy)
@@ -217,7 +220,7 @@ class SupervisionFlow:
             call.found = found
             if decision is None or not decision.allowed:
                 await self._say(call, Prompts.DENIED)
-                await self._next_record(call, EndReason.DENIED,
+                self._next_record(call, EndReason.DENIED,
                                         decision.reason if decision else "agent not in directory")
                 continue
             assert agent is not None
@@ -225,7 +228,7 @@ class SupervisionFlow:
                                     spy_group_for_team(agent.team))
             if ended is None:
                 return
-            await self._next_record(call, ended, None)
+            self._next_record(call, ended, None)
 
     async def _spy(self, call: _Call, supervisor: SupervisorEntry, channel: str, server: str,
                    group: str) -> EndReason | None:
@@ -237,8 +240,7 @@ class SupervisionFlow:
             spy_group=group if d.security.enforce_spy_group else None)
         record = call.record
         # One write with everything the record needs, on disk before ChanSpy starts.
-        await self._store(d.audit.update, record, **self._target_fields(call),
-                          modes=call.mode.value)
+        d.audit.update(record, **self._target_fields(call), modes=call.mode.value)
 
         def started(at: float, _spyee: str) -> None:
             self._background(d.audit.mark_spy_started, record, at)
@@ -267,7 +269,7 @@ class SupervisionFlow:
             await self._say(call, Prompts.DENIED)
             return EndReason.DENIED
         if reply.result == "-1" or call.line.hung_up:
-            await self._close(call, EndReason.SUPERVISOR_HANGUP, None)
+            self._close(call, EndReason.SUPERVISOR_HANGUP, None)
             return None
         call.stage = "after spy"
         return EndReason.AGENT_HANGUP
@@ -297,36 +299,35 @@ class SupervisionFlow:
                           server=call.found.server)
         return fields
 
-    async def _close(self, call: _Call, reason: EndReason, detail: str | None) -> None:
+    def _close(self, call: _Call, reason: EndReason, detail: str | None) -> None:
         # Whatever was learnt about the target goes in with the close: one write, not three.
         fields = self._target_fields(call)
         call.target = call.found = None
-        await self._store(self.deps.audit.close, call.record, self.deps.now(), reason, detail,
-                          **fields)
+        self.deps.audit.close(call.record, self.deps.now(), reason, detail, **fields)
 
-    async def _next_record(self, call: _Call, reason: EndReason, detail: str | None) -> None:
+    def _next_record(self, call: _Call, reason: EndReason, detail: str | None) -> None:
         """Close this attempt and open the next one for the same authenticated caller."""
         d = self.deps
-        await self._close(call, reason, detail)
-        call.record = await self._store(
-            d.audit.open, d.now(), Via.PHONE.value, channel=call.line.env.channel,
+        self._close(call, reason, detail)
+        call.record = d.audit.open(
+            d.now(), Via.PHONE.value, channel=call.line.env.channel,
             uniqueid=call.line.env.uniqueid, device=call.device,
-            supervisor=call.supervisor.number if call.supervisor else None)
-        await self._store(d.audit.update, call.record, auth_result=AuthResult.OK.value)
-
-    async def _store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        result: T = await self.deps.blocking(fn, *args, **kwargs)
-        return result
+            supervisor=call.supervisor.number if call.supervisor else None,
+            auth_result=AuthResult.OK)
 
     def _background(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._background_async(self.deps.blocking, fn, *args)
+        """A store step that no caller waits for (AMI-driven marks): logged if it fails."""
+        try:
+            fn(*args)
+        except Exception:
+            self.log.failure("background audit step failed")
 
     def _background_async(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         async def run() -> None:
             await fn(*args)
 
         ensureDeferred(run()).addErrback(
-            lambda f: self.log.failure("background audit/notice step failed", f))
+            lambda f: self.log.failure("background notice step failed", f))
 
     async def _wait(self, ready: Callable[[], bool], timeout: float) -> None:
         waited = 0.0

@@ -30,6 +30,7 @@ class PinAttempt:
     keys: tuple[str, ...]
     locked: bool
     stored_hash: str | None
+    has_failures: bool = True  # failures on record that a success must clear
 
 
 @dataclass
@@ -43,16 +44,23 @@ class PinChecker:
     def before(self, device: str, claimed: str | None, supervisor: SupervisorEntry | None,
                now: float) -> PinAttempt:
         keys = (device_key(device),) + ((supervisor_key(claimed),) if claimed else ())
-        with self.db.transaction():  # one transaction for both reads
-            return PinAttempt(
-                keys=keys,
-                locked=self.lockouts.is_locked(keys, now) is not None,
-                stored_hash=self.pins.get_hash(supervisor.number) if supervisor else None,
-            )
+        # Two plain reads, no write lock: a lock that another call's failure sets meanwhile
+        # applies from the next attempt on, as it would had that call come a moment later.
+        standing = self.lockouts.standing(keys, now)
+        return PinAttempt(
+            keys=keys,
+            locked=standing.locked_until is not None,
+            stored_hash=self.pins.get_hash(supervisor.number) if supervisor else None,
+            has_failures=standing.has_failures,
+        )
 
     def after(self, record: int, attempt: PinAttempt, claimed: str | None,
               supervisor: SupervisorEntry | None, pin: str | None, valid: bool,
               now: float) -> PinVerdict:
+        if valid and supervisor is not None and not attempt.locked and not attempt.has_failures:
+            # The usual case: nothing to clear, so one statement (its own transaction).
+            self.audit.update(record, supervisor=claimed, auth_result=AuthResult.OK.value)
+            return PinVerdict(ok=True, locked=False)
         with self.db.transaction():  # counters and audit commit together
             return self._after(record, attempt, claimed, supervisor, pin, valid, now)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 from urllib.parse import parse_qs
 
@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 _ENV_KEY = re.compile(r"agi_[a-z0-9_]+")
+# One "agi_key: value" line; with re.M, findall over a block gives one pair per good line.
+_ENV_LINE = re.compile(r"^(agi_[a-z0-9_]+): ?(.*)$", re.M)
 # Bounded so int() never meets a 5000-digit number (ValueError past 4300 digits).
 _ARG_KEY = re.compile(r"agi_arg_([0-9]{1,9})")
 _COMMAND = re.compile(r"[A-Za-z]+(?: [A-Za-z]+)*")
@@ -88,13 +90,18 @@ class AGIEnvironment:
     """The ``agi_*`` variables Asterisk sends before the first command."""
 
     variables: tuple[tuple[str, str], ...]
+    # Key -> first value sent, built once: every call reads a few keys several times.
+    _first: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        first: dict[str, str] = {}
+        for name, value in self.variables:
+            first.setdefault(name, value)
+        object.__setattr__(self, "_first", first)
 
     def get(self, key: str, default: str = "") -> str:
         """Return the first value sent for ``key`` (e.g. ``"agi_channel"``)."""
-        for name, value in self.variables:
-            if name == key:
-                return value
-        return default
+        return self._first.get(key, default)
 
     @property
     def network_script(self) -> str:
@@ -233,37 +240,45 @@ class AGIParser:
             raise RemoteProtocolError("parser already failed") from self._broken
         events: list[AGIEvent] = []
         try:
-            for raw in self._lines.feed(data):
-                # Decode whole lines only, so a UTF-8 sequence split across two
-                # TCP segments is never mangled.
-                line = raw.decode("utf-8", "replace")
-                if self._env_done:
-                    self._reply_line(line, events)
-                else:
-                    self._env_line(line, events)
+            block = self._lines.feed_block(data)
+            if block is None:
+                return events
+            # LF never occurs inside a multi-byte UTF-8 sequence, so decoding the complete
+            # lines together equals decoding each; the undecoded partial tail stays buffered.
+            lines = block.decode("utf-8", "replace").split("\n")
+            if not self._env_done:
+                lines = self._env_lines(lines, events)
+            for line in lines:
+                self._reply_line(line, events)
         except RemoteProtocolError as exc:
             self._broken = exc
             raise
         return events
 
-    def _env_line(self, line: str, events: list[AGIEvent]) -> None:
-        if not line:
-            # setup_env ends the block with a lone "\n".
-            self._env_done = True
-            events.append(AGIEnvironment(tuple(self._env)))
-            self._env = []
-            return
-        if len(self._env) >= self._max_env_lines:
+    def _env_lines(self, lines: list[str], events: list[AGIEvent]) -> list[str]:
+        """Take environment lines up to the blank line that ends them; return the rest."""
+        try:
+            end = lines.index("")
+        except ValueError:
+            end = len(lines)
+        body = lines[:end]
+        if len(self._env) + len(body) > self._max_env_lines:
             raise RemoteProtocolError(f"environment has more than {self._max_env_lines} lines")
-        # setup_env prints "%s: %s" with the raw value: split at the first ":"
-        # only (values such as agi_request contain colons) and drop exactly one
-        # space, so an empty value ("agi_accountcode: ") stays "".
-        key, sep, value = line.partition(":")
-        if not sep or _ENV_KEY.fullmatch(key) is None:
-            raise RemoteProtocolError(f"bad environment line {line[:80]!r}")
-        if value[:1] == " ":
-            value = value[1:]
-        self._env.append((key, value))
+        # setup_env prints "%s: %s" with the raw value: the key ends at the first ":" (values
+        # such as agi_request contain colons) and exactly one space is dropped, so an empty
+        # value ("agi_accountcode: ") stays "".  One regex pass over the whole block.
+        pairs = _ENV_LINE.findall("\n".join(body))
+        if len(pairs) != len(body):
+            bad = next(line for line in body if _ENV_LINE.fullmatch(line) is None)
+            raise RemoteProtocolError(f"bad environment line {bad[:80]!r}")
+        self._env.extend(pairs)
+        if end == len(lines):
+            return []
+        # setup_env ends the block with a lone "\n".
+        self._env_done = True
+        events.append(AGIEnvironment(tuple(self._env)))
+        self._env = []
+        return lines[end + 1 :]
 
     def _reply_line(self, line: str, events: list[AGIEvent]) -> None:
         if line == _HANGUP:
