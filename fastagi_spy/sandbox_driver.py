@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -52,7 +52,7 @@ class Driver:
             max_backoff=1.0,
             on_ready=lambda _c: None if ready.called else ready.callback(None),
         )
-        self.client.add_listener(self._event)
+        self.client.add_listener(self._events)
         self.client.start()
         await with_timeout(ready, 30, "tester AMI login")
 
@@ -72,6 +72,10 @@ class Driver:
     async def close(self) -> None:
         if self.client is not None:
             await self.client.stop()
+
+    def _events(self, messages: Sequence[AMIMessage]) -> None:
+        for message in messages:
+            self._event(message)
 
     def _event(self, message: AMIMessage) -> None:
         self.events.append(message)

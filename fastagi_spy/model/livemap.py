@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from fastagi_spy.model.changes import Callback, Change, Payload, Subscribers
 from fastagi_spy.model.config import ModelConfig
@@ -49,7 +49,11 @@ class LiveMap:
 
     def apply(self, server: str, event: EventLike, now: float) -> list[Change]:
         """Apply one AMI event from ``server``."""
-        changes = self._servers[server].apply(event, now)
+        return self.apply_many(server, (event,), now)
+
+    def apply_many(self, server: str, events: Iterable[EventLike], now: float) -> list[Change]:
+        """Apply events from ``server`` in order; subscribers hear once, of the net change."""
+        changes = self._servers[server].apply_many(events, now)
         if changes:
             self._subscribers.publish(changes)
         return changes

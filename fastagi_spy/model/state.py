@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from fastagi_spy.model.changes import Change, Payload
 from fastagi_spy.model.config import ModelConfig
@@ -74,17 +74,24 @@ class ServerState:
 
     def apply(self, event: EventLike, now: float) -> list[Change]:
         """Apply one AMI event; unknown events cost one dict lookup."""
-        name = event.get("Event")
-        if name is None:
-            return []
-        handler = HANDLERS.get(name)
-        if handler is None:
-            return []
+        return self.apply_many((event,), now)
+
+    def apply_many(self, events: Iterable[EventLike], now: float) -> list[Change]:
+        """Apply events in order, then report what changed once for all of them.
+
+        A burst read off the socket becomes one batch of changes, each thing's newest view:
+        an agent who rang and answered within the burst is reported Talking, once.
+        """
         tables = self._tables
-        try:
-            handler(tables, event, now)
-        except Malformed:
-            tables.malformed += 1
+        handlers = HANDLERS
+        for event in events:
+            handler = handlers.get(event.get("Event") or "")
+            if handler is None:
+                continue
+            try:
+                handler(tables, event, now)
+            except Malformed:
+                tables.malformed += 1
         if tables.dirty_agents or tables.dirty_calls or tables.ended or tables.touched_sessions:
             return flush(self.name, tables, now)
         return []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from twisted.application.internet import ClientService, backoffPolicy
@@ -32,7 +32,9 @@ from fastagi_spy.wire.ami import (
 )
 from fastagi_spy.wire.errors import ProtocolError
 
-EventListener = Callable[[AMIMessage], None]
+# Called once per read with the events it completed, in arrival order: the live map applies
+# a burst in one step and tells its subscribers once.
+EventListener = Callable[[Sequence[AMIMessage]], None]
 
 DEFAULT_ACTION_TIMEOUT = 10.0
 
@@ -92,6 +94,7 @@ class AMIProtocol(Protocol):
             self.log.error("AMI protocol error: {error}; dropping the connection", error=exc)
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
+        events: list[AMIMessage] = []
         for item in items:
             if isinstance(item, AMIBanner):
                 if not self.banner.called:
@@ -99,12 +102,21 @@ class AMIProtocol(Protocol):
                 continue
             consumed, finished = self._correlator.feed(item)
             if finished is not None:
+                # Whoever waits for the action sees every event that came before its end.
+                self._dispatch(events)
+                events = []
                 self._finish(finished)
             elif not consumed:
-                try:
-                    self.on_event(item)
-                except Exception:  # a listener bug must not kill the connection
-                    self.log.failure("AMI event listener failed on {event}", event=item.event)
+                events.append(item)
+        self._dispatch(events)
+
+    def _dispatch(self, events: list[AMIMessage]) -> None:
+        if not events:
+            return
+        try:
+            self.on_event(events)
+        except Exception:  # a listener bug must not kill the connection
+            self.log.failure("AMI event listener failed on {count} events", count=len(events))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
@@ -276,14 +288,15 @@ class AMIClient:
             raise AMINotConnected(f"{action}: AMI to {self.name} is down")
         return await self.protocol.call(action, headers, timeout)
 
-    def dispatch(self, message: AMIMessage) -> None:
-        if message.event == "Shutdown":
-            self.log.warn("Asterisk {name} is shutting down", name=self.name)
+    def dispatch(self, messages: Sequence[AMIMessage]) -> None:
+        for message in messages:
+            if message.event == "Shutdown":
+                self.log.warn("Asterisk {name} is shutting down", name=self.name)
         for listener in list(self.listeners):
             try:
-                listener(message)
+                listener(messages)
             except Exception:
-                self.log.failure("AMI listener failed on {event}", event=message.event)
+                self.log.failure("AMI listener failed on {count} events", count=len(messages))
 
     async def _login(self, proto: AMIProtocol) -> None:
         banner = await proto.banner

@@ -8,7 +8,7 @@ While AMI is down the server's state is marked stale, so nobody acts on a guess.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -40,20 +40,32 @@ class LiveSync:
         self._client = client
         client.on_ready = self.resync
         client.on_down = lambda _c: self.live_map.mark_stale(self.server, self.now())
-        client.add_listener(self.on_event)
+        client.add_listener(self.on_events)
 
-    def on_event(self, message: AMIMessage) -> None:
-        if self.also is not None:
-            self.also(message)
-        if message.event == "Shutdown":
-            self.live_map.mark_stale(self.server, self.now())
-        elif message.event == "FullyBooted" and self._client is not None and self._client.ready:
-            # Asterisk finished booting after we logged in: what we saw may be incomplete.
-            self.resync(self._client).addErrback(lambda _f: None)
-        if self._held is not None:
-            self._held.append(message)
-            return
-        self.live_map.apply(self.server, message, self.now())
+    def on_events(self, messages: Sequence[AMIMessage]) -> None:
+        """One read's events, in order; those not held for a resync are applied together."""
+        ready: list[AMIMessage] = []
+        for message in messages:
+            if self.also is not None:
+                self.also(message)
+            name = message.event
+            if name == "Shutdown":
+                self._apply(ready)
+                self.live_map.mark_stale(self.server, self.now())
+            elif name == "FullyBooted" and self._client is not None and self._client.ready:
+                # Asterisk finished booting after we logged in: what we saw may be incomplete.
+                self._apply(ready)
+                self.resync(self._client).addErrback(lambda _f: None)
+            if self._held is not None:
+                self._held.append(message)
+            else:
+                ready.append(message)
+        self._apply(ready)
+
+    def _apply(self, messages: list[AMIMessage]) -> None:
+        if messages:
+            self.live_map.apply_many(self.server, messages, self.now())
+            messages.clear()
 
     def resync(self, client: AMIClient) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._resync(client))
@@ -76,5 +88,4 @@ class LiveSync:
             raise
         finally:
             held, self._held = self._held, None
-            for message in held or ():
-                self.live_map.apply(self.server, message, self.now())
+            self._apply(held or [])

@@ -569,3 +569,26 @@ def test_directory_customer_name_and_config_checks() -> None:
     extra = AgentEntry("3001", "Eve", "green", ())
     state = ServerState(SERVER, directory(extra), config())
     assert agent(state, "3001")["devices"] == []
+
+
+def test_a_burst_is_reported_once_as_its_net_change(sim: Sim) -> None:
+    """apply_many (one AMI read) gives the same state as event by event, and each thing's
+    newest view once: the agent is Talking, not Ringing then Talking."""
+    from tests.unit.model_events import incoming_trunk
+
+    # Up to both legs entering the bridge: rung, answered, talking.
+    events = incoming_trunk(sim, "1001")[:10]
+    one_by_one = ServerState(SERVER, directory(), config())
+    singly = feed(one_by_one, events)
+    burst = ServerState(SERVER, directory(), config())
+    batched = burst.apply_many(events, T0)
+    assert burst.check_invariants() == []
+    assert burst.snapshot(T0) == one_by_one.snapshot(T0)
+    agent_changes = [c for c in batched if c.kind == "agent" and c.key == "1001"]
+    assert len(agent_changes) == 1
+    assert agent_changes[0].value is not None
+    assert agent_changes[0].value["status"] == "Talking"
+    assert len([c for c in singly if c.kind == "agent" and c.key == "1001"]) > 1
+    # Nothing happened twice: every key appears once per kind in the batch.
+    keys = [(c.kind, c.key) for c in batched]
+    assert len(keys) == len(set(keys))

@@ -25,7 +25,7 @@ from fastagi_spy.wire.errors import LocalProtocolError
 def connect(events: list[AMIMessage] | None = None, clock: Clock | None = None) -> tuple[AMIProtocol, StringTransportWithDisconnection, Clock]:
     clock = clock or Clock()
     seen = events if events is not None else []
-    proto = AMIProtocol(clock, seen.append, "t")
+    proto = AMIProtocol(clock, seen.extend, "t")
     transport = StringTransportWithDisconnection()
     transport.protocol = proto
     proto.makeConnection(transport)
