@@ -22,6 +22,7 @@ from twisted.web.server import Site
 from fastagi_spy.config import Config
 from fastagi_spy.model import LiveMap, ModelConfig
 from fastagi_spy.net.ami import AMIClient, AMICredentials
+from fastagi_spy.net.fairness import bound_io_per_iteration
 from fastagi_spy.net.fastagi import AGISession, FastAGIFactory
 from fastagi_spy.net.hashworker import HashWorker
 from fastagi_spy.net.livesync import LiveSync
@@ -151,6 +152,8 @@ class SpyService(MultiService):
         ])
 
     def startService(self) -> None:
+        if not bound_io_per_iteration(self.reactor):
+            log.info("Reactor is not epoll based: I/O per iteration left unbounded")
         self.hash_worker.start()
         self.checkpoints.start(CHECKPOINT_EVERY, now=False)
         freeze_startup_garbage()

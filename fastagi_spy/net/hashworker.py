@@ -24,7 +24,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-NICE = 10
+NICE = 19
 
 
 class HashWorkerGone(Exception):
