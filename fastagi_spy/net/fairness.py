@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-MAX_EVENTS_PER_POLL = 8
+MAX_EVENTS_PER_POLL = 4
 
 
 class _Epoll(Protocol):
