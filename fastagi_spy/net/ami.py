@@ -72,9 +72,9 @@ class AMIProtocol(Protocol):
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, on_event: EventListener, prefix: str) -> None:
+    def __init__(self, clock: IReactorTime, on_events: EventListener, prefix: str) -> None:
         self.clock = clock
-        self.on_event = on_event
+        self.on_events = on_events
         self.banner: defer.Deferred[AMIBanner] = defer.Deferred()
         self.lost: defer.Deferred[None] = defer.Deferred()
         self._parser = AMIParser()
@@ -114,7 +114,7 @@ class AMIProtocol(Protocol):
         if not events:
             return
         try:
-            self.on_event(events)
+            self.on_events(events)
         except Exception:  # a listener bug must not kill the connection
             self.log.failure("AMI event listener failed on {count} events", count=len(events))
 

@@ -67,6 +67,24 @@ def test_event_list_is_collected_and_unrelated_events_still_dispatched() -> None
     assert [e.event for e in events] == ["Newchannel"]
 
 
+def test_a_read_is_one_batch_split_where_an_action_ends() -> None:
+    """Events of one read reach the listener together, in order; those before an action's
+    reply are delivered before its waiter runs, those after it in a batch of their own."""
+    batches: list[list[str | None]] = []
+    order: list[str] = []
+    clock = Clock()
+    proto = AMIProtocol(clock, lambda events: (batches.append([e.event for e in events]),
+                                               order.append("events")), "t")
+    proto.makeConnection(StringTransportWithDisconnection())
+    proto.dataReceived(b"Asterisk Call Manager/11.0.0\r\n")
+    proto.send_action("Ping").addCallback(lambda _: order.append("reply"))
+    reply(proto, "Event: Newchannel\nUniqueid: 1.1\n\nEvent: Newstate\nUniqueid: 1.1\n\n"
+                 "Response: Success\nActionID: t-1\nPing: Pong\n\n"
+                 "Event: Hangup\nUniqueid: 1.1\n\n")
+    assert batches == [["Newchannel", "Newstate"], ["Hangup"]]
+    assert order == ["events", "reply", "events"]
+
+
 def test_action_timeout_fails_only_that_action() -> None:
     """No reply in time: AMITimeout; a late reply is ignored."""
     proto, _, clock = connect()
