@@ -151,7 +151,9 @@ class AMIMessage:
             return default
         text: str = self._text  # type: ignore[assignment]
         start = at + offset
-        if text.startswith(" ", start):
+        # Indexing, not startswith(" ", start): str methods taking offsets parse their
+        # arguments the slow way, and this runs several times for every event.
+        if start < len(text) and text[start] == " ":
             start += 1
         end = text.find("\n", start)
         return text[start:] if end < 0 else text[start:end]
@@ -327,8 +329,6 @@ class AMIParser:
         parts = joined.split("\n\n")
         rest = parts.pop().lstrip("\n")
         max_headers = self._max_headers
-        # No message can be too long when the whole text has fewer lines.
-        count_lines = joined.count("\n") >= max_headers
         # ASCII text (the usual) is lower-cased for header lookups in one go:
         # lower-casing keeps every offset, so its parts line up with ``parts``.
         ascii_text = joined.isascii()
@@ -348,7 +348,9 @@ class AMIParser:
                 lower = lowered_part
             if not lines:
                 continue
-            if count_lines and lines.count("\n") >= max_headers:
+            # A message of max_headers lines is at least that many characters long: only
+            # one that long needs its lines counted.
+            if len(lines) >= max_headers and lines.count("\n") >= max_headers:
                 raise RemoteProtocolError(f"message has more than {max_headers} headers")
             message = new(cls)
             _set(message, "_lower", "\n" + lower if ascii_text else None)
