@@ -270,6 +270,32 @@ def run_server(kind: str, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a server process and its children (our hash worker)."""
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            pids += [int(child) for child in children.read().split()]
+    except OSError:
+        pass
+    ticks = 0
+    for one in pids:
+        try:
+            with open(f"/proc/{one}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def timed_load(proc: subprocess.Popen[bytes], port: int, sessions: int) -> tuple[float, float]:
+    """Sessions/s at 50 concurrent, and the server's CPU microseconds per session."""
+    before = server_cpu_seconds(proc.pid)
+    rate, _ = asyncio.run(drive(port, sessions, 50))
+    return rate, (server_cpu_seconds(proc.pid) - before) / sessions * 1e6
+
+
 def stop(proc: subprocess.Popen[bytes]) -> str:
     proc.terminate()
     out, _ = proc.communicate(timeout=30)
@@ -334,17 +360,17 @@ def main() -> None:
     # Throughput at 50 concurrent, cheap PIN hash (said so in the output), same load both sides.
     proc, port = run_server("ours", "--cost", "cheap")
     asyncio.run(drive(port, 200, 50))  # warm-up
-    ours_rate, _ = asyncio.run(drive(port, args.sessions, 50))
+    ours_rate, ours_cpu = timed_load(proc, port, args.sessions)
     _, c1 = asyncio.run(drive(port, 1000, 1))
     stop(proc)
     proc, port = run_server("panoramisk")
     asyncio.run(drive(port, 200, 50))
-    pano_rate, _ = asyncio.run(drive(port, args.sessions, 50))
+    pano_rate, pano_cpu = timed_load(proc, port, args.sessions)
     _, pano_c1 = asyncio.run(drive(port, 1000, 1))
     stop(proc)
     proc, port = run_server("floor")
     asyncio.run(drive(port, 200, 50))
-    floor_rate, _ = asyncio.run(drive(port, args.sessions, 50))
+    floor_rate, floor_cpu = timed_load(proc, port, args.sessions)
     stop(proc)
     # Reactor stalls with the production hash cost, 50 concurrent.
     proc, port = run_server("ours", "--cost", "production", "--probe")
@@ -361,6 +387,9 @@ def main() -> None:
         "sessions_per_s_c50": round(ours_rate, 1),
         "panoramisk_sessions_per_s_c50": round(pano_rate, 1),
         "ratio_vs_panoramisk_c50": round(ours_rate / pano_rate, 3),
+        "server_cpu_us_per_session_c50": round(ours_cpu),
+        "panoramisk_server_cpu_us_per_session_c50": round(pano_cpu),
+        "protocol_only_server_cpu_us_per_session_c50": round(floor_cpu),
         "protocol_only_sessions_per_s_c50": round(floor_rate, 1),
         "protocol_only_ratio_vs_panoramisk_c50": round(floor_rate / pano_rate, 3),
         "p99_ms_c1": round(p99(c1), 3),
@@ -377,13 +406,14 @@ def main() -> None:
     print("  ours: env + PIN (argon2id) + resolve among 5,000 agents + rights + SQLite audit")
     print("  panoramisk: ANSWER, GET DATA, EXEC only (no auth, no resolution, no audit)")
     print("  protocol_only: our FastAGI server sending panoramisk's three commands, no work at all")
+    print("  server_cpu_us_per_session: the server's CPU (with its hash worker) per session at c50")
     print("  throughput and c1 figures use the CHEAP PIN-hash cost; the stall probe uses production")
     print("  max_reactor_stall_ms: 1 ms LoopingCall probe, 500 sessions at 50 concurrent after 50")
     print("  warm-up sessions; warmup_reactor_stall_ms is the worst gap during the warm-up;")
     print("  max_reactor_stall_busy_ms: reactor-thread CPU time within that worst gap; a gap")
     print("  with little of it is the OS or the hypervisor (see cpu_steal_percent) running others")
     for key, value in figures.items():
-        print(f"  {key:40s} {value}")
+        print(f"  {key:45s} {value}")
     print(json.dumps(figures))
 
 
