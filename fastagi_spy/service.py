@@ -88,6 +88,11 @@ class SpyService(MultiService):
             .addErrback(lambda f: log.failure("SQLite checkpoint failed", f)))
         self.checkpoints.clock = reactor
         self.live_map = LiveMap(config.directory, {s.name: model_rules(config) for s in config.asterisk})
+        # Nothing is known until AMI's first resync: a supervisor who calls before then (AMI
+        # unreachable, or refusing our login, since start-up) hears "service unavailable",
+        # never an answer made up from an empty map.
+        for name in self.live_map.server_names:
+            self.live_map.mark_stale(name, self.now())
         self.spies = SpyWatches(self.now)
         self.clients: dict[str, AMIClient] = {}
         self.syncs: dict[str, LiveSync] = {}

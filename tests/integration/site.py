@@ -21,7 +21,7 @@ TONE = {"customer": 440, "agent": 600, "supervisor": 1000}
 
 
 def site_config(sandbox: AsteriskSandbox, workdir: Path, *, notice: str = "",
-                lockout_failures: int = 4) -> Config:
+                lockout_failures: int = 4, ami_secret: str = "change-me-fastagi-spy") -> Config:
     agents = "".join(
         f'[[agents]]\nnumber = "{n}"\nname = "Agent {n}"\nteam = "{t}"\n'
         f'devices = ["Local/{n}@fsp-agents"]\n\n' for n, t in AGENTS.items())
@@ -40,7 +40,7 @@ drain_timeout = 2
 name = "sandbox"
 ami_port = {sandbox.ami_port}
 ami_username = "fastagi-spy"
-ami_secret = "change-me-fastagi-spy"
+ami_secret = "{ami_secret}"
 ping_interval = 5
 
 [map]

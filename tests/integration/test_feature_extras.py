@@ -22,6 +22,7 @@ from tests.integration.site import (
     TONE,
     agent_call,
     answer,
+    heard_prompt,
     set_pins,
     site_config,
     supervisor_dials,
@@ -180,3 +181,27 @@ async def test_kill_9_mid_spy_loses_nothing_and_restart_closes_it_as_interrupted
     assert "end_reason" in header and any("interrupted" in row and "1001" in row for row in rows)
     listing = await threads.deferToThread(_cli, "audit", "--config", str(path))
     assert "interrupted" in listing.stdout
+
+
+@pytest_twisted.ensureDeferred
+async def test_before_ami_ever_comes_up_the_answer_is_service_unavailable(
+        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path) -> None:
+    """Asterisk refuses our AMI login from start-up: the map has never been synced, so a
+    supervisor whose agent is on a call hears 'all circuits busy', not 'not answering'."""
+    service = make_service(site_config(sandbox, tmp_path, ami_secret="not-the-secret"), reactor)
+    set_pins(service)
+    service.startService()
+    try:
+        await agent_call(driver, "1001")
+        assert service.live_map.snapshot(0)["servers"]["sandbox"]["stale"] is True  # type: ignore[index]
+        mark = driver.mark()
+        sup = await supervisor_dials(driver, "2001", "*2221001")
+        await answer(driver, sup, "agent-pass", "1234", since=mark)
+        await heard_prompt(driver, sup, "all-circuits-busy-now", since=mark)
+        await driver.wait_for(is_event("Hangup", Channel=sup.line), since=mark)
+        assert not driver.seen(is_event("ChanSpyStart"), since=mark)
+        (record,) = service.stores.audit.list(limit=1)
+        assert (record.end_reason, record.auth_result) == ("service_unavailable", "ok")
+        assert service.syncs["sandbox"].resyncs == 0
+    finally:
+        await service.stopService()
