@@ -111,6 +111,16 @@ async def _scenario(reactor: Any, sandbox: AsteriskSandbox, config_path: Path, h
         SUPERVISOR, pin_hasher(config).hash_pin(SUPERVISOR, SUPERVISOR_PIN), time.time())
     service.startService()
     driver = Driver(sandbox)
+
+    async def wind_down() -> None:
+        await driver.hangup_all()
+        await driver.close()
+        await service.stopService()
+
+    # Ctrl-C stops the reactor without finishing this coroutine: end the calls, then stop
+    # the service (drain, close the audit database) the way `serve` does.
+    stop_trigger = reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.ensureDeferred(wind_down()))
     await driver.connect()
     try:
         for agent, caller in (("1001", "ACME Corp <5551234>"), ("1002", "Globex <5559876>")):
@@ -142,9 +152,8 @@ async def _scenario(reactor: Any, sandbox: AsteriskSandbox, config_path: Path, h
             print("Running; press Ctrl-C to stop.")
             await defer.Deferred()  # until Ctrl-C
     finally:
-        await driver.hangup_all()
-        await driver.close()
-        await service.stopService()
+        reactor.removeSystemEventTrigger(stop_trigger)
+        await wind_down()
 
 
 def _banner(config_path: Path, http_port: int) -> None:

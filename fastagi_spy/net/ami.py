@@ -347,7 +347,8 @@ class AMIClient:
     def _lost(self, proto: AMIProtocol) -> None:
         if self.protocol is proto:
             self.protocol = None
-            if self._stopping:
+            # Stopped by stop(), or by a parent service stopping ours (SpyService does).
+            if self._stopping or not self.service.running:
                 self.log.info("AMI connection to {name} closed", name=self.name)
             else:
                 self.log.warn("AMI connection to {name} lost; reconnecting with backoff",

@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -119,6 +120,9 @@ def _serve() -> None:
 
     with contextlib.suppress(OSError):  # not allowed to lower priority: run as we are
         os.nice(NICE)
+    # Ctrl-C in a terminal reaches the whole process group; the server decides when this
+    # worker ends (it closes our stdin), so a Ctrl-C must not kill us mid-shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = json.loads(sys.stdin.readline())
     pepper = bytes.fromhex(settings["pepper"])
     hasher = PinHasher.cheap(pepper) if settings["cost"] == "cheap" else PinHasher(pepper)
