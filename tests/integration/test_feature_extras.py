@@ -18,6 +18,7 @@ from fastagi_spy.service import SpyService, make_service
 from fastagi_spy.store.audit import AuditLog
 from fastagi_spy.store.database import Database
 from tests.integration.audio import heard
+from tests.integration.conftest import failures
 from tests.integration.site import (
     TONE,
     agent_call,
@@ -205,3 +206,17 @@ async def test_before_ami_ever_comes_up_the_answer_is_service_unavailable(
         assert service.syncs["sandbox"].resyncs == 0
     finally:
         await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_the_service_closes_ami_without_a_reconnect_warning(
+        sandbox: AsteriskSandbox, tmp_path: Path, log_events: list[dict[str, object]]) -> None:
+    """An admin stopping the server (Ctrl-C, SIGTERM) sees AMI closed, not 'lost'."""
+    service = make_service(site_config(sandbox, tmp_path), reactor)
+    service.startService()
+    await wait_ready(service)
+    await service.stopService()
+    texts = [str(e.get("log_format", "")) for e in log_events]
+    assert any("AMI connection to {name} closed" in t for t in texts)
+    assert not any("lost; reconnecting" in t for t in texts)
+    assert not failures(log_events)
