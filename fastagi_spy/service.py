@@ -159,7 +159,8 @@ class SpyService(MultiService):
     def startService(self) -> None:
         if not bound_io_per_iteration(self.reactor):
             log.info("Reactor is not epoll based: I/O per iteration left unbounded")
-        self.hash_worker.start()
+        self.hash_worker.start().addErrback(
+            lambda f: log.failure("PIN hash worker did not start; retrying with backoff", f))
         self.checkpoints.start(CHECKPOINT_EVERY, now=False)
         freeze_startup_garbage()
         closed = self.stores.audit.close_interrupted(self.now())

@@ -21,11 +21,17 @@ import sys
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 NICE = 19
+# A worker that dies before it is ready (a broken install, no memory) is restarted after
+# 0.5 s, then twice as long each time up to 30 s: never a tight spawn loop.
+RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 30.0
+WORKER_ARGV = (sys.executable, "-m", "fastagi_spy.net.hashworker")
 
 
 class HashWorkerGone(Exception):
@@ -39,6 +45,7 @@ class _WorkerProtocol(ProcessProtocol):
         self.owner = owner
         self.buffer = b""
         self.ready: defer.Deferred[None] = defer.Deferred()
+        self.became_ready = False
 
     def outReceived(self, data: bytes) -> None:
         self.buffer += data
@@ -46,6 +53,7 @@ class _WorkerProtocol(ProcessProtocol):
         for line in lines:
             reply = json.loads(line)
             if reply.get("ready"):
+                self.became_ready = True
                 self.ready.callback(None)
             else:
                 self.owner.answered(int(reply["id"]), bool(reply["ok"]))
@@ -64,19 +72,24 @@ class HashWorker:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, pepper: bytes, cost: str) -> None:
+    def __init__(self, reactor: Any, pepper: bytes, cost: str,
+                 argv: tuple[str, ...] = WORKER_ARGV) -> None:
         self.reactor = reactor
         self.settings = {"pepper": pepper.hex(), "cost": cost}
+        self.argv = argv
         self.protocol: _WorkerProtocol | None = None
         self.pending: dict[int, defer.Deferred[bool]] = {}
         self.ids = itertools.count(1)
         self.stopping = False
+        self.failed_starts = 0  # in a row: workers that died before they were ready
+        self._restart: IDelayedCall | None = None
 
     def start(self) -> defer.Deferred[None]:
         self.stopping = False
+        self._restart = None
         self.protocol = _WorkerProtocol(self)
         self.reactor.spawnProcess(
-            self.protocol, sys.executable, [sys.executable, "-m", "fastagi_spy.net.hashworker"],
+            self.protocol, self.argv[0], list(self.argv),
             env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join(sys.path)})
         assert self.protocol.transport is not None
         self.protocol.transport.write(json.dumps(self.settings).encode() + b"\n")
@@ -84,6 +97,8 @@ class HashWorker:
 
     def stop(self) -> None:
         self.stopping = True
+        if self._restart is not None and self._restart.active():
+            self._restart.cancel()
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.transport.closeStdin()
 
@@ -109,9 +124,21 @@ class HashWorker:
         pending, self.pending = self.pending, {}
         for d in pending.values():
             d.errback(HashWorkerGone("the PIN hash worker exited"))
-        if not self.stopping:
-            self.log.error("PIN hash worker exited; restarting it")
-            self.start().addErrback(lambda f: self.log.failure("PIN hash worker restart failed", f))
+        if self.stopping:
+            return
+        if protocol.became_ready:
+            self.failed_starts = 0
+            delay = 0.0
+        else:
+            delay = min(MAX_RESTART_DELAY, RESTART_DELAY * 2**self.failed_starts)
+            self.failed_starts += 1
+        self.log.error("PIN hash worker exited; restarting it in {delay:.1f} s", delay=delay)
+        self._restart = self.reactor.callLater(delay, self._start_again)
+
+    def _start_again(self) -> None:
+        # The first start's caller handles its failure; here a failure is only logged, and
+        # the next exit schedules the next try.
+        self.start().addErrback(lambda _f: None)
 
 
 def _serve() -> None:

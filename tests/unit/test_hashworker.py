@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import pytest_twisted
 from twisted.internet import reactor, task
@@ -42,3 +43,30 @@ async def test_worker_verifies_and_survives_being_killed() -> None:
         assert await worker.verify("9001", "1234", stored) is True
     finally:
         worker.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_worker_that_cannot_start_is_retried_with_backoff_not_in_a_loop() -> None:
+    """A worker that dies before it is ready (a broken install) is restarted after 0.5 s,
+    1 s, 2 s ...: a handful of tries in 1.6 s, not hundreds; PIN checks meanwhile fail
+    with HashWorkerGone (the caller hears a refusal); stop() ends the retries."""
+    worker = HashWorker(reactor, PEPPER, "cheap", argv=(sys.executable, "-c", "raise SystemExit(3)"))
+    started = worker.start()
+    try:
+        await started
+    except HashWorkerGone:
+        pass
+    else:
+        raise AssertionError("a worker that exits at once cannot be ready")
+    await task.deferLater(reactor, 1.6, lambda: None)
+    assert 2 <= worker.failed_starts <= 4
+    try:
+        await worker.verify("9001", "1234", None)
+        outcome = "answered"
+    except HashWorkerGone:
+        outcome = "refused"
+    assert outcome == "refused"
+    worker.stop()
+    tries = worker.failed_starts
+    await task.deferLater(reactor, 2.5, lambda: None)
+    assert worker.failed_starts == tries
