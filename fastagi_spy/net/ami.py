@@ -250,7 +250,6 @@ class AMIClient:
         self.protocol: AMIProtocol | None = None
         self.ami_version = ""
         self._login_refusals = 0
-        self._stopping = False
         self.service = ClientService(
             endpoint,
             _AMIFactory(self),
@@ -269,7 +268,6 @@ class AMIClient:
         self.service.startService()
 
     def stop(self) -> defer.Deferred[None]:
-        self._stopping = True
         stopped: defer.Deferred[None] = self.service.stopService()
         return stopped
 
@@ -347,8 +345,9 @@ class AMIClient:
     def _lost(self, proto: AMIProtocol) -> None:
         if self.protocol is proto:
             self.protocol = None
-            # Stopped by stop(), or by a parent service stopping ours (SpyService does).
-            if self._stopping or not self.service.running:
+            # Stopped by stop(), or by a parent service stopping ours (SpyService does):
+            # either way the ClientService is no longer running.
+            if not self.service.running:
                 self.log.info("AMI connection to {name} closed", name=self.name)
             else:
                 self.log.warn("AMI connection to {name} lost; reconnecting with backoff",
