@@ -42,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.synthetic import UNKNOWN, channel_snapshot  # noqa: E402
 from fastagi_spy.model import LiveMap, ModelConfig  # noqa: E402
 from fastagi_spy.store.directory import AgentEntry, Directory  # noqa: E402
 from fastagi_spy.wire.ami import AMIBanner, AMIMessage, AMIParser  # noqa: E402
@@ -49,7 +50,6 @@ from fastagi_spy.wire.ami import AMIBanner, AMIMessage, AMIParser  # noqa: E402
 CHUNK = 64 * 1024
 SERVER = "10.10.10.16"
 EPOCH = 1_795_200_000
-STATE_DESC = {0: "Down", 4: "Ring", 5: "Ringing", 6: "Up"}
 CONFIG = ModelConfig(customer_contexts=frozenset({"from-trunk"}))
 
 
@@ -90,28 +90,16 @@ class Leg:
     ) -> None:
         self.name, self.uid, self.linkedid, self.state = name, uid, linkedid, state
         self.cid_num, self.cid_name = cid
-        self.conn_num, self.conn_name = "<unknown>", "<unknown>"
+        self.conn_num, self.conn_name = UNKNOWN, UNKNOWN
         self.context, self.exten, self.priority = context, exten, 1
         self.session = ""
 
     def snapshot(self, prefix: str = "") -> list[tuple[str, str]]:
-        return [
-            (f"{prefix}Channel", self.name),
-            (f"{prefix}ChannelState", str(self.state)),
-            (f"{prefix}ChannelStateDesc", STATE_DESC.get(self.state, "Unknown")),
-            (f"{prefix}CallerIDNum", self.cid_num),
-            (f"{prefix}CallerIDName", self.cid_name),
-            (f"{prefix}ConnectedLineNum", self.conn_num),
-            (f"{prefix}ConnectedLineName", self.conn_name),
-            (f"{prefix}Language", "en"),
-            (f"{prefix}AccountCode", ""),
-            (f"{prefix}Context", self.context),
-            (f"{prefix}Exten", self.exten),
-            (f"{prefix}Priority", str(self.priority)),
-            (f"{prefix}Uniqueid", self.uid),
-            (f"{prefix}Linkedid", self.linkedid),
-            (f"{prefix}ChanVariable", f"FASTAGI_SPY_SESSION={self.session}"),
-        ]
+        return channel_snapshot(
+            prefix, name=self.name, state=self.state, uniqueid=self.uid, linkedid=self.linkedid,
+            cid_num=self.cid_num, cid_name=self.cid_name, conn_num=self.conn_num,
+            conn_name=self.conn_name, context=self.context, exten=self.exten,
+            priority=self.priority, chanvars=(f"FASTAGI_SPY_SESSION={self.session}",))
 
 
 class Site:
@@ -173,8 +161,8 @@ class Site:
             ("BridgeUniqueid", bridge),
             ("BridgeType", "basic"),
             ("BridgeTechnology", "simple_bridge"),
-            ("BridgeCreator", "<unknown>"),
-            ("BridgeName", "<unknown>"),
+            ("BridgeCreator", UNKNOWN),
+            ("BridgeName", UNKNOWN),
             ("BridgeNumChannels", str(count)),
             ("BridgeVideoSourceMode", "none"),
         ]
@@ -183,7 +171,7 @@ class Site:
         """One queue call from a trunk to PJSIP/<agent>, one step (event) at a time."""
         rnd = self.random
         number = f"+4420{rnd.randrange(10**7, 10**8)}"
-        trunk = self.leg("PJSIP/trunk", None, 4, (number, "<unknown>"), "from-trunk", "800")
+        trunk = self.leg("PJSIP/trunk", None, 4, (number, UNKNOWN), "from-trunk", "800")
         phone = self.leg(f"PJSIP/{agent}", trunk, 0, (agent, f"Agent {agent}"), "agents", agent)
         self.bridge += 1
         bridge = f"{self.bridge:08x}-5c4e-4e3a-9b1d-{EPOCH:012d}"

@@ -1,4 +1,5 @@
-"""Synthetic CoreShowChannel items: agents on bridged calls with customers, for benchmarks."""
+"""Synthetic AMI for benchmarks and tests: channel snapshots as Asterisk 22 prints them, and
+CoreShowChannel items of agents on bridged calls with customers."""
 
 from __future__ import annotations
 
@@ -6,17 +7,68 @@ from collections.abc import Iterable
 
 from fastagi_spy.wire.ami import AMIMessage
 
+# ast_state2str (main/channel.c); other numbers print as "Unknown (N)".
+STATE_DESC = {
+    0: "Down",
+    1: "Rsrvd",
+    2: "OffHook",
+    3: "Dialing",
+    4: "Ring",
+    5: "Ringing",
+    6: "Up",
+    7: "Busy",
+    8: "Dialing Offhook",
+    9: "Pre-ring",
+}
+UNKNOWN = "<unknown>"
+
+
+def channel_snapshot(
+    prefix: str,
+    *,
+    name: str,
+    state: int,
+    uniqueid: str,
+    linkedid: str,
+    cid_num: str = UNKNOWN,
+    cid_name: str = UNKNOWN,
+    conn_num: str = UNKNOWN,
+    conn_name: str = UNKNOWN,
+    context: str = "default",
+    exten: str = "s",
+    priority: int = 1,
+    chanvars: Iterable[str] = (),
+) -> list[tuple[str, str]]:
+    """The headers manager_channels.c prints for one channel snapshot, names prefixed
+    ("Dest" for a dial's destination), ``channelvars`` lines last."""
+    pairs = [
+        (f"{prefix}Channel", name),
+        (f"{prefix}ChannelState", str(state)),
+        (f"{prefix}ChannelStateDesc", STATE_DESC.get(state, f"Unknown ({state})")),
+        (f"{prefix}CallerIDNum", cid_num),
+        (f"{prefix}CallerIDName", cid_name),
+        (f"{prefix}ConnectedLineNum", conn_num),
+        (f"{prefix}ConnectedLineName", conn_name),
+        (f"{prefix}Language", "en"),
+        (f"{prefix}AccountCode", ""),
+        (f"{prefix}Context", context),
+        (f"{prefix}Exten", exten),
+        (f"{prefix}Priority", str(priority)),
+        (f"{prefix}Uniqueid", uniqueid),
+        (f"{prefix}Linkedid", linkedid),
+    ]
+    pairs.extend((f"{prefix}ChanVariable", item) for item in chanvars)
+    return pairs
+
 
 def _item(channel: str, uniqueid: str, linkedid: str, bridge: str, context: str,
           caller: str, connected: str, app: str) -> AMIMessage:
+    snapshot = channel_snapshot("", name=channel, state=6, uniqueid=uniqueid, linkedid=linkedid,
+                                cid_num=caller, conn_num=connected, context=context)
     return AMIMessage((
-        ("Event", "CoreShowChannel"), ("ActionID", "bench-1"), ("Channel", channel),
-        ("ChannelState", "6"), ("ChannelStateDesc", "Up"), ("CallerIDNum", caller),
-        ("CallerIDName", "<unknown>"), ("ConnectedLineNum", connected),
-        ("ConnectedLineName", "<unknown>"), ("Language", "en"), ("AccountCode", ""),
-        ("Context", context), ("Exten", "s"), ("Priority", "1"), ("Uniqueid", uniqueid),
-        ("Linkedid", linkedid), ("Application", app), ("ApplicationData", ""),
-        ("Duration", "00:01:00"), ("BridgeId", bridge),
+        ("Event", "CoreShowChannel"), ("ActionID", "bench-1"), *snapshot,
+        ("Application", app), ("ApplicationData", ""), ("Duration", "00:01:00"),
+        ("BridgeId", bridge),
     ))
 
 

@@ -15,22 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from bench.synthetic import UNKNOWN, channel_snapshot
 from fastagi_spy.model import ModelConfig
 from fastagi_spy.store.directory import AgentEntry, Directory
-
-STATE_DESC = {
-    0: "Down",
-    1: "Rsrvd",
-    2: "OffHook",
-    3: "Dialing",
-    4: "Ring",
-    5: "Ringing",
-    6: "Up",
-    7: "Busy",
-    8: "Dialing Offhook",
-    9: "Pre-ring",
-}
-UNKNOWN = "<unknown>"
 
 
 class Ev:
@@ -96,24 +83,11 @@ class Chan:
     chanvars: list[str] = field(default_factory=list)
 
     def snapshot(self, prefix: str = "") -> list[tuple[str, str]]:
-        pairs = [
-            (f"{prefix}Channel", self.name),
-            (f"{prefix}ChannelState", str(self.state)),
-            (f"{prefix}ChannelStateDesc", STATE_DESC.get(self.state, f"Unknown ({self.state})")),
-            (f"{prefix}CallerIDNum", self.cid_num),
-            (f"{prefix}CallerIDName", self.cid_name),
-            (f"{prefix}ConnectedLineNum", self.conn_num),
-            (f"{prefix}ConnectedLineName", self.conn_name),
-            (f"{prefix}Language", "en"),
-            (f"{prefix}AccountCode", ""),
-            (f"{prefix}Context", self.context),
-            (f"{prefix}Exten", self.exten),
-            (f"{prefix}Priority", str(self.priority)),
-            (f"{prefix}Uniqueid", self.uniqueid),
-            (f"{prefix}Linkedid", self.linkedid),
-        ]
-        pairs.extend((f"{prefix}ChanVariable", item) for item in self.chanvars)
-        return pairs
+        return channel_snapshot(
+            prefix, name=self.name, state=self.state, uniqueid=self.uniqueid,
+            linkedid=self.linkedid, cid_num=self.cid_num, cid_name=self.cid_name,
+            conn_num=self.conn_num, conn_name=self.conn_name, context=self.context,
+            exten=self.exten, priority=self.priority, chanvars=self.chanvars)
 
 
 class Sim:
