@@ -8,8 +8,9 @@ from pathlib import Path
 
 from fastagi_spy.config import Config, load
 from fastagi_spy.sandbox import AsteriskSandbox, free_port
-from fastagi_spy.sandbox_driver import Driver, Predicate, sleep
+from fastagi_spy.sandbox_driver import Driver, Predicate, is_event, sleep
 from fastagi_spy.service import SpyService, pin_hasher
+from fastagi_spy.store.audit import AuditRecord
 from fastagi_spy.wire.ami import AMIMessage
 
 AGENTS = {  # number: team ("support" agents are outside supervisor 2001's teams)
@@ -158,3 +159,24 @@ async def heard_prompt(driver: Driver, sup: Supervisor, sound: str, since: int =
                        timeout: float = 15) -> AMIMessage:
     return await driver.wait_for(is_prompt(sup, "STREAM FILE", sound),
                                  since=since, timeout=timeout, what=f"prompt {sound}")
+
+
+async def closed_records(site: SpyService, count: int, timeout: float = 10) -> list[AuditRecord]:
+    """The newest ``count`` audit records, once every one of them is closed."""
+    for _ in range(int(timeout * 10)):
+        records = site.stores.audit.list(limit=count)
+        if len(records) >= count and all(r.ended_at is not None for r in records):
+            return records
+        await sleep(0.1)
+    raise AssertionError(f"audit records not closed: {site.stores.audit.list(limit=count)}")
+
+
+async def hears_service_unavailable(driver: Driver) -> None:
+    """Supervisor 2001 dials *2221001 and types the right PIN: 'all circuits busy', the call
+    ends, and no spy starts."""
+    mark = driver.mark()
+    sup = await supervisor_dials(driver, "2001", "*2221001")
+    await answer(driver, sup, "agent-pass", "1234", since=mark)
+    await heard_prompt(driver, sup, "all-circuits-busy-now", since=mark)
+    await driver.wait_for(is_event("Hangup", Channel=sup.line), since=mark)
+    assert not driver.seen(is_event("ChanSpyStart"), since=mark)

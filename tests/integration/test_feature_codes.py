@@ -21,7 +21,9 @@ from tests.integration.site import (
     TONE,
     agent_call,
     answer,
+    closed_records,
     heard_prompt,
+    hears_service_unavailable,
     is_prompt,
     supervisor_dials,
 )
@@ -34,15 +36,6 @@ def spy_started(mark_events: list, spyer: str) -> list:  # type: ignore[type-arg
 async def last_record(site: SpyService, settle: float = 0.3) -> AuditRecord:
     await sleep(settle)
     return site.stores.audit.list(limit=1)[0]
-
-
-async def closed_records(site: SpyService, count: int, timeout: float = 10) -> list[AuditRecord]:
-    for _ in range(int(timeout * 10)):
-        records = site.stores.audit.list(limit=count)
-        if len(records) >= count and all(r.ended_at is not None for r in records):
-            return records
-        await sleep(0.1)
-    raise AssertionError(f"audit records not closed: {site.stores.audit.list(limit=count)}")
 
 
 # -- who hears whom ------------------------------------------------------------------------
@@ -332,10 +325,5 @@ async def test_ami_down_means_service_unavailable_not_a_guess(
     """With our AMI link down the map is stale: the supervisor hears 'all circuits busy'."""
     await agent_call(driver, "1001")
     await site.clients["sandbox"].stop()
-    mark = driver.mark()
-    sup = await supervisor_dials(driver, "2001", "*2221001")
-    await answer(driver, sup, "agent-pass", "1234", since=mark)
-    await heard_prompt(driver, sup, "all-circuits-busy-now", since=mark)
-    await driver.wait_for(is_event("Hangup", Channel=sup.line), since=mark)
-    assert not driver.seen(is_event("ChanSpyStart"), since=mark)
+    await hears_service_unavailable(driver)
     assert (await closed_records(site, 1))[0].end_reason == "service_unavailable"

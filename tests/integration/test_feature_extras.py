@@ -23,7 +23,8 @@ from tests.integration.site import (
     TONE,
     agent_call,
     answer,
-    heard_prompt,
+    closed_records,
+    hears_service_unavailable,
     set_pins,
     site_config,
     supervisor_dials,
@@ -195,13 +196,8 @@ async def test_before_ami_ever_comes_up_the_answer_is_service_unavailable(
     try:
         await agent_call(driver, "1001")
         assert service.live_map.snapshot(0)["servers"]["sandbox"]["stale"] is True  # type: ignore[index]
-        mark = driver.mark()
-        sup = await supervisor_dials(driver, "2001", "*2221001")
-        await answer(driver, sup, "agent-pass", "1234", since=mark)
-        await heard_prompt(driver, sup, "all-circuits-busy-now", since=mark)
-        await driver.wait_for(is_event("Hangup", Channel=sup.line), since=mark)
-        assert not driver.seen(is_event("ChanSpyStart"), since=mark)
-        (record,) = service.stores.audit.list(limit=1)
+        await hears_service_unavailable(driver)
+        (record,) = await closed_records(service, 1)
         assert (record.end_reason, record.auth_result) == ("service_unavailable", "ok")
         assert service.syncs["sandbox"].resyncs == 0
     finally:
