@@ -84,7 +84,10 @@ async def test_listen_only_supervisor_cannot_switch_modes(
     for party in ("agent", "customer"):
         path = await recording(sandbox, f"{rec}-{party}-hears.wav")
         assert heard(path, TONE["supervisor"]) < 0.02, party
-    assert site.stores.audit.list(limit=1)[0].modes == "listen"
+    # hangup_all ends the agent's call too: when that reaches us first the supervisor is back
+    # at the target prompt for a moment, in a new (abandoned) record. Check the spy's own.
+    (spied, *_) = [r for r in site.stores.audit.list(limit=5) if r.spy_started_at is not None]
+    assert spied.modes == "listen"
 
 
 @pytest_twisted.ensureDeferred
