@@ -10,7 +10,7 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -39,7 +39,6 @@ from fastagi_spy.supervise.spywatch import SpyWatches
 from fastagi_spy.web.api import make_root
 
 log = Logger()
-T = TypeVar("T")
 CHECKPOINT_EVERY = 5.0  # seconds between background WAL checkpoints
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
@@ -23,8 +23,6 @@ from fastagi_spy.supervise.line import AGILine, LineGone
 from fastagi_spy.supervise.pincheck import PinAttempt, PinChecker, PinVerdict
 from fastagi_spy.supervise.rights import may_spy, may_switch_modes
 from fastagi_spy.supervise.spywatch import SpyWatch, SpyWatches
-
-T = TypeVar("T")
 
 
 class Prompts:
