@@ -58,9 +58,9 @@ class PinChecker:
               supervisor: SupervisorEntry | None, pin: str | None, valid: bool,
               now: float) -> PinVerdict:
         if valid and supervisor is not None and not attempt.locked and not attempt.has_failures:
-            # The usual case: nothing to clear, so one statement (its own transaction).
-            self.audit.update(record, supervisor=claimed, auth_result=AuthResult.OK.value)
-            return PinVerdict(ok=True, locked=False)
+            # The usual case: no counters to clear, only the audit update, which is one
+            # statement and so its own transaction.
+            return self._after(record, attempt, claimed, supervisor, pin, valid, now)
         with self.db.transaction():  # counters and audit commit together
             return self._after(record, attempt, claimed, supervisor, pin, valid, now)
 
@@ -71,7 +71,8 @@ class PinChecker:
             self.audit.update(record, supervisor=claimed, auth_result=AuthResult.LOCKED_OUT.value)
             return PinVerdict(ok=False, locked=True)
         if valid and supervisor is not None:
-            self.lockouts.record_success(attempt.keys, now)
+            if attempt.has_failures:
+                self.lockouts.record_success(attempt.keys, now)
             self.audit.update(record, supervisor=claimed, auth_result=AuthResult.OK.value)
             return PinVerdict(ok=True, locked=False)
         # Silence is not a guess; a typed PIN or supervisor number is.
