@@ -136,8 +136,8 @@ class HashWorker:
         self._restart = self.reactor.callLater(delay, self._start_again)
 
     def _start_again(self) -> None:
-        # The first start's caller handles its failure; here a failure is only logged, and
-        # the next exit schedules the next try.
+        # A worker that fails to start exits, and ended() logs that and schedules the next
+        # try; nobody waits on this Deferred.
         self.start().addErrback(lambda _f: None)
 
 
