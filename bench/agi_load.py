@@ -34,6 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.report import report  # noqa: E402
+
 AGENTS = 5000
 SUPERVISOR, PIN = "9001", "1234"
 
@@ -402,19 +404,17 @@ def main() -> None:
         "production_cost_sessions_per_s_c50": round(prod_rate, 1),
         "production_cost_p99_ms_c50": round(p99(prod), 2),
     }
-    print("FastAGI load, loopback, sessions = connect -> EXEC ChanSpy")
-    print("  ours: env + PIN (argon2id) + resolve among 5,000 agents + rights + SQLite audit")
-    print("  panoramisk: ANSWER, GET DATA, EXEC only (no auth, no resolution, no audit)")
-    print("  protocol_only: our FastAGI server sending panoramisk's three commands, no work at all")
-    print("  server_cpu_us_per_session: the server's CPU (with its hash worker) per session at c50")
-    print("  throughput and c1 figures use the CHEAP PIN-hash cost; the stall probe uses production")
-    print("  max_reactor_stall_ms: 1 ms LoopingCall probe, 500 sessions at 50 concurrent after 50")
-    print("  warm-up sessions; warmup_reactor_stall_ms is the worst gap during the warm-up;")
-    print("  max_reactor_stall_busy_ms: reactor-thread CPU time within that worst gap; a gap")
-    print("  with little of it is the OS or the hypervisor (see cpu_steal_percent) running others")
-    for key, value in figures.items():
-        print(f"  {key:45s} {value}")
-    print(json.dumps(figures))
+    report("FastAGI load, loopback, sessions = connect -> EXEC ChanSpy", figures, notes=(
+        "ours: env + PIN (argon2id) + resolve among 5,000 agents + rights + SQLite audit",
+        "panoramisk: ANSWER, GET DATA, EXEC only (no auth, no resolution, no audit)",
+        "protocol_only: our FastAGI server sending panoramisk's three commands, no work at all",
+        "server_cpu_us_per_session: the server's CPU (with its hash worker) per session at c50",
+        "throughput and c1 figures use the CHEAP PIN-hash cost; the stall probe uses production",
+        "max_reactor_stall_ms: 1 ms LoopingCall probe, 500 sessions at 50 concurrent after 50",
+        "warm-up sessions; warmup_reactor_stall_ms is the worst gap during the warm-up;",
+        "max_reactor_stall_busy_ms: reactor-thread CPU time within that worst gap; a gap",
+        "with little of it is the OS or the hypervisor (see cpu_steal_percent) running others",
+    ))
 
 
 if __name__ == "__main__":

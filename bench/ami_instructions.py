@@ -18,7 +18,6 @@ The last line printed is one JSON object of the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import subprocess
@@ -28,6 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.report import report  # noqa: E402
 
 PARTS = ("setup", "parse", "apply", "panoramisk")
 
@@ -98,10 +99,7 @@ def main() -> None:
         "panoramisk_parse_instructions_per_event": round(pano),
         "instruction_ratio_vs_panoramisk": round(pano / apply, 2),
     }
-    print(f"AMI ingest, CPU instructions per event (callgrind, {n:,} events)")
-    for key, value in figures.items():
-        print(f"  {key:42s} {value:,}" if isinstance(value, int) else f"  {key:42s} {value}")
-    print(json.dumps(figures))
+    report(f"AMI ingest, CPU instructions per event (callgrind, {n:,} events)", figures)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ The last line printed is a JSON object of the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.report import report  # noqa: E402
 
 
 def main() -> None:
@@ -93,10 +94,8 @@ def main() -> None:
         "agi_connect_to_chanspystart_max_ms": round(max(ms), 1),
         "agi_connect_to_chanspystart_min_ms": round(min(ms), 1),
     }
-    print("AGI connect -> ChanSpyStart on Asterisk 22 (PIN typing excluded), Asterisk timestamps")
-    for key, value in figures.items():
-        print(f"  {key:42s} {value}")
-    print(json.dumps(figures))
+    report("AGI connect -> ChanSpyStart on Asterisk 22 (PIN typing excluded), Asterisk timestamps",
+           figures)
 
 
 if __name__ == "__main__":
