@@ -60,6 +60,8 @@ class MapRules:
     session_range: tuple[int, int] = (8600000, 8699999)
     trunk_contexts: frozenset[str] = frozenset()
     trunk_prefixes: tuple[str, ...] = ()
+    dialer_contexts: frozenset[str] = frozenset()
+    dialer_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,8 @@ def _api_user(i: int, t: Mapping[str, Any]) -> ApiUser:
 
 
 def _map_rules(t: Mapping[str, Any]) -> MapRules:
-    _only(t, "map.", {"session_range", "trunk_contexts", "trunk_prefixes"})
+    _only(t, "map.", {"session_range", "trunk_contexts", "trunk_prefixes", "dialer_contexts",
+                      "dialer_prefixes"})
     rng = _list(t, "map.session_range", int, default=[8600000, 8699999])
     _check(
         len(rng) == 2 and 1000000 <= rng[0] <= rng[1] <= 9999999,
@@ -213,8 +216,18 @@ def _map_rules(t: Mapping[str, Any]) -> MapRules:
     return MapRules(
         session_range=(rng[0], rng[1]),
         trunk_contexts=frozenset(_list(t, "map.trunk_contexts", str, default=[])),
-        trunk_prefixes=tuple(_list(t, "map.trunk_prefixes", str, default=[])),
+        trunk_prefixes=_prefixes(t, "map.trunk_prefixes"),
+        dialer_contexts=frozenset(_list(t, "map.dialer_contexts", str, default=[])),
+        dialer_prefixes=_prefixes(t, "map.dialer_prefixes"),
     )
+
+
+def _prefixes(t: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    prefixes = _list(t, key, str, default=[])
+    for i, prefix in enumerate(prefixes):
+        # An empty prefix would match every channel.
+        _check(prefix != "", f"{key}[{i}]", "expected a channel-name prefix such as 'PJSIP/trunk-'")
+    return tuple(prefixes)
 
 
 def _security(t: Mapping[str, Any]) -> SecurityRules:

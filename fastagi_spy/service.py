@@ -63,6 +63,8 @@ def model_rules(config: Config) -> ModelConfig:
         session_range=rules.session_range,
         customer_contexts=rules.trunk_contexts,
         customer_channel_prefixes=rules.trunk_prefixes,
+        dialer_contexts=rules.dialer_contexts,
+        dialer_channel_prefixes=rules.dialer_prefixes,
     )
 
 

@@ -4,7 +4,7 @@ Each scenario is played with plain AMI actions on one connection while a second 
 (the product's least-privilege account) records everything Asterisk sends it, banner and
 login included, exactly as our client would see it. Run as root:
 
-    python scripts/record_ami_fixtures.py
+    python scripts/record_ami_fixtures.py [SCENARIO ...]
 """
 
 from __future__ import annotations
@@ -182,18 +182,34 @@ def agents_10_and_100(box: AsteriskSandbox, drv: AMI) -> None:
     hangup_all(box)
 
 
+def dialer_call(box: AsteriskSandbox, drv: AMI) -> None:
+    """A dialler calls customer 5551234 and sends the answered call into agent 1003's room."""
+    originate(drv, "Local/1003@fsp-agents/n", "fsp-handsets", "customer", "Agent 1003 <1003>",
+              FSP_CONF="9600001")
+    time.sleep(1)
+    # VICIdial's way: the caller id is the campaign's, its name the dialler's call id.
+    originate(drv, "Local/5551234@fsp-dialer/n", "fsp-conf", "9600001",
+              "V1121135220000012345 <3125550000>")
+    time.sleep(2)
+    hangup_all(box)
+
+
 SCENARIOS: list[Callable[[AsteriskSandbox, AMI], None]] = [
     incoming_call_answered, outgoing_call, queue_call_paused_mid_call, confbridge_session,
-    varset_session, ringing_then_hangup, blind_transfer, agents_10_and_100,
+    varset_session, ringing_then_hangup, blind_transfer, agents_10_and_100, dialer_call,
 ]
 
 
 def main() -> None:
+    """Record every scenario, or only those named on the command line."""
+    wanted = set(sys.argv[1:])
     OUT.mkdir(parents=True, exist_ok=True)
     box = AsteriskSandbox(name="fsp-record", teams={"1001": "team_sales"})
     box.start()
     try:
         for scenario in SCENARIOS:
+            if wanted and scenario.__name__ not in wanted:
+                continue
             recorder = AMI(box.ami_port, "fastagi-spy", "change-me-fastagi-spy", record=True)
             driver = AMI(box.ami_port, TESTER_USER, TESTER_SECRET)
             scenario(box, driver)

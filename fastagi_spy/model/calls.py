@@ -7,7 +7,7 @@ from typing import Literal, TypeAlias
 from fastagi_spy.model.channels import Channel
 from fastagi_spy.model.config import ModelConfig
 
-__all__ = ["Call", "Direction", "is_customer_leg"]
+__all__ = ["Call", "Direction", "dialer_number", "is_customer_leg", "is_dialer_leg"]
 
 Direction: TypeAlias = Literal["incoming", "outgoing"]
 
@@ -21,6 +21,7 @@ class Call:
         "customer_name",
         "customer_number",
         "dialed",
+        "dialer",
         "direction",
         "ended_at",
         "linkedid",
@@ -37,6 +38,8 @@ class Call:
         self.origin_seen = False
         # The extension the starting leg dialled, kept from its first snapshot.
         self.dialed = ""
+        # True when a dialler placed the call (see ModelConfig.dialer_contexts).
+        self.dialer = False
         self.customer_number = ""
         self.customer_name = ""
         self.ringing_at: float | None = None
@@ -50,3 +53,32 @@ def is_customer_leg(config: ModelConfig, channel: Channel) -> bool:
         return True
     # A prefix rule on our own configuration ("PJSIP/trunk-"), never on a target.
     return channel.name.startswith(config.customer_channel_prefixes)
+
+
+def _local_target(channel: Channel) -> tuple[str, str]:
+    """(exten, context) a Local channel was created for: its name says, for life.
+
+    "Local/5551234@dialer-0000002a;1" -> ("5551234", "dialer").  A dialler's leg keeps
+    this name after it is sent on into the agent's room, and CoreShowChannels after a
+    reconnect shows where a leg is now, not where it started: the name still tells.
+    """
+    device = channel.device
+    if not device.startswith("Local/"):
+        return "", ""
+    exten, _, context = device[len("Local/") :].partition("@")
+    return exten, context
+
+
+def is_dialer_leg(config: ModelConfig, channel: Channel) -> bool:
+    """True when the configured rules say a dialler originated ``channel``."""
+    contexts = config.dialer_contexts
+    if not contexts and not config.dialer_channel_prefixes:
+        return False
+    if channel.context in contexts or _local_target(channel)[1] in contexts:
+        return True
+    return channel.name.startswith(config.dialer_channel_prefixes)
+
+
+def dialer_number(channel: Channel) -> str:
+    """The number a dialler's leg was sent to dial: a Local leg's target, else its extension."""
+    return _local_target(channel)[0] or channel.exten

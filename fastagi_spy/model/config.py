@@ -16,7 +16,11 @@ class ModelConfig:
     A call is *incoming* when the leg that started it (uniqueid == linkedid) is a
     customer leg: its first dialplan context is in ``customer_contexts`` or its
     channel name starts with one of ``customer_channel_prefixes`` (for example
-    "PJSIP/trunk-").  ``directory_agents_logged_in`` treats every directory agent
+    "PJSIP/trunk-").  A call is *outgoing* when its starting leg is an agent's, or
+    when a dialler placed it: the leg was originated in one of ``dialer_contexts``
+    (for a Local channel, the context in its name counts too) or its name starts
+    with one of ``dialer_channel_prefixes``; its customer is the number that leg
+    was sent to dial.  ``directory_agents_logged_in`` treats every directory agent
     as logged in; turn it off when queue or agent-pool logins are the truth.
     ``tombstones`` is how many hung-up uniqueids are remembered so that a late
     event for one cannot resurrect it.
@@ -25,6 +29,8 @@ class ModelConfig:
     session_range: tuple[int, int] = (8600000, 8699999)
     customer_contexts: frozenset[str] = frozenset()
     customer_channel_prefixes: tuple[str, ...] = ()
+    dialer_contexts: frozenset[str] = frozenset()
+    dialer_channel_prefixes: tuple[str, ...] = ()
     directory_agents_logged_in: bool = True
     tombstones: int = 4096
 
@@ -32,8 +38,9 @@ class ModelConfig:
         low, high = self.session_range
         if not (1_000_000 <= low <= high <= 9_999_999):
             raise ValueError(f"session_range {self.session_range} is not a 7-digit range")
-        if any(not prefix for prefix in self.customer_channel_prefixes):
-            # An empty prefix would mark every leg as a customer leg.
-            raise ValueError("customer_channel_prefixes may not contain an empty prefix")
+        for key in ("customer_channel_prefixes", "dialer_channel_prefixes"):
+            if any(not prefix for prefix in getattr(self, key)):
+                # An empty prefix would match every leg.
+                raise ValueError(f"{key} may not contain an empty prefix")
         if self.tombstones < 1:
             raise ValueError("tombstones must be positive")

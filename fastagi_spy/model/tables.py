@@ -19,7 +19,7 @@ from fastagi_spy.model.agents import (
     Agent,
     extension_of,
 )
-from fastagi_spy.model.calls import Call, is_customer_leg
+from fastagi_spy.model.calls import Call, dialer_number, is_customer_leg, is_dialer_leg
 from fastagi_spy.model.channels import RINGING_STATES, STATE_RINGING, Channel, agent_device
 from fastagi_spy.model.config import ModelConfig
 from fastagi_spy.model.events import (
@@ -291,6 +291,9 @@ class Tables:
             call is not None
             and call.linkedid == channel.uniqueid
             and call.direction == "outgoing"
+            # A dialler's leg is sent on into the agent's room once answered: that
+            # room is not the number it dialled.
+            and not call.dialer
             and ascii_digits(exten)
             and exten != call.dialed
         ):
@@ -386,7 +389,13 @@ class Tables:
     def _decide(self, call: Call, leg: Channel) -> None:
         """Direction and customer from the leg that started the call."""
         call.origin_seen = leg.uniqueid == call.linkedid
-        if is_customer_leg(self.config, leg):
+        # An agent's own leg is never the dialler's, even in a dialler context (a
+        # VICIdial agent's phone is called into its room from the same context).
+        call.dialer = leg.agent is None and is_dialer_leg(self.config, leg)
+        if call.dialer:
+            # Before the trunk rule: a dialler may dial out on a trunk that also takes calls in.
+            call.direction = "outgoing"
+        elif is_customer_leg(self.config, leg):
             call.direction = "incoming"
         elif leg.agent is not None:
             call.direction = "outgoing"
@@ -394,12 +403,19 @@ class Tables:
             # Started neither by a marked customer leg nor by an agent (another
             # phone, an IVR): from the agent's side it is a call coming in.
             call.direction = "incoming"
-        call.dialed = leg.exten
+        call.dialed = dialer_number(leg) if call.dialer else leg.exten
         self._set_customer(call, leg)
 
     def _set_customer(self, call: Call, leg: Channel) -> None:
         if call.direction == "incoming":
             number, name = leg.cid_num, leg.cid_name
+        elif call.dialer:
+            # The number the dialler sent its leg to; else the far end's connected line,
+            # once it differs from the caller id the dialler put on the leg itself.
+            dialed = call.dialed if ascii_digits(call.dialed) else ""
+            connected = leg.conn_num if leg.conn_num != leg.cid_num else ""
+            number = dialed or connected
+            name = leg.conn_name if connected and not dialed else ""
         else:
             # The digits the agent dialled; else the connected line.  An agent's
             # own number is neither: a Local/1002@agents leg starts at exten

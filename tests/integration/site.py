@@ -46,6 +46,7 @@ ping_interval = 5
 
 [map]
 trunk_contexts = ["fsp-customers", "fsp-handsets"]
+dialer_contexts = ["fsp-dialer"]
 
 [security]
 pin_cost = "cheap"

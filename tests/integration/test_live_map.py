@@ -7,13 +7,13 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor, threads
-from twisted.web.client import Agent, readBody
-from twisted.web.http_headers import Headers
 
 from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.sandbox_driver import Driver, sleep
@@ -26,13 +26,20 @@ def http_port(service: SpyService) -> int:
 
 
 async def get_live(service: SpyService, password: str = "tester-password") -> tuple[int, Any]:
+    """GET /api/live as an API client would, from a thread (the reactor keeps serving)."""
     token = base64.b64encode(f"tester:{password}".encode()).decode()
-    agent = Agent(reactor)
-    response = await agent.request(
-        b"GET", f"http://127.0.0.1:{http_port(service)}/api/live".encode(),
-        Headers({b"authorization": [f"Basic {token}".encode()]}))
-    body = await readBody(response)
-    return response.code, json.loads(body)
+    request = urllib.request.Request(f"http://127.0.0.1:{http_port(service)}/api/live",
+                                     headers={"Authorization": f"Basic {token}"})
+
+    def fetch() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as refused:
+            return refused.code, refused.read()
+
+    code, body = await threads.deferToThread(fetch)
+    return code, json.loads(body)
 
 
 def agent_of(snapshot: Any, number: str, server: str = "sandbox") -> dict[str, Any]:
@@ -108,6 +115,48 @@ async def test_conference_and_dialplan_sessions(driver: Driver, site: SpyService
     found = site.live_map.resolve("8600051")
     assert found.ok and found.agent_number == "1001"
     assert (found.channel or "").startswith("Local/1001@fsp-agents-")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dialler_call_into_an_agents_room_is_outgoing_to_the_number_dialled(
+        driver: Driver, site: SpyService) -> None:
+    """VICIdial's outbound topology: agent 1003 waits in ConfBridge room 9600001; a dialler
+    originates Local/5551234@fsp-dialer (a [map] dialer_contexts entry) with the campaign's
+    caller id and sends the answered leg into the room. /api/live shows the agent Talking on
+    an outgoing call to 5551234, within 1 s, and still so after an AMI cut and resync."""
+    await driver.originate("Local/1003@fsp-agents/n", "fsp-handsets", "customer",
+                           variables={"FSP_CONF": "9600001"}, caller_id="Agent <1003>")
+    mark = driver.mark()
+    await driver.originate("Local/5551234@fsp-dialer/n", "fsp-conf", "9600001",
+                           caller_id="V1121135220000012345 <3125550000>")
+    await driver.wait_for(
+        lambda m: m.event == "ConfbridgeJoin"
+        and (m.get("Channel") or "").startswith("Local/5551234@fsp-dialer-"),
+        since=mark, what="the dialled customer joining the agent's room")
+    seen_at = time.monotonic()
+
+    async def dialled() -> bool:
+        _, snap = await get_live(site)
+        call = agent_of(snap, "1003")["call"] or {}
+        return bool(agent_of(snap, "1003")["status"] == "Talking"
+                    and (call.get("direction"), call.get("customer_number")) == (
+                        "outgoing", "5551234"))
+
+    await until(dialled, timeout=3)
+    lag = time.monotonic() - seen_at
+    assert lag < 1.0, f"/api/live lagged {lag:.3f}s behind ConfbridgeJoin"
+    _, snap = await get_live(site)
+    assert agent_of(snap, "1003")["call"]["customer_name"] == ""  # not the dialler's call id
+
+    # After a reconnect CoreShowChannels shows the leg in fsp-conf/9600001, not where it began.
+    client = site.clients["sandbox"]
+    before = site.syncs["sandbox"].resyncs
+    assert client.protocol is not None
+    client.protocol.transport.abortConnection()  # type: ignore[union-attr]
+    await until(_async(lambda: site.syncs["sandbox"].resyncs > before), timeout=15)
+    _, snap = await get_live(site)
+    call = agent_of(snap, "1003")["call"]
+    assert (call["direction"], call["customer_number"]) == ("outgoing", "5551234")
 
 
 @pytest_twisted.ensureDeferred

@@ -55,6 +55,9 @@ def test_minimal_config_gets_loopback_defaults(tmp_path: Path) -> None:
     (lambda t: t.replace('ami_secret = "s3cret"', ""), "asterisk[0].ami_secret: required"),
     (lambda t: t.replace('name = "pbx1"', 'name = "pbx 1"'), "asterisk[0].name"),
     (lambda t: t + '\n[map]\nsession_range = [1, 2]\n', "map.session_range"),
+    (lambda t: t + '\n[map]\ntrunk_prefixes = ["PJSIP/trunk-", ""]\n', "map.trunk_prefixes[1]"),
+    (lambda t: t + '\n[map]\ndialer_prefixes = [""]\n', "map.dialer_prefixes[0]"),
+    (lambda t: t + '\n[map]\ndialer_contexts = "default"\n', "map.dialer_contexts"),
     (lambda t: t + '\n[security]\nlockout_failures = 0\n', "security.lockout_failures"),
     (lambda t: t + '\n[security]\nnotice = "beep,B"\n', "security.notice"),
     (lambda t: t.replace("[[asterisk]]", 'agi_listen = "tcpx:1"\n[[asterisk]]'), "server.agi_listen"),
@@ -95,3 +98,13 @@ def test_check_config_command_reports_the_key_not_a_traceback(tmp_path: Path) ->
     done = subprocess.run([sys.executable, "-m", "fastagi_spy.cli", "check-config", str(good)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0 and "OK" in done.stdout
+
+
+def test_dialler_rules_reach_the_live_map(tmp_path: Path) -> None:
+    """[map] dialer_contexts / dialer_prefixes become the model's dialler rules."""
+    from fastagi_spy.service import model_rules
+
+    text = MINIMAL + '\n[map]\ndialer_contexts = ["default"]\ndialer_prefixes = ["PJSIP/dialer-"]\n'
+    rules = model_rules(load(write(tmp_path, text)))
+    assert rules.dialer_contexts == frozenset({"default"})
+    assert rules.dialer_channel_prefixes == ("PJSIP/dialer-",)

@@ -219,6 +219,26 @@ def check_agents_10_and_100() -> None:
     assert both.agents["100"]["call"]["customer_number"] == "5559876"
 
 
+def check_dialer_call() -> None:
+    # VICIdial's outbound topology: agent 1003 waits in room 9600001; the dialler originates
+    # Local/5551234@fsp-dialer with the campaign's caller id and, once the customer answers,
+    # sends that leg into the agent's room (fsp-conf, 9600001).
+    _, moments = replay("dialer_call", dialer_contexts=frozenset({"fsp-dialer"}))
+    login = first(moments, lambda m: len(m.calls) == 1).calls[0]["id"]  # the agent's own leg
+    joined = [m for m in moments if m.event == "ConfbridgeJoin"][-1]  # the customer's leg
+    call = joined.agents["1003"]["call"]
+    assert joined.agents["1003"]["status"] == "Talking" and call["id"] != login
+    assert (call["direction"], call["customer_number"], call["customer_name"]) == (
+        "outgoing", "5551234", "")
+    assert joined.resolve("9600001").agent_number == "1003"
+    # Without the rule the same call reads as coming in from the campaign's caller id:
+    # the reason the rule exists.
+    _, plain = replay("dialer_call")
+    seen = {(c["direction"], c["customer_number"]) for m in plain for c in m.calls
+            if c["id"] == call["id"]}
+    assert ("incoming", "3125550000") in seen and {d for d, _ in seen} == {"incoming"}
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "incoming_call_answered": check_incoming_call_answered,
     "outgoing_call": check_outgoing_call,
@@ -228,6 +248,7 @@ CHECKS: dict[str, Callable[[], None]] = {
     "ringing_then_hangup": check_ringing_then_hangup,
     "varset_session": check_varset_session,
     "agents_10_and_100": check_agents_10_and_100,
+    "dialer_call": check_dialer_call,
 }
 
 

@@ -592,3 +592,49 @@ def test_a_burst_is_reported_once_as_its_net_change(sim: Sim) -> None:
     # Nothing happened twice: every key appears once per kind in the batch.
     keys = [(c.kind, c.key) for c in batched]
     assert len(keys) == len(set(keys))
+
+
+def test_a_dialler_call_rebuilt_by_resync_is_still_outgoing_to_the_number_dialled(sim: Sim) -> None:
+    """After a reconnect CoreShowChannels shows the dialler's leg where it is now (the agent's
+    room, with the campaign's caller id): its Local name still says which number it dialled."""
+    state = ServerState(SERVER, directory(), config(dialer_contexts=frozenset({"dialer"})))
+    phone = sim.chan("PJSIP/1001", state=6, context="vicidial", exten="9600001")
+    dialer, _ = sim.local("5551000@dialer", cid=("3125550000", "V1121135220000012345"))
+    dialer.state, dialer.context, dialer.exten = 6, "vicidial", "9600001"
+    dialer.conn_num = "3125550000"
+    state.resync([
+        sim.core_show_channel(phone, "", "ConfBridge", "9600001,vici_agent_bridge", "01:00:00"),
+        sim.core_show_channel(dialer, "", "ConfBridge", "9600001,vici_agent_bridge", "00:00:30"),
+    ], [], T0)
+    call = agent(state, "1001")["call"]
+    assert call["id"] == dialer.linkedid
+    assert (call["direction"], call["customer_number"], call["customer_name"]) == (
+        "outgoing", "5551000", "ACME Ltd")
+
+
+def test_a_dialler_leg_on_a_trunk_takes_its_customer_from_the_far_end(sim: Sim) -> None:
+    """A dialler originating on a trunk endpoint (PJSIP/dialer-...): no number in the name or
+    the extension, so the customer is the connected line once the far end reports it, never
+    the caller id the dialler put on its own leg."""
+    state = ServerState(SERVER, directory(), config(dialer_channel_prefixes=("PJSIP/dialer-",)))
+    leg = sim.chan("PJSIP/dialer", cid=("3125550000", "Campaign"), context="from-trunk")
+    leg.conn_num, leg.conn_name = "3125550000", "Campaign"
+    feed(state, [sim.newchannel(leg)])
+    (call,) = calls(state)
+    assert (call["direction"], call["customer_number"]) == ("outgoing", "")
+    feed(state, [sim.newconnectedline(leg, "5551000", "")])
+    (call,) = calls(state)
+    assert (call["direction"], call["customer_number"], call["customer_name"]) == (
+        "outgoing", "5551000", "ACME Ltd")
+
+
+def test_an_agent_leg_in_a_dialler_context_is_the_agents_own_call(sim: Sim) -> None:
+    """A site may call its agents' phones from the dialler's context (VICIdial calls an agent
+    into its room from "default"): a call started by an agent's own leg is the agent's,
+    never a dialled customer's, so the agent's own number is not shown as the customer."""
+    state = ServerState(SERVER, directory(), config(dialer_contexts=frozenset({"agents"})))
+    one, _ = sim.local("1001@agents", cid=("1001", "Alice"))
+    feed(state, [sim.newchannel(one)])
+    (call,) = calls(state)
+    assert (call["direction"], call["customer_number"], call["agents"]) == (
+        "outgoing", "", ["1001"])
