@@ -43,6 +43,10 @@ _DIGIT = re.compile(r"[0-9]")
 class EventLike(Protocol):
     """One AMI event or list item: headers looked up case-insensitively."""
 
+    @property
+    def event(self) -> str | None:
+        """The ``Event`` header's value, or None."""
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """First value of header ``name``, else ``default``."""
 

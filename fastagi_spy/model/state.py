@@ -85,7 +85,7 @@ class ServerState:
         tables = self._tables
         handlers = HANDLERS
         for event in events:
-            handler = handlers.get(event.get("Event") or "")
+            handler = handlers.get(event.event or "")
             if handler is None:
                 continue
             try:

@@ -19,6 +19,9 @@ _SWITCH_DIGITS = {"4": Mode.LISTEN, "5": Mode.WHISPER, "6": Mode.BARGE}
 class Event(Protocol):
     def get(self, name: str, default: str | None = None) -> str | None: ...
 
+    @property
+    def event(self) -> str | None: ...
+
 
 @dataclass
 class SpyWatch:
@@ -48,7 +51,7 @@ class SpyWatches:
         return unwatch
 
     def feed(self, event: Event) -> None:
-        name = event.get("Event")
+        name = event.event
         if name == "ChanSpyStart":
             watch = self._by_spyer.get(event.get("SpyerUniqueid") or "")
             if watch is not None:

@@ -68,7 +68,7 @@ class AMIMessage:
     Equality, hashing, copying and pickling depend on the headers only.
     """
 
-    __slots__ = ("_headers", "_index", "_lower", "_text")
+    __slots__ = ("_event", "_headers", "_index", "_lower", "_text")
 
     _headers: tuple[tuple[str, str], ...] | None
     # Lower-cased name -> first value, for messages built from pairs (or
@@ -78,6 +78,8 @@ class AMIMessage:
     # where lower-casing keeps every offset).
     _lower: str | None
     _text: str | None
+    # The Event header's value (None: none), once known: every layer reads it.
+    _event: str | None
 
     def __init__(self, headers: tuple[tuple[str, str], ...] = ()) -> None:
         _set(self, "_headers", tuple(headers))
@@ -183,7 +185,12 @@ class AMIMessage:
     @property
     def event(self) -> str | None:
         """The ``Event`` header, or None for a response."""
-        return self.get("Event")
+        try:
+            return self._event
+        except AttributeError:  # not set by the parser: look it up once
+            name = self.get("Event")
+            _set(self, "_event", name)
+            return name
 
     @property
     def response(self) -> str | None:
@@ -202,12 +209,12 @@ class AMIMessage:
         Checked before ``Response``: OriginateResponse is an event that also
         carries a ``Response:`` header (manager.c originate, "Success"/"Failure").
         """
-        return self.get("Event") is not None
+        return self.event is not None
 
     @property
     def is_response(self) -> bool:
         """True for a reply to an action: ``Response`` and no ``Event``."""
-        return self.get("Response") is not None and self.get("Event") is None
+        return self.event is None and self.get("Response") is not None
 
     @property
     def output(self) -> tuple[str, ...]:
@@ -355,6 +362,11 @@ class AMIParser:
             message = new(cls)
             _set(message, "_lower", "\n" + lower if ascii_text else None)
             _set(message, "_text", lines)
+            # Asterisk writes "Event: <name>" first (astman_append_event_header): take the
+            # name now, as the first line it is what get("Event") would find.
+            if lines.startswith("Event: "):
+                end = lines.find("\n")
+                _set(message, "_event", lines[7:end] if end >= 0 else lines[7:])
             append(message)
         if rest.count("\n") > max_headers:
             raise RemoteProtocolError(f"message has more than {max_headers} headers")
@@ -535,6 +547,8 @@ class ActionCorrelator:
 
     def feed(self, message: AMIMessage) -> tuple[bool, ActionResult | None]:
         """Offer one message; return ``(consumed, finished_result_or_None)``."""
+        if not self._pending:
+            return False, None  # the usual case: a plain event with nothing waiting
         action_id = message.action_id
         if action_id is None:
             return False, None

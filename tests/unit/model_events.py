@@ -39,6 +39,10 @@ class Ev:
         wanted = name.lower()
         return tuple(value for key, value in self.headers if key.lower() == wanted)
 
+    @property
+    def event(self) -> str | None:
+        return self.get("Event")
+
     def to_bytes(self) -> bytes:
         """The event as Asterisk writes it: CRLF lines and a blank line."""
         body = "".join(f"{key}: {value}\r\n" for key, value in self.headers)

@@ -175,6 +175,24 @@ def test_response_versus_event() -> None:
     assert (booted.event, booted.response, booted.action_id) == ("FullyBooted", None, None)
 
 
+def test_event_name_is_the_first_event_header_wherever_it_stands() -> None:
+    """``event`` (taken by the parser from a leading "Event: " line) always equals
+    ``get("Event")``: first line, a lone line, a later line, another case, or none."""
+    found = messages(
+        crlf(
+            "Event: Newchannel\nUniqueid: 1\n\n"
+            "Event: Solo\n\n"
+            "Event:NoSpace\nX: 1\n\n"
+            "Privilege: call,all\nevent: Late\nEvent: Later\n\n"
+            "Response: Success\nActionID: 1\n\n"
+        )
+    )
+    assert [m.event for m in found] == ["Newchannel", "Solo", "NoSpace", "Late", None]
+    assert [m.event for m in found] == [m.get("Event") for m in found]
+    built = AMIMessage((("Privilege", "x"), ("EVENT", "Built")))
+    assert built.event == "Built"
+
+
 def test_originate_response_is_an_event() -> None:
     """OriginateResponse carries "Response:" but is an event (Event is checked first)."""
     [event] = messages(
