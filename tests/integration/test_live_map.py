@@ -106,8 +106,11 @@ async def test_conference_and_dialplan_sessions(driver: Driver, site: SpyService
 
     async def sessions() -> bool:
         _, snap = await get_live(site)
+        # The pre-dial handler sets the variable while 1001's phone still rings: wait for
+        # the answer too, or the session resolves (rightly) to "not on a call".
         return bool(agent_of(snap, "1003")["session_id"] == "9600001"
-                    and agent_of(snap, "1001")["session_id"] == "8600051")
+                    and agent_of(snap, "1001")["session_id"] == "8600051"
+                    and agent_of(snap, "1001")["status"] == "Talking")
 
     await until(sessions)
     found = site.live_map.resolve("9600001")
