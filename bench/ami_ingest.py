@@ -45,7 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.synthetic import UNKNOWN, channel_snapshot  # noqa: E402
+from bench.synthetic import UNKNOWN, channel_snapshot, queue_member_fields  # noqa: E402
 from fastagi_spy.model import LiveMap, ModelConfig  # noqa: E402
 from fastagi_spy.store.directory import AgentEntry, Directory  # noqa: E402
 from fastagi_spy.wire.ami import AMIBanner, AMIMessage, AMIParser  # noqa: E402
@@ -140,24 +140,9 @@ class Site:
     def member(
         self, number: str, paused: bool, status: int, in_call: bool
     ) -> list[tuple[str, str]]:
-        return [
-            ("Queue", "sales"),
-            ("MemberName", f"Agent {number}"),
-            ("Interface", f"PJSIP/{number}"),
-            ("StateInterface", f"PJSIP/{number}"),
-            ("Membership", "dynamic"),
-            ("Penalty", "0"),
-            ("CallsTaken", "3"),
-            ("LastCall", str(EPOCH)),
-            ("LastPause", "0"),
-            ("LoginTime", str(EPOCH)),
-            ("InCall", "1" if in_call else "0"),
-            ("Status", str(status)),
-            ("Paused", "1" if paused else "0"),
-            ("PausedReason", ""),
-            ("Ringinuse", "0"),
-            ("Wrapuptime", "0"),
-        ]
+        return queue_member_fields(
+            "sales", f"Agent {number}", f"PJSIP/{number}", login_time=EPOCH, calls_taken=3,
+            last_call=EPOCH, in_call=in_call, status=status, paused=paused)
 
     def bridge_fields(self, bridge: str, count: int) -> list[tuple[str, str]]:
         return [

@@ -1,5 +1,5 @@
-"""Synthetic AMI for benchmarks and tests: channel snapshots as Asterisk 22 prints them, and
-CoreShowChannel items of agents on bridged calls with customers."""
+"""Synthetic AMI for benchmarks and tests: channel snapshots and queue members as Asterisk 22
+prints them, and CoreShowChannel items of agents on bridged calls with customers."""
 
 from __future__ import annotations
 
@@ -71,6 +71,45 @@ def _item(channel: str, uniqueid: str, linkedid: str, bridge: str, context: str,
         ("BridgeId", bridge),
     ))
 
+
+def queue_member_fields(
+    queue: str,
+    member: str,
+    interface: str,
+    *,
+    login_time: int,
+    state_interface: str | None = None,
+    list_item: bool = False,
+    calls_taken: int = 0,
+    last_call: int = 0,
+    in_call: bool = False,
+    status: int = 1,
+    paused: bool = False,
+) -> list[tuple[str, str]]:
+    """The fields app_queue.c prints for one queue member: the QueueMember* events
+    (queue_member_blob_create) name it MemberName/Interface; a QueueStatus list item
+    (``list_item``) names it Name/Location and has no Ringinuse."""
+    name_key, interface_key = ("Name", "Location") if list_item else ("MemberName", "Interface")
+    pairs = [
+        ("Queue", queue),
+        (name_key, member),
+        (interface_key, interface),
+        ("StateInterface", state_interface or interface),
+        ("Membership", "dynamic"),
+        ("Penalty", "0"),
+        ("CallsTaken", str(calls_taken)),
+        ("LastCall", str(last_call)),
+        ("LastPause", "0"),
+        ("LoginTime", str(login_time)),
+        ("InCall", "1" if in_call else "0"),
+        ("Status", str(status)),
+        ("Paused", "1" if paused else "0"),
+        ("PausedReason", ""),
+    ]
+    if not list_item:
+        pairs.append(("Ringinuse", "0"))
+    pairs.append(("Wrapuptime", "0"))
+    return pairs
 
 def bridged_call_items(agents: Iterable[str]) -> list[AMIMessage]:
     """For each agent number N: PJSIP/N-xxxx bridged with a trunk leg that called in."""

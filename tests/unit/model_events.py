@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from bench.synthetic import UNKNOWN, channel_snapshot
+from bench.synthetic import UNKNOWN, channel_snapshot, queue_member_fields
 from fastagi_spy.model import ModelConfig
 from fastagi_spy.store.directory import AgentEntry, Directory
 
@@ -279,24 +279,9 @@ class Sim:
         in_call: bool = False,
     ) -> Ev:
         """QueueMemberAdded/Removed/Pause/Status as app_queue.c queue_member_blob_create."""
-        pairs = [
-            ("Queue", queue),
-            ("MemberName", member),
-            ("Interface", interface),
-            ("StateInterface", state_interface or interface),
-            ("Membership", "dynamic"),
-            ("Penalty", "0"),
-            ("CallsTaken", "0"),
-            ("LastCall", "0"),
-            ("LastPause", "0"),
-            ("LoginTime", str(self.epoch)),
-            ("InCall", "1" if in_call else "0"),
-            ("Status", str(status)),
-            ("Paused", "1" if paused else "0"),
-            ("PausedReason", ""),
-            ("Ringinuse", "0"),
-            ("Wrapuptime", "0"),
-        ]
+        pairs = queue_member_fields(
+            queue, member, interface, login_time=self.epoch, state_interface=state_interface,
+            in_call=in_call, status=status, paused=paused)
         return self.event(name, extra=pairs, privilege="agent,all")
 
     def queue_status_member(
@@ -309,23 +294,9 @@ class Sim:
         action_id: str = "resync-1",
     ) -> Ev:
         """A QueueStatus list item: Name/Location instead of MemberName/Interface."""
-        pairs = [
-            ("Queue", queue),
-            ("Name", member),
-            ("Location", location),
-            ("StateInterface", state_interface or location),
-            ("Membership", "dynamic"),
-            ("Penalty", "0"),
-            ("CallsTaken", "0"),
-            ("LastCall", "0"),
-            ("LastPause", "0"),
-            ("LoginTime", str(self.epoch)),
-            ("InCall", "0"),
-            ("Status", "1"),
-            ("Paused", "1" if paused else "0"),
-            ("PausedReason", ""),
-            ("Wrapuptime", "0"),
-        ]
+        pairs = queue_member_fields(
+            queue, member, location, login_time=self.epoch, state_interface=state_interface,
+            list_item=True, paused=paused)
         return Ev([("Event", "QueueMember"), ("ActionID", action_id), *pairs])
 
     def core_show_channel(
