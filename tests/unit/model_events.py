@@ -361,6 +361,26 @@ def config(**overrides: object) -> ModelConfig:
 # --- whole calls, each ending with every hangup (for interleaving tests) --------
 
 
+def answer_through_local(
+    sim: Sim, caller: Chan, one: Chan, two: Chan, phone: Chan, inner: str, outer: str
+) -> list[Ev]:
+    """``phone`` answers the call ``caller`` placed through the Local pair ``one``/``two``:
+    ;2 bridges with the phone (``inner``), then ;1 with the caller (``outer``)."""
+    return [
+        sim.newstate(phone, 6),
+        sim.dial_end(two, phone, "ANSWER"),
+        sim.newstate(two, 6),
+        sim.bridge_create(inner),
+        sim.bridge_enter(inner, two),
+        sim.bridge_enter(inner, phone),
+        sim.newstate(one, 6),
+        sim.dial_end(caller, one, "ANSWER"),
+        sim.bridge_create(outer),
+        sim.bridge_enter(outer, caller),
+        sim.bridge_enter(outer, one),
+    ]
+
+
 def incoming_via_local(sim: Sim, agent: str, answer: bool = True) -> list[Ev]:
     """Local/cN@customers dials Local/<agent>@agents/n, whose ;2 half dials PJSIP/<agent>."""
     c1, c2 = sim.local("c1@customers", cid=("5551000", "Customer One"))
@@ -381,18 +401,8 @@ def incoming_via_local(sim: Sim, agent: str, answer: bool = True) -> list[Ev]:
     ]
     if answer:
         inner, outer = sim.new_bridge(), sim.new_bridge()
+        events += answer_through_local(sim, c2, a1, a2, phone, inner, outer)
         events += [
-            sim.newstate(phone, 6),
-            sim.dial_end(a2, phone, "ANSWER"),
-            sim.newstate(a2, 6),
-            sim.bridge_create(inner),
-            sim.bridge_enter(inner, a2),
-            sim.bridge_enter(inner, phone),
-            sim.newstate(a1, 6),
-            sim.dial_end(c2, a1, "ANSWER"),
-            sim.bridge_create(outer),
-            sim.bridge_enter(outer, c2),
-            sim.bridge_enter(outer, a1),
             sim.newstate(c1, 6),
             sim.bridge_leave(outer, c2),
             sim.bridge_leave(outer, a1),

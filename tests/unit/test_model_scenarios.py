@@ -13,6 +13,7 @@ from fastagi_spy.store.directory import AgentEntry
 from tests.unit.model_events import (
     Ev,
     Sim,
+    answer_through_local,
     blind_transfer,
     config,
     directory,
@@ -71,23 +72,7 @@ def test_incoming_call_through_local_channels(state: ServerState, sim: Sim) -> N
     assert state.spy_target("1001").reason == "not_on_call"
 
     inner, outer = sim.new_bridge(), sim.new_bridge()
-    feed(
-        state,
-        [
-            sim.newstate(phone, 6),
-            sim.dial_end(a2, phone, "ANSWER"),
-            sim.newstate(a2, 6),
-            sim.bridge_create(inner),
-            sim.bridge_enter(inner, a2),
-            sim.bridge_enter(inner, phone),
-            sim.newstate(a1, 6),
-            sim.dial_end(c2, a1, "ANSWER"),
-            sim.bridge_create(outer),
-            sim.bridge_enter(outer, c2),
-            sim.bridge_enter(outer, a1),
-        ],
-        T0 + 4,
-    )
+    feed(state, answer_through_local(sim, c2, a1, a2, phone, inner, outer), T0 + 4)
     talking = agent(state, "1001", T0 + 16.5)
     assert talking["status"] == "Talking"
     assert talking["channel"] == "Local/1001@agents-00000003;1"
