@@ -61,43 +61,36 @@ class AMIBanner:
 class AMIMessage:
     """One response or event: ordered headers, repeats kept, names as sent.
 
-    Immutable.  Built either from ``headers`` (pairs) or, by the parser, from
-    the message's raw text; then nothing is split into headers until asked:
-    a busy Asterisk sends thousands of events a second and most readers look
-    at two or three headers of each (``get`` finds a header in the text).
-    Equality, hashing, copying and pickling depend on the headers only.
+    Immutable: every public attribute is a read-only property.  Built either
+    from ``headers`` (pairs) or, by the parser, as a window on the text of the
+    read it arrived in; then nothing is split into headers until asked: a busy
+    Asterisk sends thousands of events a second and most readers look at two
+    or three headers of each (``get`` finds a header in the text).  Equality,
+    hashing, copying and pickling depend on the headers only.
     """
 
-    __slots__ = ("_event", "_headers", "_index", "_lower", "_text")
+    __slots__ = ("_end", "_event", "_headers", "_index", "_lower", "_start", "_text")
 
     _headers: tuple[tuple[str, str], ...] | None
     # Lower-cased name -> first value, for messages built from pairs (or
     # non-ASCII text), built on first lookup.
     _index: dict[str, str] | None
-    # "\n" + the text lower-cased, built on first lookup (ASCII text only,
-    # where lower-casing keeps every offset).
-    _lower: str | None
+    # Parsed messages share one read's text, "\n" + complete lines each ended by
+    # LF; this message's lines lie between the LF at ``_start`` and the LF at
+    # ``_end``.  ``_lower`` is that text lower-cased, offsets unchanged, or None
+    # when lower-casing would move them (lookups then go through the index).
     _text: str | None
+    _lower: str | None
+    _start: int
+    _end: int
     # The Event header's value (None: none), once known: every layer reads it.
     _event: str | None
 
     def __init__(self, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        _set(self, "_headers", tuple(headers))
-        _set(self, "_index", None)
-        _set(self, "_lower", None)
-        _set(self, "_text", None)
-
-    @classmethod
-    def _parsed(cls, text: str, lower: str | None = None) -> AMIMessage:
-        """A message from its raw lines joined by LF; they were checked to be headers.
-
-        ``lower``, when given, is "\n" + the text lower-cased (ASCII text only).
-        """
-        message = _new(cls)
-        # _headers and _index stay unset (read as None) until first needed.
-        _set(message, "_lower", lower)
-        _set(message, "_text", text)
-        return message
+        self._headers = tuple(headers)
+        self._index = None
+        self._lower = None
+        self._text = None
 
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:
@@ -105,8 +98,9 @@ class AMIMessage:
         headers = getattr(self, "_headers", None)
         if headers is None:
             assert self._text is not None
-            headers = tuple(_header(line) for line in self._text.split("\n"))
-            _set(self, "_headers", headers)
+            lines = self._text[self._start + 1 : self._end].split("\n")
+            headers = tuple(_header(line[:-1] if line[-1:] == "\r" else line) for line in lines)
+            self._headers = headers
         return headers
 
     def _lookup(self) -> dict[str, str]:
@@ -115,68 +109,55 @@ class AMIMessage:
             # Reversed so the first occurrence wins: astman_get_header returns
             # the first match, and so do we.
             index = {name.lower(): value for name, value in reversed(self.headers)}
-            _set(self, "_index", index)
+            self._index = index
         return index
-
-    def _lowered(self) -> str | None:
-        """The searchable text, or None when lookups must go through the index."""
-        lower = self._lower
-        if lower is None:
-            text = self._text
-            if text is None or not text.isascii():
-                return None
-            lower = "\n" + text.lower()
-            _set(self, "_lower", lower)
-        return lower
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First value of header ``name`` (case-insensitive), else ``default``."""
         lower = self._lower
         if lower is None:
-            lower = self._lowered()
-            if lower is None:
-                return self._lookup().get(name.lower(), default)
-        entry = _ENTRIES.get(name)
-        if entry is None:
-            needle = _needle(name)
-            if needle is None:
-                return self._lookup().get(name.lower(), default)
-            entry = (needle, len(needle) - 1)
-            if len(_ENTRIES) < _MAX_NEEDLES:
-                _ENTRIES[name] = entry
-        needle, offset = entry
+            return self._lookup().get(name.lower(), default)
+        needle = _NEEDLES.get(name) or _needle(name)
+        if needle is None:
+            return self._lookup().get(name.lower(), default)
         # A line starting "<name>:" is a header of that name (a name ends at the
-        # first colon); a match at ``at`` in "\n" + lower text starts that line
-        # at ``at`` in the text, and its value after the colon and one space.
-        at = lower.find(needle)
+        # first colon): its LF, name and colon lie within this message's window.
+        at = lower.find(needle, self._start, self._end)
         if at < 0:
             return default
         text: str = self._text  # type: ignore[assignment]
-        start = at + offset
-        # Indexing, not startswith(" ", start): str methods taking offsets parse their
-        # arguments the slow way, and this runs several times for every event.
-        if start < len(text) and text[start] == " ":
+        start = at + len(needle)
+        # The value starts after the colon and one space; the window's last line
+        # is followed by an LF, so text[start] and the LF after it always exist.
+        if text[start] == " ":
             start += 1
         end = text.find("\n", start)
-        return text[start:] if end < 0 else text[start:end]
+        # One CR before the LF belongs to the line end (text[start - 1] is the
+        # colon or its space, so this never reaches back into the name).
+        if text[end - 1] == "\r":
+            end -= 1
+        return text[start:end]
 
     def get_all(self, name: str) -> tuple[str, ...]:
         """Every value of header ``name`` (case-insensitive), in order."""
-        lower = self._lowered()
+        lower = self._lower
         needle = _NEEDLES.get(name) or _needle(name)
         if lower is None or needle is None:
             wanted = name.lower()
             return tuple(value for key, value in self.headers if key.lower() == wanted)
         text: str = self._text  # type: ignore[assignment]
         values: list[str] = []
-        at = lower.find(needle)
+        end = self._end
+        at = lower.find(needle, self._start, end)
         while at >= 0:
-            start = at + len(needle) - 1
-            if text[start : start + 1] == " ":
+            start = at + len(needle)
+            if text[start] == " ":
                 start += 1
-            end = text.find("\n", start)
-            values.append(text[start:] if end < 0 else text[start:end])
-            at = lower.find(needle, at + 1)
+            value_end = text.find("\n", start)
+            at = lower.find(needle, value_end, end)
+            if text[value_end - 1] == "\r":
+                value_end -= 1
+            values.append(text[start:value_end])
         return tuple(values)
 
     def __contains__(self, name: object) -> bool:
@@ -189,7 +170,7 @@ class AMIMessage:
             return self._event
         except AttributeError:  # not set by the parser: look it up once
             name = self.get("Event")
-            _set(self, "_event", name)
+            self._event = name
             return name
 
     @property
@@ -236,17 +217,10 @@ class AMIMessage:
     def __repr__(self) -> str:
         return f"AMIMessage(headers={self.headers!r})"
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
-
     def __reduce__(self) -> tuple[type[AMIMessage], tuple[tuple[tuple[str, str], ...]]]:
         return (AMIMessage, (self.headers,))
 
 
-_set = object.__setattr__
 _new = object.__new__
 
 
@@ -262,8 +236,6 @@ def _header(line: str) -> tuple[str, str]:
 # come from code, so the cache stays small; it is capped all the same.
 _NEEDLES: dict[str, str] = {}
 _MAX_NEEDLES = 4096
-# Header name -> (its needle, the needle's length less the LF), for ``get``.
-_ENTRIES: dict[str, tuple[str, int]] = {}
 
 
 def _needle(name: str) -> str | None:
@@ -299,8 +271,9 @@ class AMIParser:
         self._lines = LineBuffer(max_line)
         self._max_headers = max_headers
         self._banner_seen = False
-        # Lines (each ended by LF) of the message still waiting for its blank line.
-        self._pending = ""
+        # "\n" + the lines (each ended by LF) of the message still waiting for its
+        # blank line.
+        self._pending = "\n"
         self._broken: RemoteProtocolError | None = None
 
     def feed(self, data: bytes) -> list[AMIEvent]:
@@ -314,90 +287,122 @@ class AMIParser:
             raise
 
     def _feed(self, data: bytes) -> list[AMIEvent]:
-        block = self._lines.feed_block(data)
-        if block is None:
+        raw = self._lines.feed_raw(data)
+        if raw is None:
             return []
         out: list[AMIEvent] = []
         if not self._banner_seen:
-            first, newline, block = block.partition(b"\n")
-            out.append(_parse_banner(first))
+            first, _, raw = raw.partition(b"\n")
+            out.append(_parse_banner(first[:-1] if first[-1:] == b"\r" else first))
             self._banner_seen = True
-            if not newline:
+            if not raw:
                 return out
         # LF never occurs inside a multi-byte UTF-8 sequence, so decoding all
         # complete lines in one go gives exactly the per-line decoding (bad bytes
         # become U+FFFD within their own line).  The partial tail stays
         # undecoded in the LineBuffer, so no character is split across chunks.
-        _check_lines(block)
-        text = block.decode("utf-8", "replace")
-        # Every complete line ends in LF here, so a blank line (the end of a
-        # message) shows as LF LF; what follows the last one is unfinished.
-        joined = self._pending + text + "\n"
-        parts = joined.split("\n\n")
-        rest = parts.pop().lstrip("\n")
+        # One text for the whole read: "\n", the unfinished lines carried over, then
+        # the new ones, each ended by LF, CRs kept (a reader drops one CR before the
+        # LF ending the line it reads).  Messages are windows on it, not copies.
+        text = self._pending + raw.decode("utf-8", "replace")
+        # Lookups search the lower-cased text at the same offsets: true for ASCII
+        # (the usual) and whenever no character changes length when lower-cased.
+        lower: str | None = text.lower()
+        if not text.isascii() and len(lower) != len(text):  # type: ignore[arg-type]
+            lower = None
+        # A blank line is "" or "\r".  Asterisk ends lines with CRLF; only a stream
+        # with bare-LF blank lines needs the second search per message.
+        bare_blank_lines = "\n\n" in text
         max_headers = self._max_headers
-        # ASCII text (the usual) is lower-cased for header lookups in one go:
-        # lower-casing keeps every offset, so its parts line up with ``parts``.
-        ascii_text = joined.isascii()
-        lowered = joined.lower().split("\n\n") if ascii_text else parts
+        find = text.find
+        size = len(text)
         new = _new
         cls = AMIMessage
         append = out.append
-        # ``lowered`` still holds the unfinished rest: zip stops before it.
-        for part, lowered_part in zip(parts, lowered, strict=False):
-            # Extra blank lines between messages (or before the first) leave
-            # empty parts or leading LFs.
-            if part[:1] == "\n":
-                lines = part.lstrip("\n")
-                lower = lowered_part[len(part) - len(lines) :]
-            else:
-                lines = part
-                lower = lowered_part
-            if not lines:
+        blank_lines = 0
+        # ``pos`` starts a line; text[pos - 1] is the LF before it.
+        pos = 1
+        while pos < size:
+            # Blank lines between messages (or before the first), beyond the one
+            # ending each message.
+            first = text[pos]
+            if first == "\n":
+                pos += 1
+                blank_lines += 1
                 continue
+            if first == "\r" and text[pos + 1] == "\n":  # text ends with LF: pos + 1 exists
+                pos += 2
+                blank_lines += 1
+                continue
+            # A message ends at its first blank line: ``end`` is the LF ending its last
+            # line, ``after`` the start of the line after the blank one.
+            end = find("\n\r\n", pos)
+            after = end + 3
+            if bare_blank_lines:
+                bare = find("\n\n", pos, end + 1 if end >= 0 else size)
+                if bare >= 0:
+                    end, after = bare, bare + 2
+            if end < 0:
+                break
+            blank_lines += 1
             # A message of max_headers lines is at least that many characters long: only
             # one that long needs its lines counted.
-            if len(lines) >= max_headers and lines.count("\n") >= max_headers:
+            if end - pos >= max_headers and text.count("\n", pos, end) >= max_headers:
                 raise RemoteProtocolError(f"message has more than {max_headers} headers")
             message = new(cls)
-            _set(message, "_lower", "\n" + lower if ascii_text else None)
-            _set(message, "_text", lines)
+            message._text = text
+            message._lower = lower
+            message._start = pos - 1
+            message._end = end
             # Asterisk writes "Event: <name>" first (astman_append_event_header): take the
             # name now, as the first line it is what get("Event") would find.
-            if lines.startswith("Event: "):
-                end = lines.find("\n")
-                _set(message, "_event", lines[7:end] if end >= 0 else lines[7:])
+            if text[pos : pos + 7] == "Event: ":
+                name_end = find("\n", pos)
+                if text[name_end - 1] == "\r":
+                    name_end -= 1
+                message._event = text[pos + 7 : name_end]
+            if lower is None:
+                # Lower-casing moved offsets: this message gets its own text.
+                own = text[pos - 1 : end + 1]
+                message._text = own
+                message._start = 0
+                message._end = end - pos + 1
+                if own.isascii():
+                    message._lower = own.lower()
             append(message)
-        if rest.count("\n") > max_headers:
+            pos = after
+        _check_lines(raw, blank_lines)
+        rest = text[pos - 1 :] if pos < size else "\n"
+        if rest.count("\n") > max_headers + 1:
             raise RemoteProtocolError(f"message has more than {max_headers} headers")
         self._pending = rest
         return out
 
 
-# bytes.translate tables: every byte but LF becomes "x"; every byte but LF and ":" goes.
-_LINE_MARKS = bytes(10 if byte == 10 else 120 for byte in range(256))
+# bytes.translate table: every byte but LF and ":" goes.
 _NOT_COLON_OR_LF = bytes(byte for byte in range(256) if byte not in (10, 58))
 
 
-def _check_lines(block: bytes) -> None:
-    """Every non-blank line must be a header: a non-empty name, then ":".
+def _check_lines(raw: bytes, blank_lines: int) -> None:
+    """Every line of ``raw`` but the ``blank_lines`` blank ones must be a header.
 
-    manager.c only ever writes "Name: value" lines (the value may hold more
-    colons, the name none).  Checked in C over a whole read: the non-blank
-    lines (those starting with anything but LF) must be exactly the lines
-    holding a colon (those whose first kept byte is ":" once all but ":" and LF
-    are dropped), and no line may start with ":".
+    A header line is a non-empty name, then ":" (manager.c only ever writes
+    "Name: value" lines; the value may hold more colons, the name none).
+    Checked in C over a whole read: with all but ":" and LF dropped, a line
+    holding a colon starts with one, so the lines holding one are counted in
+    a short string; they must be all the non-blank lines, and none may start
+    with ":".
     """
-    marks = block.translate(_LINE_MARKS)
-    colons = block.translate(None, _NOT_COLON_OR_LF)
-    non_blank = marks.count(b"\nx") + (marks[:1] == b"x")
+    colons = raw.translate(None, _NOT_COLON_OR_LF)
     with_colon = colons.count(b"\n:") + (colons[:1] == b":")
-    if non_blank != with_colon or block[:1] == b":" or b"\n:" in block:
-        bad = next(
-            line for line in block.split(b"\n") if line and (line[:1] == b":" or b":" not in line)
-        )
-        text = bad.decode("utf-8", "replace")
-        raise RemoteProtocolError(f"not a header line: {text[:80]!r}")
+    if with_colon != raw.count(b"\n") - blank_lines or raw[:1] == b":" or b"\n:" in raw:
+        for line in raw.split(b"\n"):
+            line = line[:-1] if line[-1:] == b"\r" else line
+            if line and (line[:1] == b":" or b":" not in line):
+                text = line.decode("utf-8", "replace")
+                raise RemoteProtocolError(f"not a header line: {text[:80]!r}")
+        # Unreachable while blank_lines counts raw's blank lines.
+        raise RemoteProtocolError("AMI lines and blank lines do not add up")
 
 
 def _parse_banner(raw: bytes) -> AMIBanner:

@@ -20,7 +20,7 @@ class LineBuffer:
     :class:`RemoteProtocolError`.
 
     All the work happens in C (``bytes.replace``/``split``/``rfind``); no Python
-    code runs per byte, and per line only in :meth:`feed`'s final split.
+    code runs per byte or per line.
     """
 
     __slots__ = ("_max_line", "_tail")
@@ -50,6 +50,25 @@ class LineBuffer:
         list, for callers that decode or split the lines in bulk.  Returns None
         (not ``b""``, which is one empty line) when no line was completed.
         """
+        raw = self.feed_raw(data)
+        if raw is None:
+            return None
+        block = raw[:-1]
+        # Replacing CRLF by LF drops exactly one CR before each LF ("a\r\r\n"
+        # keeps one CR), i.e. one trailing CR per line.
+        if b"\r" in block:
+            block = block.replace(b"\r\n", b"\n")
+            if block[-1:] == b"\r":
+                block = block[:-1]
+        return block
+
+    def feed_raw(self, data: bytes) -> bytes | None:
+        """Add ``data``; return the lines it completed as received, each ending in LF.
+
+        Carriage returns are left in place, for callers that look at the lines in
+        bulk and drop a line's CR only where they read it.  Returns None when no
+        line was completed.
+        """
         if not data:
             return None
         buf = self._tail + data if self._tail else bytes(data)
@@ -60,29 +79,28 @@ class LineBuffer:
             return None
         tail = buf[end + 1 :]
         self._check_tail(tail)
-        block = buf[:end]
-        # Replacing CRLF by LF drops exactly one CR before each LF ("a\r\r\n"
-        # keeps one CR), i.e. one trailing CR per line.  The tail has no LF, so
-        # a CR still waiting for its LF is left alone.
-        if b"\r" in block:
-            block = block.replace(b"\r\n", b"\n")
-            if block[-1:] == b"\r":
-                block = block[:-1]
-        if len(block) > self._max_line:
+        block = buf[: end + 1]
+        # A legal line takes at most max_line bytes, one CR and its LF.
+        if len(block) > self._max_line + 1:
             self._check_lines(block)
         self._tail = tail
         return block
 
     def _check_lines(self, block: bytes) -> None:
-        # From a line start, if no LF lies within the next max_line + 1 bytes
-        # and the block goes on, that line is too long.  Jumping to the LAST LF
-        # in the window keeps this at about len(block) / max_line iterations.
+        # From a line start, if no LF lies within the next max_line + 2 bytes
+        # (a full line, its CR and its LF) and the block goes on, that line is too
+        # long; so is one whose LF comes last in that window after no CR.  Jumping to
+        # the LAST LF in the window keeps this at about len(block) / max_line steps.
         limit = self._max_line
         size = len(block)
         pos = 0
-        while size - pos > limit:
-            newline = block.rfind(b"\n", pos, pos + limit + 1)
-            if newline < 0:
+        while size - pos > limit + 1:
+            newline = block.rfind(b"\n", pos, pos + limit + 2)
+            if newline < 0 or (
+                newline == pos + limit + 1
+                and block[newline - 1] != _CR
+                and block.find(b"\n", pos, newline) < 0
+            ):
                 raise RemoteProtocolError(f"line exceeds the {limit}-byte limit")
             pos = newline + 1
 

@@ -723,6 +723,38 @@ def test_line_buffer_block_distinguishes_empty_line_from_nothing() -> None:
     assert buffer.feed_block(b"x\r\ny\n\n") == b"x\ny\n"
 
 
+def test_line_buffer_raw_keeps_terminators() -> None:
+    """feed_raw returns None for no complete line, else the lines as sent, LF-ended."""
+    buffer = LineBuffer(max_line=10)
+    assert buffer.feed_raw(b"abc") is None
+    assert buffer.feed_raw(b"") is None
+    assert buffer.feed_raw(b"\r\n") == b"abc\r\n"
+    assert buffer.feed_raw(b"\n") == b"\n"
+    assert buffer.feed_raw(b"x\r\ny\n\nz") == b"x\r\ny\n\n"
+    assert buffer.pending == 1
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.sampled_from([b"a", b"abcd", b"\r", b"\n", b"\r\n"]), max_size=40),
+    st.lists(st.integers(min_value=0, max_value=10**6), max_size=20),
+)
+def test_line_buffer_raw_limit_matches_reference(pieces: list[bytes], cuts: list[int]) -> None:
+    """feed_raw refuses exactly the data holding a line over max_line (one CR not counted)."""
+    data = b"".join(pieces)
+    too_long = any(len(line) > 4 for line in reference_lines(data + b"\n"))
+    buffer = LineBuffer(max_line=4)
+    got = b""
+    try:
+        for chunk in split_at(data, cuts):
+            got += buffer.feed_raw(chunk) or b""
+    except RemoteProtocolError:
+        assert too_long
+    else:
+        assert not too_long or buffer.pending > 4
+        assert got == data[: data.rfind(b"\n") + 1]
+
+
 def test_line_buffer_limits() -> None:
     """Lines up to max_line pass (CR not counted); longer ones or tails raise."""
     buffer = LineBuffer(max_line=4)
