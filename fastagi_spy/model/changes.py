@@ -108,6 +108,10 @@ class Subscribers:
 
         return unsubscribe
 
+    def __bool__(self) -> bool:
+        """True while anybody is subscribed."""
+        return bool(self._callbacks)
+
     def publish(self, changes: Sequence[Change]) -> None:
         """Call every subscriber; one that raises does not stop the others.
 

@@ -44,7 +44,12 @@ class LiveMap:
         return self._servers[server].channel_names()
 
     def subscribe(self, callback: Callback) -> Callable[[], None]:
-        """Call ``callback(changes)`` after every non-empty change; returns unsubscribe."""
+        """Call ``callback(changes)`` after every non-empty change; returns unsubscribe.
+
+        What changed before this call is reported to the subscribers already there,
+        so the new one hears only what changes from now on.
+        """
+        self._report_waiting(None)
         return self._subscribers.subscribe(callback)
 
     def apply(self, server: str, event: EventLike, now: float) -> list[Change]:
@@ -57,6 +62,22 @@ class LiveMap:
         if changes:
             self._subscribers.publish(changes)
         return changes
+
+    def ingest(self, server: str, events: Iterable[EventLike], now: float) -> None:
+        """Apply one AMI read from ``server``: the server's own path.
+
+        With subscribers this is ``apply_many``.  Without, the changes are not worked
+        out after every read but when somebody asks: a snapshot, or a subscriber.
+        """
+        if self._subscribers:
+            self.apply_many(server, events, now)
+        else:
+            self._servers[server].apply_quietly(events, now)
+
+    def _report_waiting(self, now: float | None) -> None:
+        """Report what ``ingest`` left waiting, as of ``now`` (None: each server's last read)."""
+        for state in self._servers.values():
+            self._subscribers.publish(state.report_changes(state.last_applied if now is None else now))
 
     def resync(
         self,
@@ -78,6 +99,7 @@ class LiveMap:
 
     def snapshot(self, now: float) -> Payload:
         """Everything as JSON: {"servers": {name: {stale, agents, sessions, calls}}}."""
+        self._report_waiting(now)
         return {"servers": {name: state.snapshot(now) for name, state in self._servers.items()}}
 
     def resolve(self, target: str, server: str | None = None) -> Resolution:

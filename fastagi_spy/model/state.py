@@ -27,6 +27,9 @@ from fastagi_spy.store.directory import Directory
 
 __all__ = ["ServerState", "SpyTarget"]
 
+# Session ids (rooms come and go) that may wait unreported in apply_quietly.
+_MAX_WAITING_SESSIONS = 4096
+
 
 class SpyTarget:
     """What one server knows about spying on one agent (see LiveMap.resolve)."""
@@ -54,7 +57,7 @@ class ServerState:
     callers must not act on a stale server's channels.
     """
 
-    __slots__ = ("_tables", "config", "directory", "name", "stale", "stale_since")
+    __slots__ = ("_tables", "config", "directory", "last_applied", "name", "stale", "stale_since")
 
     def __init__(self, name: str, directory: Directory, config: ModelConfig) -> None:
         self.name = name
@@ -62,6 +65,8 @@ class ServerState:
         self.config = config
         self.stale = False
         self.stale_since: float | None = None
+        # When events were last applied (the time a quiet change is reported at).
+        self.last_applied = 0.0
         self._tables = Tables(directory, config)
         # Directory agents start logged in with allocated sessions: take that
         # as the baseline so the first event reports only real changes.
@@ -82,6 +87,18 @@ class ServerState:
         A burst read off the socket becomes one batch of changes, each thing's newest view:
         an agent who rang and answered within the burst is reported Talking, once.
         """
+        self.apply_quietly(events, now)
+        return self.report_changes(now)
+
+    def apply_quietly(self, events: Iterable[EventLike], now: float) -> None:
+        """Apply events in order, leaving what changed for the next ``report_changes``.
+
+        For when nobody follows the changes: working out each thing's view after
+        every read is most of what applying costs, and the next report gives the
+        same net change.  What waits is bounded by the live agents, calls and
+        sessions, and reported (to nobody) once too many sessions are waiting.
+        """
+        self.last_applied = now
         tables = self._tables
         handlers = HANDLERS
         for event in events:
@@ -92,6 +109,12 @@ class ServerState:
                 handler(tables, event, now)
             except Malformed:
                 tables.malformed += 1
+        if len(tables.touched_sessions) > _MAX_WAITING_SESSIONS:
+            self.report_changes(now)
+
+    def report_changes(self, now: float) -> list[Change]:
+        """Everything that changed since the last report, each thing's newest view once."""
+        tables = self._tables
         if tables.dirty_agents or tables.dirty_calls or tables.ended or tables.touched_sessions:
             return flush(self.name, tables, now)
         return []
@@ -191,7 +214,10 @@ class ServerState:
     # --- views ------------------------------------------------------------------
 
     def snapshot(self, now: float) -> Payload:
-        """This server as JSON: stale flag, agents, sessions and calls, sorted by key."""
+        """This server as JSON: stale flag, agents, sessions and calls, sorted by key.
+
+        Shows the views last reported: call ``report_changes`` first.
+        """
         tables = self._tables
         agents: list[Payload] = []
         for number in sorted(tables.agents):

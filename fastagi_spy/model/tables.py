@@ -376,7 +376,9 @@ class Tables:
             return
         del self.calls[call.linkedid]
         call.ended_at = now
-        self.ended[call.linkedid] = call
+        # Only a call somebody was told about needs its end reported.
+        if call.linkedid in self.emitted_calls:
+            self.ended[call.linkedid] = call
         self.dirty_calls.discard(call.linkedid)
 
     def _relink(self, channel: Channel, linkedid: str, now: float) -> None:

@@ -64,7 +64,7 @@ class LiveSync:
 
     def _apply(self, messages: list[AMIMessage]) -> None:
         if messages:
-            self.live_map.apply_many(self.server, messages, self.now())
+            self.live_map.ingest(self.server, messages, self.now())
             messages.clear()
 
     def resync(self, client: AMIClient) -> defer.Deferred[None]:

@@ -623,3 +623,63 @@ def test_an_agent_leg_in_a_dialler_context_is_the_agents_own_call(sim: Sim) -> N
     (call,) = calls(state)
     assert (call["direction"], call["customer_number"], call["agents"]) == (
         "outgoing", "", ["1001"])
+
+
+def test_without_subscribers_changes_wait_for_whoever_asks(sim: Sim) -> None:
+    """The server's path (ingest) works out no changes while nobody follows them: a
+    snapshot, or a subscriber, then sees exactly what apply_many would have shown."""
+    from tests.unit.model_events import incoming_trunk
+
+    events = incoming_trunk(sim, "1001")
+    talking, ended = events[:10], events[10:]
+    quiet = LiveMap(directory(), {SERVER: config()})
+    loud = LiveMap(directory(), {SERVER: config()})
+    quiet.ingest(SERVER, talking, T0)
+    loud.apply_many(SERVER, talking, T0)
+    assert quiet.snapshot(T0 + 5) == loud.snapshot(T0 + 5)
+    agents = quiet.snapshot(T0 + 5)["servers"][SERVER]["agents"]
+    assert [a["status"] for a in agents if a["number"] == "1001"] == ["Talking"]
+
+    # A subscriber hears what changes from when it subscribed, as apply_many reports it.
+    quiet.ingest(SERVER, ended[:1], T0 + 6)
+    heard: list[Change] = []
+    quiet.subscribe(heard.extend)
+    loud.apply_many(SERVER, ended[:1], T0 + 6)
+    assert heard == []
+    quiet.ingest(SERVER, ended[1:], T0 + 9)
+    expected = loud.apply_many(SERVER, ended[1:], T0 + 9)
+    assert [c.kind for c in expected] == [c.kind for c in heard]
+    assert expected == heard
+    assert quiet.snapshot(T0 + 10) == loud.snapshot(T0 + 10)
+
+
+def test_waiting_changes_stay_bounded_by_what_is_live(sim: Sim) -> None:
+    """Ingesting for hours with nobody asking keeps nothing for calls that came and went."""
+    state = ServerState(SERVER, directory(), config())
+    for _ in range(50):
+        state.apply_quietly(incoming_trunk_for("1001", sim), T0)
+        state.apply_quietly(conference_for("1002", sim), T0)
+    tables = state._tables
+    assert tables.ended == {}
+    assert tables.dirty_calls == set()
+    assert len(tables.dirty_agents) <= len(tables.agents)
+    assert len(tables.touched_sessions) <= len(tables.sessions) + 2
+    # The net change since the start is nil; then one call that is still up.
+    assert state.report_changes(T0) == []
+    state.apply_quietly(incoming_trunk_for("1001", sim)[:10], T0)
+    (change,) = [c for c in state.report_changes(T0) if c.kind == "agent"]
+    assert change.key == "1001" and change.value is not None
+    assert change.value["status"] == "Talking"
+    assert state.report_changes(T0) == []
+
+
+def incoming_trunk_for(number: str, sim: Sim) -> list[Ev]:
+    from tests.unit.model_events import incoming_trunk
+
+    return incoming_trunk(sim, number)
+
+
+def conference_for(number: str, sim: Sim) -> list[Ev]:
+    from tests.unit.model_events import conference
+
+    return conference(sim, number, "9600123")
