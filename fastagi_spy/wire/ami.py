@@ -305,19 +305,42 @@ class AMIParser:
         # the new ones, each ended by LF, CRs kept (a reader drops one CR before the
         # LF ending the line it reads).  Messages are windows on it, not copies.
         text = self._pending + raw.decode("utf-8", "replace")
+        lines, headers = _count_lines(raw)
+        # Asterisk ends every line with CRLF, so blank lines are "\r" lines: frame on
+        # those alone.  A blank line that is a bare LF would be counted a non-blank
+        # line without a colon; only then frame again, looking for both kinds.
         # Lookups search the lower-cased text at the same offsets: true for ASCII
         # (the usual) and whenever no character changes length when lower-cased.
         lower: str | None = text.lower()
         if not text.isascii() and len(lower) != len(text):  # type: ignore[arg-type]
             lower = None
-        # A blank line is "" or "\r".  Asterisk ends lines with CRLF; only a stream
-        # with bare-LF blank lines needs the second search per message.
-        bare_blank_lines = "\n\n" in text
+        try:
+            messages, rest, blank_lines = self._frame(text, lower, bare_blank_lines=False)
+            framed = headers == lines - blank_lines
+        except RemoteProtocolError:  # maybe two messages taken for one: frame again
+            framed = False
+        if not framed:
+            messages, rest, blank_lines = self._frame(text, lower, bare_blank_lines=True)
+            if headers != lines - blank_lines:
+                raise _not_a_header(raw)
+        if raw[:1] == b":" or b"\n:" in raw:  # a header needs a name
+            raise _not_a_header(raw)
+        if rest.count("\n") > self._max_headers + 1:
+            raise RemoteProtocolError(f"message has more than {self._max_headers} headers")
+        self._pending = rest
+        out.extend(messages)
+        return out
+
+    def _frame(
+        self, text: str, lower: str | None, bare_blank_lines: bool
+    ) -> tuple[list[AMIMessage], str, int]:
+        """The messages ``text`` completes, its unfinished rest, and its blank lines."""
         max_headers = self._max_headers
         find = text.find
         size = len(text)
         new = _new
         cls = AMIMessage
+        out: list[AMIMessage] = []
         append = out.append
         blank_lines = 0
         # ``pos`` starts a line; text[pos - 1] is the LF before it.
@@ -371,38 +394,34 @@ class AMIParser:
                     message._lower = own.lower()
             append(message)
             pos = after
-        _check_lines(raw, blank_lines)
-        rest = text[pos - 1 :] if pos < size else "\n"
-        if rest.count("\n") > max_headers + 1:
-            raise RemoteProtocolError(f"message has more than {max_headers} headers")
-        self._pending = rest
-        return out
+        return out, text[pos - 1 :] if pos < size else "\n", blank_lines
 
 
 # bytes.translate table: every byte but LF and ":" goes.
 _NOT_COLON_OR_LF = bytes(byte for byte in range(256) if byte not in (10, 58))
 
 
-def _check_lines(raw: bytes, blank_lines: int) -> None:
-    """Every line of ``raw`` but the ``blank_lines`` blank ones must be a header.
+def _count_lines(raw: bytes) -> tuple[int, int]:
+    """How many lines ``raw`` holds, and how many of them hold a colon.
 
-    A header line is a non-empty name, then ":" (manager.c only ever writes
-    "Name: value" lines; the value may hold more colons, the name none).
-    Checked in C over a whole read: with all but ":" and LF dropped, a line
-    holding a colon starts with one, so the lines holding one are counted in
-    a short string; they must be all the non-blank lines, and none may start
-    with ":".
+    In C over a whole read: with all but ":" and LF dropped, a line holding a
+    colon starts with one, and the string left is a fraction of the read.
+    Every line but the blank ones must hold a colon: manager.c only ever
+    writes "Name: value" lines (the value may hold more colons, the name none).
     """
     colons = raw.translate(None, _NOT_COLON_OR_LF)
-    with_colon = colons.count(b"\n:") + (colons[:1] == b":")
-    if with_colon != raw.count(b"\n") - blank_lines or raw[:1] == b":" or b"\n:" in raw:
-        for line in raw.split(b"\n"):
-            line = line[:-1] if line[-1:] == b"\r" else line
-            if line and (line[:1] == b":" or b":" not in line):
-                text = line.decode("utf-8", "replace")
-                raise RemoteProtocolError(f"not a header line: {text[:80]!r}")
-        # Unreachable while blank_lines counts raw's blank lines.
-        raise RemoteProtocolError("AMI lines and blank lines do not add up")
+    return colons.count(b"\n"), colons.count(b"\n:") + (colons[:1] == b":")
+
+
+def _not_a_header(raw: bytes) -> RemoteProtocolError:
+    """The error naming the first line of ``raw`` that is neither blank nor a header."""
+    for line in raw.split(b"\n"):
+        line = line[:-1] if line[-1:] == b"\r" else line
+        if line and (line[:1] == b":" or b":" not in line):
+            text = line.decode("utf-8", "replace")
+            return RemoteProtocolError(f"not a header line: {text[:80]!r}")
+    # Unreachable: callers found such a line by counting.
+    return RemoteProtocolError("AMI lines and blank lines do not add up")
 
 
 def _parse_banner(raw: bytes) -> AMIBanner:

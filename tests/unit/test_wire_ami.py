@@ -243,6 +243,16 @@ def test_bare_lf_accepted() -> None:
     assert out == [msg(("Event", "A"), ("X", "1")), msg(("Event", "B"), ("Y", "2"))]
 
 
+def test_bare_lf_blank_lines_frame_messages_under_a_tight_header_limit() -> None:
+    """Framing on CRLF blank lines first must not take two LF-framed messages for one
+    message over the header limit: each here is within it."""
+    parser = AMIParser(max_headers=3)
+    parser.feed(BANNER)
+    out = parser.feed(b"Event: A\nX: 1\n\nEvent: B\r\nY: 2\r\nZ: 3\r\n\r\n")
+    assert out == [msg(("Event", "A"), ("X", "1")), msg(("Event", "B"), ("Y", "2"), ("Z", "3"))]
+    assert [m.event for m in out] == ["A", "B"]
+
+
 def test_only_one_trailing_cr_removed() -> None:
     """A value ending in CR before the CRLF keeps that extra CR."""
     [event] = messages(b"Event: A\r\nX: 1\r\r\n\r\n")
