@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import FrozenInstanceError, dataclass
+from dataclasses import dataclass
 from typing import TypeAlias
 
 from fastagi_spy.wire.errors import LocalProtocolError, RemoteProtocolError
@@ -415,8 +415,8 @@ def _count_lines(raw: bytes) -> tuple[int, int]:
 
 def _not_a_header(raw: bytes) -> RemoteProtocolError:
     """The error naming the first line of ``raw`` that is neither blank nor a header."""
-    for line in raw.split(b"\n"):
-        line = line[:-1] if line[-1:] == b"\r" else line
+    for received in raw.split(b"\n"):
+        line = received[:-1] if received[-1:] == b"\r" else received
         if line and (line[:1] == b":" or b":" not in line):
             text = line.decode("utf-8", "replace")
             return RemoteProtocolError(f"not a header line: {text[:80]!r}")
