@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import FrozenInstanceError
-from typing import Literal, TypeAlias
+from typing import Literal, NamedTuple, TypeAlias
 
 __all__ = ["Change", "ChangeKind", "Lazy", "Payload", "Subscribers"]
 
@@ -23,53 +22,59 @@ class Lazy(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
 
-_set = object.__setattr__
+class _ChangeFields(NamedTuple):
+    server: str
+    kind: ChangeKind
+    key: str
+    # One-item list: the view, a Lazy still to build, or None; the list lets the
+    # built view replace the Lazy without the change itself being mutable.
+    cell: list[Payload | Lazy | None]
 
 
-class Change:
+class Change(_ChangeFields):
     """One agent, call, session or server whose public view changed.
 
     ``value`` is the new JSON-ready view, or None when the thing is gone.
     Subscribers share the dict: treat it as read-only.  Immutable; the model
-    builds ``value`` only when somebody reads it.
+    builds ``value`` only when somebody reads it.  A tuple underneath, so that
+    the model can make one in C, ``tuple.__new__(Change, (server, kind, key,
+    [value]))``: it makes one for every agent, call and session that changed in
+    every AMI read.
     """
 
-    __slots__ = ("_value", "key", "kind", "server")
+    __slots__ = ()
     __match_args__ = ("server", "kind", "key", "value")
 
-    server: str
-    kind: ChangeKind
-    key: str
-    _value: Payload | Lazy | None
-
-    def __init__(
-        self, server: str, kind: ChangeKind, key: str, value: Payload | Lazy | None
-    ) -> None:
-        _set(self, "server", server)
-        _set(self, "kind", kind)
-        _set(self, "key", key)
-        _set(self, "_value", value)
+    def __new__(
+        cls, server: str, kind: ChangeKind, key: str, value: Payload | Lazy | None
+    ) -> Change:
+        return _tuple_new(cls, (server, kind, key, [value]))
 
     @property
     def value(self) -> Payload | None:
         """The new JSON-ready view, or None when the thing is gone."""
-        value = self._value
+        cell = self.cell
+        value = cell[0]
         if type(value) is Lazy:
             build, *args = value
             value = build(*args)
-            _set(self, "_value", value)
+            cell[0] = value
         return value  # type: ignore[return-value]
 
-    def _fields(self) -> tuple[str, ChangeKind, str, Payload | None]:
+    def _resolved(self) -> tuple[str, ChangeKind, str, Payload | None]:
         return (self.server, self.kind, self.key, self.value)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._fields() == other._fields()
+        return self._resolved() == other._resolved()
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
 
     def __hash__(self) -> int:
-        return hash(self._fields())
+        return hash(self._resolved())
 
     def __repr__(self) -> str:
         return (
@@ -77,14 +82,11 @@ class Change:
             f"value={self.value!r})"
         )
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
-
     def __reduce__(self) -> tuple[type[Change], tuple[str, ChangeKind, str, Payload | None]]:
-        return (Change, self._fields())
+        return (Change, self._resolved())
+
+
+_tuple_new = tuple.__new__
 
 
 Callback: TypeAlias = Callable[[Sequence[Change]], None]

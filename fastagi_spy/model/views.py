@@ -360,7 +360,11 @@ def _ordered(keys: set[str]) -> list[str]:
 
 
 def flush(server: str, tables: Tables, now: float) -> list[Change]:
-    """Turn everything marked dirty into changes, and clear the marks."""
+    """Turn everything marked dirty into changes, and clear the marks.
+
+    The changes of every read are made as ``tuple.__new__(Change, (..., [payload]))``,
+    which is ``Change(...)`` without a Python frame.
+    """
     changes: list[Change] = []
     if tables.ended:
         for linkedid, ended in tables.ended.items():
@@ -396,7 +400,7 @@ def flush(server: str, tables: Tables, now: float) -> list[Change]:
                         now,
                     )
                 )
-                changes.append(Change(server, "agent", number, payload))
+                changes.append(_tuple_new(Change, (server, "agent", number, [payload])))
                 # A session points at the agent's live channel: follow it.
                 if view.session_id is not None and (
                     not isinstance(shown, AgentView)
@@ -414,9 +418,8 @@ def flush(server: str, tables: Tables, now: float) -> list[Change]:
             cview = call_view(tables, call)
             if tables.emitted_calls.get(linkedid) != cview:
                 tables.emitted_calls[linkedid] = cview
-                changes.append(
-                    Change(server, "call", linkedid, Lazy((call_payload, linkedid, cview, now)))
-                )
+                payload = Lazy((call_payload, linkedid, cview, now))
+                changes.append(_tuple_new(Change, (server, "call", linkedid, [payload])))
     if tables.touched_sessions:
         session_ids = _ordered(tables.touched_sessions)
         tables.touched_sessions.clear()
@@ -429,7 +432,6 @@ def flush(server: str, tables: Tables, now: float) -> list[Change]:
                 changes.append(Change(server, "session", session_id, None))
             else:
                 tables.emitted_sessions[session_id] = sview
-                changes.append(
-                    Change(server, "session", session_id, Lazy((session_payload, session_id, sview)))
-                )
+                payload = Lazy((session_payload, session_id, sview))
+                changes.append(_tuple_new(Change, (server, "session", session_id, [payload])))
     return changes
