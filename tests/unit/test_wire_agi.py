@@ -713,24 +713,22 @@ def test_line_buffer_matches_reference_under_any_split(
     assert buffer.pending == len(data) - (data.rfind(b"\n") + 1)
 
 
-def test_line_buffer_block_distinguishes_empty_line_from_nothing() -> None:
-    """feed_block returns None for no complete line and b"" for one empty line."""
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        # feed_block: the lines joined by LF, one CR each dropped; b"" is one empty line.
+        ("feed_block", [None, None, b"abc", b"", b"x\ny\n"]),
+        # feed_raw: the lines as sent, each ending in its LF.
+        ("feed_raw", [None, None, b"abc\r\n", b"\n", b"x\r\ny\n\n"]),
+    ],
+)
+def test_line_buffer_blocks_tell_no_line_from_an_empty_one(
+    method: str, expected: list[bytes | None]
+) -> None:
+    """Both block methods return None when no line was completed."""
     buffer = LineBuffer(max_line=10)
-    assert buffer.feed_block(b"abc") is None
-    assert buffer.feed_block(b"") is None
-    assert buffer.feed_block(b"\r\n") == b"abc"
-    assert buffer.feed_block(b"\n") == b""
-    assert buffer.feed_block(b"x\r\ny\n\n") == b"x\ny\n"
-
-
-def test_line_buffer_raw_keeps_terminators() -> None:
-    """feed_raw returns None for no complete line, else the lines as sent, LF-ended."""
-    buffer = LineBuffer(max_line=10)
-    assert buffer.feed_raw(b"abc") is None
-    assert buffer.feed_raw(b"") is None
-    assert buffer.feed_raw(b"\r\n") == b"abc\r\n"
-    assert buffer.feed_raw(b"\n") == b"\n"
-    assert buffer.feed_raw(b"x\r\ny\n\nz") == b"x\r\ny\n\n"
+    feed = getattr(buffer, method)
+    assert [feed(piece) for piece in (b"abc", b"", b"\r\n", b"\n", b"x\r\ny\n\nz")] == expected
     assert buffer.pending == 1
 
 
