@@ -268,6 +268,21 @@ def test_utf8_split_across_chunks() -> None:
     assert parser.feed(data[cut:]) == [msg(("Event", "Newcallerid"), ("CallerIDName", "Zoë Ünal"))]
 
 
+def test_a_name_that_lengthens_when_lower_cased_keeps_every_lookup_right() -> None:
+    """"İ" lower-cases to two characters, moving the offsets of a read's lower-cased text:
+    every message of that read, not only the one holding it, must still be read right."""
+    data = (
+        "Event: Newchannel\r\nUniqueid: 1.1\r\n\r\n"
+        "Event: NewCallerid\r\nCallerIDName: İSTANBUL İŞ\r\nUniqueid: 1.2\r\n\r\n"
+        "Event: Hangup\r\nuniqueid: 1.3\r\nCause: 16\r\n\r\n"
+    ).encode()
+    first, second, third = messages(data)
+    assert (first.event, first.get("UNIQUEID")) == ("Newchannel", "1.1")
+    assert (second.get("callerIDname"), second.get("Uniqueid")) == ("İSTANBUL İŞ", "1.2")
+    assert (third.event, third.get("Uniqueid"), third.get("cause")) == ("Hangup", "1.3", "16")
+    assert third.headers == (("Event", "Hangup"), ("uniqueid", "1.3"), ("Cause", "16"))
+
+
 def test_invalid_utf8_replaced() -> None:
     """Undecodable bytes become U+FFFD within their line instead of raising."""
     [event] = messages(b"Event: A\r\nName: \xff\xfeok\r\n\r\n")
