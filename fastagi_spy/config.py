@@ -62,6 +62,7 @@ class MapRules:
     trunk_prefixes: tuple[str, ...] = ()
     dialer_contexts: frozenset[str] = frozenset()
     dialer_prefixes: tuple[str, ...] = ()
+    dialer_dial_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ def _api_user(i: int, t: Mapping[str, Any]) -> ApiUser:
 
 def _map_rules(t: Mapping[str, Any]) -> MapRules:
     _only(t, "map.", {"session_range", "trunk_contexts", "trunk_prefixes", "dialer_contexts",
-                      "dialer_prefixes"})
+                      "dialer_prefixes", "dialer_dial_prefixes"})
     rng = _list(t, "map.session_range", int, default=[8600000, 8699999])
     _check(
         len(rng) == 2 and 1000000 <= rng[0] <= rng[1] <= 9999999,
@@ -219,6 +220,7 @@ def _map_rules(t: Mapping[str, Any]) -> MapRules:
         trunk_prefixes=_prefixes(t, "map.trunk_prefixes"),
         dialer_contexts=frozenset(_list(t, "map.dialer_contexts", str, default=[])),
         dialer_prefixes=_prefixes(t, "map.dialer_prefixes"),
+        dialer_dial_prefixes=_dial_prefixes(t, "map.dialer_dial_prefixes"),
     )
 
 
@@ -227,6 +229,14 @@ def _prefixes(t: Mapping[str, Any], key: str) -> tuple[str, ...]:
     for i, prefix in enumerate(prefixes):
         # An empty prefix would match every channel.
         _check(prefix != "", f"{key}[{i}]", "expected a channel-name prefix such as 'PJSIP/trunk-'")
+    return tuple(prefixes)
+
+
+def _dial_prefixes(t: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    prefixes = _list(t, key, str, default=[])
+    for i, prefix in enumerate(prefixes):
+        _check(prefix.isascii() and prefix.isdigit(), f"{key}[{i}]",
+               "expected the digits a dialler puts before every number, such as '9'")
     return tuple(prefixes)
 
 

@@ -65,6 +65,7 @@ def model_rules(config: Config) -> ModelConfig:
         customer_channel_prefixes=rules.trunk_prefixes,
         dialer_contexts=rules.dialer_contexts,
         dialer_channel_prefixes=rules.dialer_prefixes,
+        dialer_dial_prefixes=rules.dialer_dial_prefixes,
     )
 
 

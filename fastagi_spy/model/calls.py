@@ -79,6 +79,12 @@ def is_dialer_leg(config: ModelConfig, channel: Channel) -> bool:
     return channel.name.startswith(config.dialer_channel_prefixes)
 
 
-def dialer_number(channel: Channel) -> str:
-    """The number a dialler's leg was sent to dial: a Local leg's target, else its extension."""
-    return _local_target(channel)[0] or channel.exten
+def dialer_number(config: ModelConfig, channel: Channel) -> str:
+    """The number a dialler's leg was sent to dial: a Local leg's target, else its extension,
+    less the longest configured dial prefix it starts with (when digits remain after it)."""
+    number = _local_target(channel)[0] or channel.exten
+    cut = max(
+        (len(prefix) for prefix in config.dialer_dial_prefixes if number.startswith(prefix)),
+        default=0,
+    )
+    return number[cut:] if len(number) > cut else number

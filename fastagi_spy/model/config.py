@@ -20,7 +20,8 @@ class ModelConfig:
     when a dialler placed it: the leg was originated in one of ``dialer_contexts``
     (for a Local channel, the context in its name counts too) or its name starts
     with one of ``dialer_channel_prefixes``; its customer is the number that leg
-    was sent to dial.  ``directory_agents_logged_in`` treats every directory agent
+    was sent to dial, less the longest of ``dialer_dial_prefixes`` it starts with
+    (VICIdial's campaign dial prefix, such as "9" or "91").  ``directory_agents_logged_in`` treats every directory agent
     as logged in; turn it off when queue or agent-pool logins are the truth.
     ``tombstones`` is how many hung-up uniqueids are remembered so that a late
     event for one cannot resurrect it.
@@ -31,6 +32,7 @@ class ModelConfig:
     customer_channel_prefixes: tuple[str, ...] = ()
     dialer_contexts: frozenset[str] = frozenset()
     dialer_channel_prefixes: tuple[str, ...] = ()
+    dialer_dial_prefixes: tuple[str, ...] = ()
     directory_agents_logged_in: bool = True
     tombstones: int = 4096
 
@@ -42,5 +44,7 @@ class ModelConfig:
             if any(not prefix for prefix in getattr(self, key)):
                 # An empty prefix would match every leg.
                 raise ValueError(f"{key} may not contain an empty prefix")
+        if any(not prefix.isdigit() or not prefix.isascii() for prefix in self.dialer_dial_prefixes):
+            raise ValueError("dialer_dial_prefixes must be digits, such as '9' or '91'")
         if self.tombstones < 1:
             raise ValueError("tombstones must be positive")

@@ -405,7 +405,7 @@ class Tables:
             # Started neither by a marked customer leg nor by an agent (another
             # phone, an IVR): from the agent's side it is a call coming in.
             call.direction = "incoming"
-        call.dialed = dialer_number(leg) if call.dialer else leg.exten
+        call.dialed = dialer_number(self.config, leg) if call.dialer else leg.exten
         self._set_customer(call, leg)
 
     def _set_customer(self, call: Call, leg: Channel) -> None:

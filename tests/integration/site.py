@@ -47,6 +47,7 @@ ping_interval = 5
 [map]
 trunk_contexts = ["fsp-customers", "fsp-handsets"]
 dialer_contexts = ["fsp-dialer"]
+dialer_dial_prefixes = ["9"]
 
 [security]
 pin_cost = "cheap"

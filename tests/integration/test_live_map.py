@@ -163,6 +163,31 @@ async def test_a_dialler_call_into_an_agents_room_is_outgoing_to_the_number_dial
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_dialler_s_dial_prefix_is_not_shown_as_part_of_the_customer_number(
+        driver: Driver, site: SpyService) -> None:
+    """The campaign dials 9 before every number (Local/95559876@fsp-dialer); with
+    [map] dialer_dial_prefixes = ["9"], /api/live shows the customer as 5559876."""
+    await driver.originate("Local/1003@fsp-agents/n", "fsp-handsets", "customer",
+                           variables={"FSP_CONF": "9600001"}, caller_id="Agent <1003>")
+    mark = driver.mark()
+    await driver.originate("Local/95559876@fsp-dialer/n", "fsp-conf", "9600001",
+                           caller_id="V1121135220000054321 <3125550000>")
+    await driver.wait_for(
+        lambda m: m.event == "ConfbridgeJoin"
+        and (m.get("Channel") or "").startswith("Local/95559876@fsp-dialer-"),
+        since=mark, what="the dialled customer joining the agent's room")
+
+    async def dialled() -> bool:
+        _, snap = await get_live(site)
+        call = agent_of(snap, "1003")["call"] or {}
+        return bool(agent_of(snap, "1003")["status"] == "Talking"
+                    and (call.get("direction"), call.get("customer_number")) == (
+                        "outgoing", "5559876"))
+
+    await until(dialled, timeout=3)
+
+
+@pytest_twisted.ensureDeferred
 async def test_queue_member_paused_mid_call(driver: Driver, site: SpyService) -> None:
     """A queue member who answers a queue call is Talking; paused mid-call, Paused."""
     await driver.action("QueueAdd", [("Queue", "fsp-sales"), ("Interface", "Local/1002@fsp-agents/n"),

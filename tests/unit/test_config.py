@@ -58,6 +58,9 @@ def test_minimal_config_gets_loopback_defaults(tmp_path: Path) -> None:
     (lambda t: t + '\n[map]\ntrunk_prefixes = ["PJSIP/trunk-", ""]\n', "map.trunk_prefixes[1]"),
     (lambda t: t + '\n[map]\ndialer_prefixes = [""]\n', "map.dialer_prefixes[0]"),
     (lambda t: t + '\n[map]\ndialer_contexts = "default"\n', "map.dialer_contexts"),
+    (lambda t: t + '\n[map]\ndialer_dial_prefixes = ["9", "9a"]\n', "map.dialer_dial_prefixes[1]"),
+    (lambda t: t + '\n[map]\ndialer_dial_prefixes = [""]\n', "map.dialer_dial_prefixes[0]"),
+    (lambda t: t + '\n[map]\ndialer_dial_prefixes = [9]\n', "map.dialer_dial_prefixes"),
     (lambda t: t + '\n[security]\nlockout_failures = 0\n', "security.lockout_failures"),
     (lambda t: t + '\n[security]\nnotice = "beep,B"\n', "security.notice"),
     (lambda t: t.replace("[[asterisk]]", 'agi_listen = "tcpx:1"\n[[asterisk]]'), "server.agi_listen"),
@@ -104,7 +107,11 @@ def test_dialler_rules_reach_the_live_map(tmp_path: Path) -> None:
     """[map] dialer_contexts / dialer_prefixes become the model's dialler rules."""
     from fastagi_spy.service import model_rules
 
-    text = MINIMAL + '\n[map]\ndialer_contexts = ["default"]\ndialer_prefixes = ["PJSIP/dialer-"]\n'
+    text = MINIMAL + (
+        '\n[map]\ndialer_contexts = ["default"]\ndialer_prefixes = ["PJSIP/dialer-"]\n'
+        'dialer_dial_prefixes = ["9", "91"]\n'
+    )
     rules = model_rules(load(write(tmp_path, text)))
     assert rules.dialer_contexts == frozenset({"default"})
     assert rules.dialer_channel_prefixes == ("PJSIP/dialer-",)
+    assert rules.dialer_dial_prefixes == ("9", "91")

@@ -597,6 +597,37 @@ def test_a_dialler_call_rebuilt_by_resync_is_still_outgoing_to_the_number_dialle
         "outgoing", "5551000", "ACME Ltd")
 
 
+@pytest.mark.parametrize(
+    ("dialled", "shown"),
+    [
+        ("95551000", "5551000"),  # the campaign's "9" taken off
+        ("9145551000", "45551000"),  # the longest prefix that fits: "91"
+        ("5551000", "5551000"),  # a number without the prefix stays whole
+        ("91", "91"),  # nothing would be left: keep it
+    ],
+)
+def test_a_dialler_s_dial_prefix_is_not_part_of_the_customer_number(
+    sim: Sim, dialled: str, shown: str
+) -> None:
+    """VICIdial dials Local/<dial prefix><number>@<context>: the customer is the number."""
+    rules = config(dialer_contexts=frozenset({"dialer"}), dialer_dial_prefixes=("9", "91"))
+    state = ServerState(SERVER, directory(), rules)
+    dialer, _ = sim.local(f"{dialled}@dialer", cid=("3125550000", "V1121135220000012345"))
+    phone = sim.chan("PJSIP/1001", state=6, context="vicidial", exten="9600001")
+    dialer.state, dialer.context, dialer.exten = 6, "vicidial", "9600001"
+    state.resync([
+        sim.core_show_channel(phone, "", "ConfBridge", "9600001,vici_agent_bridge", "01:00:00"),
+        sim.core_show_channel(dialer, "", "ConfBridge", "9600001,vici_agent_bridge", "00:00:30"),
+    ], [], T0)
+    call = agent(state, "1001")["call"]
+    assert (call["direction"], call["customer_number"]) == ("outgoing", shown)
+
+
+def test_dial_prefixes_are_digits() -> None:
+    with pytest.raises(ValueError, match="dialer_dial_prefixes"):
+        ModelConfig(dialer_dial_prefixes=("9", "*9"))
+
+
 def test_a_dialler_leg_on_a_trunk_takes_its_customer_from_the_far_end(sim: Sim) -> None:
     """A dialler originating on a trunk endpoint (PJSIP/dialer-...): no number in the name or
     the extension, so the customer is the connected line once the far end reports it, never
