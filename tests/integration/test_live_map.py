@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,32 +121,41 @@ async def test_conference_and_dialplan_sessions(driver: Driver, site: SpyService
     assert (found.channel or "").startswith("Local/1001@fsp-agents-")
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_dialler_call_into_an_agents_room_is_outgoing_to_the_number_dialled(
-        driver: Driver, site: SpyService) -> None:
+async def dialler_call_into_room(driver: Driver, dialled: str) -> float:
     """VICIdial's outbound topology: agent 1003 waits in ConfBridge room 9600001; a dialler
-    originates Local/5551234@fsp-dialer (a [map] dialer_contexts entry) with the campaign's
-    caller id and sends the answered leg into the room. /api/live shows the agent Talking on
-    an outgoing call to 5551234, within 1 s, and still so after an AMI cut and resync."""
+    originates Local/<dialled>@fsp-dialer (a [map] dialer_contexts entry) with the campaign's
+    caller id and sends the answered leg into the room.  Returns when that leg joined."""
     await driver.originate("Local/1003@fsp-agents/n", "fsp-handsets", "customer",
                            variables={"FSP_CONF": "9600001"}, caller_id="Agent <1003>")
     mark = driver.mark()
-    await driver.originate("Local/5551234@fsp-dialer/n", "fsp-conf", "9600001",
+    await driver.originate(f"Local/{dialled}@fsp-dialer/n", "fsp-conf", "9600001",
                            caller_id="V1121135220000012345 <3125550000>")
     await driver.wait_for(
         lambda m: m.event == "ConfbridgeJoin"
-        and (m.get("Channel") or "").startswith("Local/5551234@fsp-dialer-"),
+        and (m.get("Channel") or "").startswith(f"Local/{dialled}@fsp-dialer-"),
         since=mark, what="the dialled customer joining the agent's room")
-    seen_at = time.monotonic()
+    return time.monotonic()
 
-    async def dialled() -> bool:
+
+def talking_out_to(site: SpyService, number: str) -> Callable[[], Awaitable[bool]]:
+    """True once /api/live shows agent 1003 Talking on an outgoing call to ``number``."""
+    async def shown() -> bool:
         _, snap = await get_live(site)
         call = agent_of(snap, "1003")["call"] or {}
         return bool(agent_of(snap, "1003")["status"] == "Talking"
                     and (call.get("direction"), call.get("customer_number")) == (
-                        "outgoing", "5551234"))
+                        "outgoing", number))
 
-    await until(dialled, timeout=3)
+    return shown
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dialler_call_into_an_agents_room_is_outgoing_to_the_number_dialled(
+        driver: Driver, site: SpyService) -> None:
+    """/api/live shows agent 1003 Talking on an outgoing call to the number the dialler
+    dialled (5551234), within 1 s, and still so after an AMI cut and resync."""
+    seen_at = await dialler_call_into_room(driver, "5551234")
+    await until(talking_out_to(site, "5551234"), timeout=3)
     lag = time.monotonic() - seen_at
     assert lag < 1.0, f"/api/live lagged {lag:.3f}s behind ConfbridgeJoin"
     _, snap = await get_live(site)
@@ -167,24 +177,8 @@ async def test_a_dialler_s_dial_prefix_is_not_shown_as_part_of_the_customer_numb
         driver: Driver, site: SpyService) -> None:
     """The campaign dials 9 before every number (Local/95559876@fsp-dialer); with
     [map] dialer_dial_prefixes = ["9"], /api/live shows the customer as 5559876."""
-    await driver.originate("Local/1003@fsp-agents/n", "fsp-handsets", "customer",
-                           variables={"FSP_CONF": "9600001"}, caller_id="Agent <1003>")
-    mark = driver.mark()
-    await driver.originate("Local/95559876@fsp-dialer/n", "fsp-conf", "9600001",
-                           caller_id="V1121135220000054321 <3125550000>")
-    await driver.wait_for(
-        lambda m: m.event == "ConfbridgeJoin"
-        and (m.get("Channel") or "").startswith("Local/95559876@fsp-dialer-"),
-        since=mark, what="the dialled customer joining the agent's room")
-
-    async def dialled() -> bool:
-        _, snap = await get_live(site)
-        call = agent_of(snap, "1003")["call"] or {}
-        return bool(agent_of(snap, "1003")["status"] == "Talking"
-                    and (call.get("direction"), call.get("customer_number")) == (
-                        "outgoing", "5559876"))
-
-    await until(dialled, timeout=3)
+    await dialler_call_into_room(driver, "95559876")
+    await until(talking_out_to(site, "5559876"), timeout=3)
 
 
 @pytest_twisted.ensureDeferred
