@@ -17,6 +17,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer, task, threads
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from fastagi_spy.config import Config
@@ -24,7 +25,7 @@ from fastagi_spy.model import LiveMap, ModelConfig
 from fastagi_spy.net.ami import AMIClient, AMICredentials
 from fastagi_spy.net.fairness import bound_io_per_iteration
 from fastagi_spy.net.fastagi import AGISession, FastAGIFactory
-from fastagi_spy.net.hashworker import HashWorker
+from fastagi_spy.net.hashworker import HashWorker, HashWorkerStopped
 from fastagi_spy.net.livesync import LiveSync
 from fastagi_spy.store.audit import AuditLog
 from fastagi_spy.store.database import Database
@@ -161,8 +162,7 @@ class SpyService(MultiService):
     def startService(self) -> None:
         if not bound_io_per_iteration(self.reactor):
             log.info("Reactor is not epoll based: I/O per iteration left unbounded")
-        self.hash_worker.start().addErrback(
-            lambda f: log.failure("PIN hash worker did not start; retrying with backoff", f))
+        self.hash_worker.start().addErrback(_hash_worker_not_started)
         self.checkpoints.start(CHECKPOINT_EVERY, now=False)
         freeze_startup_garbage()
         closed = self.stores.audit.close_interrupted(self.now())
@@ -184,6 +184,12 @@ class SpyService(MultiService):
             self.stores.db.close()
 
         return defer.ensureDeferred(stop())
+
+
+def _hash_worker_not_started(failure: Failure) -> None:
+    # Stopped before it was ready (the server stopping as it starts): not a failure.
+    if not failure.check(HashWorkerStopped):
+        log.failure("PIN hash worker did not start; retrying with backoff", failure)
 
 
 def freeze_startup_garbage() -> None:

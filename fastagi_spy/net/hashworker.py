@@ -38,6 +38,10 @@ class HashWorkerGone(Exception):
     """The worker process exited; pending PIN checks fail (the caller hears a refusal)."""
 
 
+class HashWorkerStopped(HashWorkerGone):
+    """The worker ended before it was ready because we stopped it: nothing went wrong."""
+
+
 class _WorkerProtocol(ProcessProtocol):
     log = Logger()
 
@@ -63,7 +67,11 @@ class _WorkerProtocol(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         if not self.ready.called:
-            self.ready.errback(HashWorkerGone(f"the PIN hash worker did not start: {reason.value}"))
+            if self.owner.stopping:
+                self.ready.errback(HashWorkerStopped("the PIN hash worker was stopped"))
+            else:
+                self.ready.errback(
+                    HashWorkerGone(f"the PIN hash worker did not start: {reason.value}"))
         self.owner.ended(self)
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from fastagi_spy.net.hashworker import HashWorker, HashWorkerGone
+from fastagi_spy.net.hashworker import HashWorker, HashWorkerGone, HashWorkerStopped
 from fastagi_spy.store.pins import PinHasher
 
 PEPPER = b"unit-test-pepper-0123456789"
@@ -70,3 +70,25 @@ async def test_a_worker_that_cannot_start_is_retried_with_backoff_not_in_a_loop(
     tries = worker.failed_starts
     await task.deferLater(reactor, 2.5, lambda: None)
     assert worker.failed_starts == tries
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_worker_stopped_before_it_is_ready_is_not_a_failure() -> None:
+    """The server stopping as it starts ends a worker that was not ready yet: its start fails
+    with HashWorkerStopped (the server logs nothing), not a 'did not start' HashWorkerGone;
+    and it is not restarted."""
+    slow = (sys.executable, "-c", "import sys, time; sys.stdin.readline(); time.sleep(0.3)")
+    worker = HashWorker(reactor, PEPPER, "cheap", argv=slow)
+    started = worker.start()
+    worker.stop()
+    try:
+        await started
+    except HashWorkerStopped:
+        outcome = "stopped"
+    except HashWorkerGone:
+        outcome = "gone"
+    else:
+        outcome = "ready"
+    assert outcome == "stopped"
+    await task.deferLater(reactor, 0.8, lambda: None)
+    assert worker.protocol is None and worker.failed_starts == 0
