@@ -1,7 +1,8 @@
 """``fastagi-spy demo``: the whole product end to end on a real Asterisk 22 sandbox.
 
 Boots Asterisk with the bundle, starts our server against it, puts simulated agents on calls
-with Local channels, then has supervisor 2001 dial *2221001 and type the PIN by SendDTMF, so
+with Local channels (two incoming calls, and a dialler's outgoing call into agent 1003's
+ConfBridge room), then has supervisor 2001 dial *2221001 and type the PIN by SendDTMF, so
 you can watch a real ChanSpy start, the live map, and the audit record it leaves.
 """
 
@@ -42,6 +43,8 @@ ami_secret = "change-me-fastagi-spy"
 
 [map]
 trunk_contexts = ["fsp-customers", "fsp-handsets"]
+dialer_contexts = ["fsp-dialer"]
+dialer_dial_prefixes = ["9"]
 
 [security]
 notice = ""
@@ -57,6 +60,7 @@ devices = ["Local/{SUPERVISOR}@fsp-phones"]
 [customers]
 "5551234" = "ACME Corp"
 "5559876" = "Globex"
+"5553000" = "Initech"
 
 [[api_users]]
 user = "{API_USER}"
@@ -126,6 +130,12 @@ async def _scenario(reactor: Any, sandbox: AsteriskSandbox, config_path: Path, h
         for agent, caller in (("1001", "ACME Corp <5551234>"), ("1002", "Globex <5559876>")):
             await driver.originate(f"Local/{agent}@fsp-customers/n", "fsp-handsets",
                                    "customer", caller_id=caller)
+        # Agent 1003 works the VICIdial way: in ConfBridge room 9600001 (its session), where
+        # the auto-dialler sends the customer it reached by dialling 9 + 5553000.
+        await driver.originate("Local/1003@fsp-agents/n", "fsp-handsets", "customer",
+                               variables={"FSP_CONF": "9600001"}, caller_id="Carol <1003>")
+        await driver.originate("Local/95553000@fsp-dialer/n", "fsp-conf", "9600001",
+                               caller_id="V1121135220000012345 <3125550000>")
         await sleep(2)
         _banner(config_path, http_port)
         print("Supervisor 2001 now dials *2221001 (listen to agent 1001) and types PIN 1234 ...")
