@@ -72,8 +72,8 @@ class AMIMessage:
     __slots__ = ("_end", "_event", "_headers", "_index", "_lower", "_start", "_text")
 
     _headers: tuple[tuple[str, str], ...] | None
-    # Lower-cased name -> first value, for messages built from pairs (or
-    # non-ASCII text), built on first lookup.
+    # Lower-cased name -> first value, for messages built from pairs (or from
+    # text that lower-casing would lengthen), built on first lookup.
     _index: dict[str, str] | None
     # Parsed messages share one read's text, "\n" + complete lines each ended by
     # LF; this message's lines lie between the LF at ``_start`` and the LF at
