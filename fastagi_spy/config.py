@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -217,27 +217,32 @@ def _map_rules(t: Mapping[str, Any]) -> MapRules:
     return MapRules(
         session_range=(rng[0], rng[1]),
         trunk_contexts=frozenset(_list(t, "map.trunk_contexts", str, default=[])),
-        trunk_prefixes=_prefixes(t, "map.trunk_prefixes"),
+        trunk_prefixes=_strings(t, "map.trunk_prefixes", bool, _PREFIX_EXPECTED),
         dialer_contexts=frozenset(_list(t, "map.dialer_contexts", str, default=[])),
-        dialer_prefixes=_prefixes(t, "map.dialer_prefixes"),
-        dialer_dial_prefixes=_dial_prefixes(t, "map.dialer_dial_prefixes"),
+        dialer_prefixes=_strings(t, "map.dialer_prefixes", bool, _PREFIX_EXPECTED),
+        dialer_dial_prefixes=_strings(
+            t, "map.dialer_dial_prefixes", _is_dial_prefix,
+            "expected the digits a dialler puts before every number, such as '9'"),
     )
 
 
-def _prefixes(t: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    prefixes = _list(t, key, str, default=[])
-    for i, prefix in enumerate(prefixes):
-        # An empty prefix would match every channel.
-        _check(prefix != "", f"{key}[{i}]", "expected a channel-name prefix such as 'PJSIP/trunk-'")
-    return tuple(prefixes)
+# A channel-name prefix must not be empty: it would match every channel.
+_PREFIX_EXPECTED = "expected a channel-name prefix such as 'PJSIP/trunk-'"
 
 
-def _dial_prefixes(t: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    prefixes = _list(t, key, str, default=[])
-    for i, prefix in enumerate(prefixes):
-        _check(prefix.isascii() and prefix.isdigit(), f"{key}[{i}]",
-               "expected the digits a dialler puts before every number, such as '9'")
-    return tuple(prefixes)
+def _is_dial_prefix(prefix: str) -> bool:
+    return prefix.isascii() and prefix.isdigit()
+
+
+def _strings(
+    t: Mapping[str, Any], key: str, valid: Callable[[str], object], expected: str
+) -> tuple[str, ...]:
+    """The list of strings at ``key``, each passing ``valid``; ``expected`` (where "{!r}"
+    stands for the item) names what a bad one should have been."""
+    items = _list(t, key, str, default=[])
+    for i, item in enumerate(items):
+        _check(valid(item), f"{key}[{i}]", expected.format(item))
+    return tuple(items)
 
 
 def _security(t: Mapping[str, Any]) -> SecurityRules:
@@ -332,11 +337,8 @@ def _list(t: Mapping[str, Any], key: str, kind: type[T], default: list[T]) -> li
 
 
 def _devices(t: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    devices = _list(t, key + "devices", str, default=[])
-    for j, device in enumerate(devices):
-        _check(DEVICE.match(device), f"{key}devices[{j}]",
-               f"expected a device such as 'PJSIP/1001', got {device!r}")
-    return tuple(devices)
+    return _strings(
+        t, key + "devices", DEVICE.match, "expected a device such as 'PJSIP/1001', got {!r}")
 
 
 def _table(t: Mapping[str, Any], key: str) -> Mapping[str, Any]:
