@@ -21,8 +21,9 @@ class ModelConfig:
     (for a Local channel, the context in its name counts too) or its name starts
     with one of ``dialer_channel_prefixes``; its customer is the number that leg
     was sent to dial, less the longest of ``dialer_dial_prefixes`` it starts with
-    (VICIdial's campaign dial prefix, such as "9" or "91").  ``directory_agents_logged_in`` treats every directory agent
-    as logged in; turn it off when queue or agent-pool logins are the truth.
+    (VICIdial's campaign dial prefix, such as "9" or "91").
+    ``directory_agents_logged_in`` treats every directory agent as logged in;
+    turn it off when queue or agent-pool logins are the truth.
     ``tombstones`` is how many hung-up uniqueids are remembered so that a late
     event for one cannot resurrect it.
     """
