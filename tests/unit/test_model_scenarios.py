@@ -15,8 +15,10 @@ from tests.unit.model_events import (
     Sim,
     answer_through_local,
     blind_transfer,
+    conference,
     config,
     directory,
+    incoming_trunk,
     outgoing,
 )
 
@@ -559,8 +561,6 @@ def test_directory_customer_name_and_config_checks() -> None:
 def test_a_burst_is_reported_once_as_its_net_change(sim: Sim) -> None:
     """apply_many (one AMI read) gives the same state as event by event, and each thing's
     newest view once: the agent is Talking, not Ringing then Talking."""
-    from tests.unit.model_events import incoming_trunk
-
     # Up to both legs entering the bridge: rung, answered, talking.
     events = incoming_trunk(sim, "1001")[:10]
     one_by_one = ServerState(SERVER, directory(), config())
@@ -659,8 +659,6 @@ def test_an_agent_leg_in_a_dialler_context_is_the_agents_own_call(sim: Sim) -> N
 def test_without_subscribers_changes_wait_for_whoever_asks(sim: Sim) -> None:
     """The server's path (ingest) works out no changes while nobody follows them: a
     snapshot, or a subscriber, then sees exactly what apply_many would have shown."""
-    from tests.unit.model_events import incoming_trunk
-
     events = incoming_trunk(sim, "1001")
     talking, ended = events[:10], events[10:]
     quiet = LiveMap(directory(), {SERVER: config()})
@@ -688,8 +686,8 @@ def test_waiting_changes_stay_bounded_by_what_is_live(sim: Sim) -> None:
     """Ingesting for hours with nobody asking keeps nothing for calls that came and went."""
     state = ServerState(SERVER, directory(), config())
     for _ in range(50):
-        state.apply_quietly(incoming_trunk_for("1001", sim), T0)
-        state.apply_quietly(conference_for("1002", sim), T0)
+        state.apply_quietly(incoming_trunk(sim, "1001"), T0)
+        state.apply_quietly(conference(sim, "1002", "9600123"), T0)
     tables = state._tables
     assert tables.ended == {}
     assert tables.dirty_calls == set()
@@ -697,20 +695,8 @@ def test_waiting_changes_stay_bounded_by_what_is_live(sim: Sim) -> None:
     assert len(tables.touched_sessions) <= len(tables.sessions) + 2
     # The net change since the start is nil; then one call that is still up.
     assert state.report_changes(T0) == []
-    state.apply_quietly(incoming_trunk_for("1001", sim)[:10], T0)
+    state.apply_quietly(incoming_trunk(sim, "1001")[:10], T0)
     (change,) = [c for c in state.report_changes(T0) if c.kind == "agent"]
     assert change.key == "1001" and change.value is not None
     assert change.value["status"] == "Talking"
     assert state.report_changes(T0) == []
-
-
-def incoming_trunk_for(number: str, sim: Sim) -> list[Ev]:
-    from tests.unit.model_events import incoming_trunk
-
-    return incoming_trunk(sim, number)
-
-
-def conference_for(number: str, sim: Sim) -> list[Ev]:
-    from tests.unit.model_events import conference
-
-    return conference(sim, number, "9600123")
