@@ -143,6 +143,16 @@ class LiveMap:
         answers = [(state, state.spy_target(number)) for state, _, _ in hits]
         return _decide(number, answers)
 
+    def on_call_agents(self, server: str) -> list[tuple[str, float]]:
+        """Agents on an answered call on ``server``, with its answer time, longest call first.
+
+        Empty for a server not configured, or stale: nobody can say who is on a call there.
+        """
+        state = self._servers.get(server)
+        if state is None or state.stale:
+            return []
+        return state.on_call_agents()
+
 
 def _decide(number: str, answers: list[tuple[ServerState, SpyTarget]]) -> Resolution:
     ok = [(state, answer) for state, answer in answers if answer.reason == "ok"]

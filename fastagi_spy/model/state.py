@@ -109,6 +109,7 @@ class ServerState:
                 handler(tables, event, now)
             except Malformed:
                 tables.malformed += 1
+        tables.settle_sessions()
         if len(tables.touched_sessions) > _MAX_WAITING_SESSIONS:
             self.report_changes(now)
 
@@ -143,6 +144,7 @@ class ServerState:
         # Sessions in a fixed order so allocation is deterministic.
         for number in sorted(new.dirty_agents):
             new.refresh_session(new.agents[number])
+        new.session_dirty.clear()
         new.book.release_unused_kept()
         new.emitted_agents = dict(old.emitted_agents)
         new.emitted_calls = dict(old.emitted_calls)
@@ -297,3 +299,24 @@ class ServerState:
             ):
                 problems.append(f"agent {number} session {agent.session_id} not indexed")
         return problems
+
+    def on_call_agents(self) -> list[tuple[str, float]]:
+        """Agents on an answered call here now, with its answer time: longest call first.
+
+        Each agent's view is worked out from the tables as they are, not taken from the
+        last report, so a call answered in a read nobody has reported yet is on the list.
+        A paused agent still on a call is on it too: typing the number would reach them.
+        """
+        tables = self._tables
+        found: list[tuple[str, float]] = []
+        for number, agent in tables.agents.items():
+            if not agent.logins or not agent.channels:
+                continue
+            view = agent_view(tables, agent)
+            call = view.call
+            if view.status not in ("Talking", "Paused") or call is None:
+                continue
+            if call.answered_at is not None:
+                found.append((number, call.answered_at))
+        found.sort(key=lambda item: (item[1], item[0]))
+        return found

@@ -120,6 +120,7 @@ class Tables:
         "ext_agents",
         "malformed",
         "rooms",
+        "session_dirty",
         "sessions",
         "tombstones",
         "touched_sessions",
@@ -154,6 +155,9 @@ class Tables:
         # What to look at when building changes, and what was last reported.
         self.dirty_agents: set[str] = set()
         self.dirty_calls: set[str] = set()
+        # Agents whose session inputs (logins, rooms, session variable, channels) changed
+        # since their session id was last worked out: settled at the end of every read.
+        self.session_dirty: set[str] = set()
         self.touched_sessions = self.book.touched
         self.ended: dict[str, Call] = {}
         self.emitted_agents: dict[str, object] = {}
@@ -170,6 +174,7 @@ class Tables:
         # Logged in from the start: sessions are allocated in directory order.
         for entry in directory.agents:
             self.refresh_session(self.agents[entry.number])
+        self.session_dirty.clear()
 
     # --- channels ---------------------------------------------------------------
 
@@ -515,6 +520,7 @@ class Tables:
             self._answered(members, now)
         self._touch_members(members)
         if channel.agent is not None:
+            self.session_dirty.add(channel.agent)
             self._sync_conference_login(self.agents[channel.agent])
 
     def leave_room(self, channel: Channel) -> None:
@@ -533,6 +539,7 @@ class Tables:
             self._touch_members(members)
         self._touch_members((channel.uniqueid,))
         if channel.agent is not None:
+            self.session_dirty.add(channel.agent)
             self._sync_conference_login(self.agents[channel.agent])
 
     def _answered(self, members: set[str], now: float) -> None:
@@ -627,6 +634,7 @@ class Tables:
         else:
             logins.discard(reason)
         self.dirty_agents.add(agent.number)
+        self.session_dirty.add(agent.number)
 
     def set_queue(self, agent: Agent, queue: str, paused: bool | None) -> None:
         """Membership of one queue: paused or not, or None once removed."""
@@ -654,6 +662,7 @@ class Tables:
         if channel.room is not None:
             self._sync_conference_login(agent)
         self.dirty_agents.add(agent.number)
+        self.session_dirty.add(agent.number)
         self.dirty_calls.add(channel.linkedid)
 
     def _detach(self, channel: Channel) -> None:
@@ -665,6 +674,7 @@ class Tables:
         agent.channels.discard(channel.uniqueid)
         self._sync_conference_login(agent)
         self.dirty_agents.add(number)
+        self.session_dirty.add(number)
         self.dirty_calls.add(channel.linkedid)
 
     def _sync_conference_login(self, agent: Agent) -> None:
@@ -685,9 +695,28 @@ class Tables:
         if channel.agent is not None:
             self.agents[channel.agent].last_var = value
             self.dirty_agents.add(channel.agent)
+            self.session_dirty.add(channel.agent)
 
     # --- sessions ---------------------------------------------------------------
 
     def refresh_session(self, agent: Agent) -> None:
         """Recompute the agent's session id: room, then variable, then allocated."""
         self.book.refresh(agent, self.channels)
+
+    def settle_sessions(self) -> None:
+        """Bring every session id up to date with the events applied so far.
+
+        Run after every read, whoever follows the changes: a target typed a moment
+        after an agent joined a room, or after a room changed hands, must name the
+        holder now, not the one of the last report.  Sorted, so allocation is the
+        same however the events were cut into reads.
+        """
+        dirty = self.session_dirty
+        if not dirty:
+            return
+        agents, refresh, channels = self.agents, self.book.refresh, self.channels
+        for number in sorted(dirty) if len(dirty) > 1 else tuple(dirty):
+            agent = agents.get(number)
+            if agent is not None:
+                refresh(agent, channels)
+        dirty.clear()

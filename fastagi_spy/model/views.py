@@ -379,12 +379,11 @@ def flush(server: str, tables: Tables, now: float) -> list[Change]:
     if tables.dirty_agents:
         numbers = _ordered(tables.dirty_agents)
         tables.dirty_agents.clear()
-        refresh = tables.book.refresh
         for number in numbers:
             agent = tables.agents.get(number)
             if agent is None:
                 continue
-            refresh(agent, tables.channels)
+            # Session ids were settled at the end of the read (Tables.settle_sessions).
             view = agent_view(tables, agent)
             shown = tables.emitted_agents.get(number)
             if shown != view:

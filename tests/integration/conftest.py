@@ -6,6 +6,7 @@ can never pass with its integration suite silently missing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -32,7 +33,8 @@ TEAMS = {
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[AsteriskSandbox]:
-    box = AsteriskSandbox(name="fsp-test", teams=TEAMS)
+    # One instance directory per test process: two runs on one machine never share it.
+    box = AsteriskSandbox(name=f"fsp-test-{os.getpid()}", teams=TEAMS)
     box.start()
     yield box
     box.stop()

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastagi_spy.model import Change, ServerState
+from fastagi_spy.model import Change, LiveMap, ServerState
 from tests.unit.model_events import (
     Ev,
     Sim,
@@ -129,3 +129,32 @@ def test_broken_fields_never_raise(events: list[Ev], data: st.DataObject) -> Non
         state.apply(event, T0 + step)
         assert state.check_invariants() == []
     assert state.malformed <= len(events)
+
+
+def _targets() -> list[str]:
+    """Every target a supervisor could type here: agents, rooms, allocated ids, extensions."""
+    low = config().session_range[0]
+    return [*AGENTS, "9600001", "9600002", *(str(low + n) for n in range(8))]
+
+
+@st.composite
+def reads(draw: st.DrawFn) -> list[list[Ev]]:
+    """Interleaved calls (rooms changing hands among them), cut into AMI reads at random."""
+    events = draw(interleaved_calls())
+    cuts = sorted(draw(st.sets(st.integers(min_value=1, max_value=max(1, len(events) - 1)))))
+    bounds = [0, *cuts, len(events)]
+    return [events[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if a < b]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reads())
+def test_resolve_after_ingest_equals_resolve_after_apply_many(batches: list[list[Ev]]) -> None:
+    """The server's quiet per-read path answers every target as the reporting path does,
+    at every step, whether or not anybody took a snapshot or subscribed."""
+    quiet = LiveMap(directory(), {"pbx1": config()})
+    loud = LiveMap(directory(), {"pbx1": config()})
+    for step, batch in enumerate(batches):
+        quiet.ingest("pbx1", batch, T0 + step)
+        loud.apply_many("pbx1", batch, T0 + step)
+        for target in _targets():
+            assert quiet.resolve(target) == loud.resolve(target), (step, target)
