@@ -56,7 +56,7 @@ from fastagi_spy.wire.ami import AMIBanner, AMIMessage, AMIParser  # noqa: E402
 CHUNK = 64 * 1024
 SERVER = "10.10.10.16"
 EPOCH = 1_795_200_000
-CONFIG = ModelConfig(customer_contexts=frozenset({"from-trunk"}))
+CONFIG = ModelConfig(trunk_contexts=frozenset({"from-trunk"}))
 
 
 # --- the stream -------------------------------------------------------------------

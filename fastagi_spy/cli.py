@@ -11,6 +11,7 @@ import getpass
 import json
 import sys
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -192,6 +193,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def print_snapshot(snapshot: dict[str, Any]) -> None:
+    """The live map as a table; every cell made printable (names come from callers)."""
     columns = ("server", "agent", "name", "status", "session", "customer", "direction",
                "talk", "channel")
     rows = []
@@ -207,7 +209,14 @@ def print_snapshot(snapshot: dict[str, Any]) -> None:
                          call.get("direction", ""),
                          f"{int(elapsed) // 60}:{int(elapsed) % 60:02d}" if elapsed is not None else "",
                          agent.get("channel") or ""])
-    _table(columns, rows)
+    _table(columns, [[printable(cell) for cell in row] for row in rows])
+
+
+def printable(value: object) -> str:
+    """``value`` as text with every control or format character (ESC of an ANSI sequence,
+    CR, BEL, bidi overrides...) shown as "?": a caller name set by whoever places a call
+    must not move the admin's cursor, rewrite the screen or hide a row."""
+    return "".join("?" if unicodedata.category(c)[0] == "C" else c for c in str(value))
 
 
 def _http_address(endpoint: str) -> tuple[str, int]:

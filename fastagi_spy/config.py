@@ -6,6 +6,7 @@ the file or the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -15,13 +16,16 @@ from typing import Any, TypeVar
 
 from twisted.internet.endpoints import serverFromString
 
+from fastagi_spy.model.config import LOGGED_IN_BY, ModelConfig
 from fastagi_spy.store.directory import AgentEntry, Directory, Mode, SupervisorEntry
+from fastagi_spy.wire.names import DEVICE_NAME
 
 T = TypeVar("T")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DIGITS = re.compile(r"^[0-9]{1,10}$")
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-DEVICE = re.compile(r"^[A-Za-z0-9]+/[A-Za-z0-9@_.+-]{1,80}$")
+DEVICE = DEVICE_NAME  # the characters ChanSpy accepts too (wire/names.py)
 TEAM = re.compile(r"^[A-Za-z0-9_ .-]{1,64}$")
 
 
@@ -40,6 +44,8 @@ class AsteriskServer:
     ami_tls: bool = False
     ping_interval: float = 10.0
     ping_timeout: float = 5.0
+    # Addresses this server's FastAGI connections come from (its own, as our port sees it).
+    agi_peers: tuple[IPNetwork, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -54,18 +60,6 @@ class ApiUser:
 
 
 @dataclass(frozen=True)
-class MapRules:
-    """How the live map recognises sessions and customers."""
-
-    session_range: tuple[int, int] = (8600000, 8699999)
-    trunk_contexts: frozenset[str] = frozenset()
-    trunk_prefixes: tuple[str, ...] = ()
-    dialer_contexts: frozenset[str] = frozenset()
-    dialer_prefixes: tuple[str, ...] = ()
-    dialer_dial_prefixes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class SecurityRules:
     pin_tries_per_call: int = 3
     lockout_failures: int = 5
@@ -74,6 +68,21 @@ class SecurityRules:
     enforce_spy_group: bool = True
     notice: str = ""  # sound played to the monitored parties on join; "" = none
     pin_cost: str = "production"  # "production" or "cheap" (tests and benchmarks only)
+    # Failures against a supervisor number from phones other than their own: an alert when
+    # reached, never a lock on the supervisor's own phone.
+    supervisor_lockout_failures: int = 50
+    max_pin_attempts_in_flight: int = 2  # per device, and per supervisor from other phones
+    pin_verify_timeout: float = 5.0  # seconds before "service unavailable"
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """The HTTP API's guards ([server] http_* keys)."""
+
+    max_connections: int = 50
+    idle_timeout: float = 30.0  # seconds a connection may stay silent
+    auth_failures: int = 10  # wrong logins from one address...
+    auth_window: float = 60.0  # ...within this many seconds: 429 until the window ends
 
 
 @dataclass(frozen=True)
@@ -84,11 +93,13 @@ class Config:
     pin_pepper: bytes = field(repr=False)
     asterisk: tuple[AsteriskServer, ...]
     directory: Directory
-    map_rules: MapRules
+    map_rules: ModelConfig  # the live map's rules, in the config's own words
     security: SecurityRules
     api_users: tuple[ApiUser, ...]
     command_timeout: float = 30.0
     drain_timeout: float = 10.0
+    max_agi_sessions: int = 100
+    http: HttpLimits = HttpLimits()
     source: str = ""
 
 
@@ -114,7 +125,9 @@ def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> C
                     "customers", "never_spy", "api_users"})
     server = _table(raw, "server")
     _only(server, "server.", {"agi_listen", "http_listen", "database", "pin_pepper",
-                              "pin_pepper_file", "command_timeout", "drain_timeout"})
+                              "pin_pepper_file", "command_timeout", "drain_timeout",
+                              "max_agi_sessions", "http_max_connections", "http_idle_timeout",
+                              "http_auth_failures", "http_auth_window"})
     servers = tuple(_asterisk(i, t) for i, t in enumerate(_tables(raw, "asterisk", required=True)))
     _unique([s.name for s in servers], "asterisk[].name")
     agents = tuple(_agent(i, t) for i, t in enumerate(_tables(raw, "agents")))
@@ -141,6 +154,8 @@ def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> C
         api_users=tuple(_api_user(i, t) for i, t in enumerate(_tables(raw, "api_users"))),
         command_timeout=_number(server, "server.command_timeout", 30.0, 1, 600),
         drain_timeout=_number(server, "server.drain_timeout", 10.0, 0, 3600),
+        max_agi_sessions=int(_number(server, "server.max_agi_sessions", 100, 1, 10000, integer=True)),
+        http=_http_limits(server),
         source=source,
     )
 
@@ -150,22 +165,57 @@ def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> C
 def _asterisk(i: int, t: Mapping[str, Any]) -> AsteriskServer:
     key = f"asterisk[{i}]."
     _only(t, key, {"name", "server_ip", "ami_host", "ami_port", "ami_username", "ami_secret",
-                   "ami_tls", "ping_interval", "ping_timeout"})
+                   "ami_tls", "ping_interval", "ping_timeout", "agi_peers"})
     name = _get(t, key + "name", str)
     _check(NAME.match(name), key + "name", "letters, digits, '.', '_' or '-' only")
     ip = _get(t, key + "server_ip", str, "127.0.0.1")
     _check(re.match(r"^[-.:_0-9a-zA-Z]{1,64}$", ip), key + "server_ip", "not an address")
+    ami_host = _get(t, key + "ami_host", str, "127.0.0.1")
     return AsteriskServer(
         name=name,
         server_ip=ip,
-        ami_host=_get(t, key + "ami_host", str, "127.0.0.1"),
+        ami_host=ami_host,
         ami_port=int(_number(t, key + "ami_port", 5038, 1, 65535, integer=True)),
         ami_username=_nonempty(t, key + "ami_username"),
         ami_secret=_nonempty(t, key + "ami_secret"),
         ami_tls=_get(t, key + "ami_tls", bool, False),
         ping_interval=_number(t, key + "ping_interval", 10.0, 1, 300),
         ping_timeout=_number(t, key + "ping_timeout", 5.0, 0.5, 60),
+        agi_peers=_agi_peers(t, key + "agi_peers", ami_host),
     )
+
+
+def _agi_peers(t: Mapping[str, Any], key: str, ami_host: str) -> tuple[IPNetwork, ...]:
+    """Where this server's FastAGI connections come from. Unset: ``ami_host`` when it is an
+    address (Asterisk usually reaches us from the address we reach its AMI on); a host name
+    is never looked up here, since DNS could change who may connect, so it must be listed."""
+    if "agi_peers" not in t:
+        default = _network(ami_host)
+        _check(default is not None, key,
+               f"required when ami_host is a host name ({ami_host!r}): list the addresses "
+               "Asterisk's AGI connections come from, such as [\"10.0.0.5\"]")
+        assert default is not None
+        return (default,)
+    items = _list(t, key, str, default=[])
+    _check(items, key, "list at least one address, such as [\"127.0.0.1\"]")
+    peers: list[IPNetwork] = []
+    for i, item in enumerate(items):
+        network = _network(item)
+        _check(network is not None, f"{key}[{i}]",
+               f"expected an IP address or network such as '10.0.0.5' or '10.0.0.0/24', got {item!r}")
+        assert network is not None
+        _check(network.prefixlen > 0, f"{key}[{i}]", f"{item!r} would let any host in")
+        peers.append(network)
+    return tuple(peers)
+
+
+def _network(text: str) -> IPNetwork | None:
+    """An address ("10.0.0.5", a one-address network) or a network ("10.0.0.0/24") with no
+    host bits set; None for anything else, host names included."""
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        return None
 
 
 def _agent(i: int, t: Mapping[str, Any]) -> AgentEntry:
@@ -205,17 +255,24 @@ def _api_user(i: int, t: Mapping[str, Any]) -> ApiUser:
     return ApiUser(user, password)
 
 
-def _map_rules(t: Mapping[str, Any]) -> MapRules:
+def _map_rules(t: Mapping[str, Any]) -> ModelConfig:
     _only(t, "map.", {"session_range", "trunk_contexts", "trunk_prefixes", "dialer_contexts",
-                      "dialer_prefixes", "dialer_dial_prefixes"})
+                      "dialer_prefixes", "dialer_dial_prefixes", "logged_in_by",
+                      "session_quarantine"})
     rng = _list(t, "map.session_range", int, default=[8600000, 8699999])
     _check(
         len(rng) == 2 and 1000000 <= rng[0] <= rng[1] <= 9999999,
         "map.session_range",
         "expected [first, last] 7-digit numbers with first <= last",
     )
-    return MapRules(
+    logged_in_by = _get(t, "map.logged_in_by", str, "registration")
+    _check(logged_in_by in LOGGED_IN_BY, "map.logged_in_by",
+           f"expected one of {', '.join(repr(v) for v in LOGGED_IN_BY)}")
+    quarantine = _number(t, "map.session_quarantine", 600, 0, 86400)
+    return ModelConfig(
         session_range=(rng[0], rng[1]),
+        logged_in_by=logged_in_by,
+        session_quarantine=quarantine,
         trunk_contexts=frozenset(_list(t, "map.trunk_contexts", str, default=[])),
         trunk_prefixes=_strings(t, "map.trunk_prefixes", bool, _PREFIX_EXPECTED),
         dialer_contexts=frozenset(_list(t, "map.dialer_contexts", str, default=[])),
@@ -245,17 +302,38 @@ def _strings(
     return tuple(items)
 
 
+def _http_limits(server: Mapping[str, Any]) -> HttpLimits:
+    return HttpLimits(
+        max_connections=int(_number(server, "server.http_max_connections", 50, 1, 10000,
+                                    integer=True)),
+        idle_timeout=_number(server, "server.http_idle_timeout", 30.0, 1, 3600),
+        auth_failures=int(_number(server, "server.http_auth_failures", 10, 1, 1000, integer=True)),
+        auth_window=_number(server, "server.http_auth_window", 60.0, 1, 86400),
+    )
+
+
 def _security(t: Mapping[str, Any]) -> SecurityRules:
     _only(t, "security.", {"pin_tries_per_call", "lockout_failures", "lockout_window",
-                           "lockout_duration", "enforce_spy_group", "notice", "pin_cost"})
+                           "lockout_duration", "enforce_spy_group", "notice", "pin_cost",
+                           "supervisor_lockout_failures", "max_pin_attempts_in_flight",
+                           "pin_verify_timeout"})
     notice = _get(t, "security.notice", str, "")
     _check(re.match(r"^[A-Za-z0-9/_-]{0,64}$", notice), "security.notice",
            "a sound name such as 'beep' or 'custom/monitored'")
     cost = _get(t, "security.pin_cost", str, "production")
     _check(cost in ("production", "cheap"), "security.pin_cost", "'production' or 'cheap'")
+    failures = int(_number(t, "security.lockout_failures", 5, 1, 1000, integer=True))
+    supervisor_failures = int(_number(t, "security.supervisor_lockout_failures",
+                                      max(50, failures), 1, 100000, integer=True))
+    _check(supervisor_failures >= failures, "security.supervisor_lockout_failures",
+           "must be at least security.lockout_failures")
     return SecurityRules(
+        supervisor_lockout_failures=supervisor_failures,
+        max_pin_attempts_in_flight=int(_number(t, "security.max_pin_attempts_in_flight", 2, 1, 100,
+                                               integer=True)),
+        pin_verify_timeout=_number(t, "security.pin_verify_timeout", 5.0, 0.5, 60),
         pin_tries_per_call=int(_number(t, "security.pin_tries_per_call", 3, 1, 10, integer=True)),
-        lockout_failures=int(_number(t, "security.lockout_failures", 5, 1, 1000, integer=True)),
+        lockout_failures=failures,
         lockout_window=_number(t, "security.lockout_window", 900.0, 1, 86400 * 30),
         lockout_duration=_number(t, "security.lockout_duration", 900.0, 1, 86400 * 30),
         enforce_spy_group=_get(t, "security.enforce_spy_group", bool, True),

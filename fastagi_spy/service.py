@@ -18,18 +18,17 @@ from twisted.internet import defer, task, threads
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Site
 
 from fastagi_spy.config import Config
-from fastagi_spy.model import LiveMap, ModelConfig
+from fastagi_spy.model import LiveMap
 from fastagi_spy.net.ami import AMIClient, AMICredentials
 from fastagi_spy.net.fairness import bound_io_per_iteration
-from fastagi_spy.net.fastagi import AGISession, FastAGIFactory
-from fastagi_spy.net.hashworker import HashWorker, HashWorkerStopped
+from fastagi_spy.net.fastagi import AGILimits, AGISession, FastAGIFactory, PeerServers
+from fastagi_spy.net.hashworker import HashPool, HashWorkerStopped
 from fastagi_spy.net.livesync import LiveSync
-from fastagi_spy.store.audit import AuditLog
+from fastagi_spy.store.audit import AuditLog, EndReason, Via
 from fastagi_spy.store.database import Database
-from fastagi_spy.store.directory import Mode
+from fastagi_spy.store.directory import Mode, device_of_channel
 from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
 from fastagi_spy.store.pins import PinHasher, PinStore
 from fastagi_spy.supervise.chanspy import chanspy_argument
@@ -38,6 +37,8 @@ from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
 from fastagi_spy.supervise.pincheck import PinChecker
 from fastagi_spy.supervise.spywatch import SpyWatches
 from fastagi_spy.web.api import make_root
+from fastagi_spy.web.guard import AuthThrottle, make_site
+from fastagi_spy.wire.agi import AGIEnvironment
 
 log = Logger()
 CHECKPOINT_EVERY = 5.0  # seconds between background WAL checkpoints
@@ -54,20 +55,9 @@ class Stores:
 def open_stores(config: Config, background_checkpoints: bool = False) -> Stores:
     db = Database(config.database, background_checkpoints=background_checkpoints)
     s = config.security
-    policy = LockoutPolicy(s.lockout_failures, s.lockout_window, s.lockout_duration)
+    policy = LockoutPolicy(s.lockout_failures, s.lockout_window, s.lockout_duration,
+                           supervisor_max_failures=s.supervisor_lockout_failures)
     return Stores(db, PinStore(db), LockoutStore(db, policy), AuditLog(db))
-
-
-def model_rules(config: Config) -> ModelConfig:
-    rules = config.map_rules
-    return ModelConfig(
-        session_range=rules.session_range,
-        customer_contexts=rules.trunk_contexts,
-        customer_channel_prefixes=rules.trunk_prefixes,
-        dialer_contexts=rules.dialer_contexts,
-        dialer_channel_prefixes=rules.dialer_prefixes,
-        dialer_dial_prefixes=rules.dialer_dial_prefixes,
-    )
 
 
 def pin_hasher(config: Config) -> PinHasher:
@@ -90,7 +80,7 @@ class SpyService(MultiService):
                                               self.stores.db.checkpoint)
             .addErrback(lambda f: log.failure("SQLite checkpoint failed", f)))
         self.checkpoints.clock = reactor
-        self.live_map = LiveMap(config.directory, {s.name: model_rules(config) for s in config.asterisk})
+        self.live_map = LiveMap(config.directory, {s.name: config.map_rules for s in config.asterisk})
         # Nothing is known until AMI's first resync: a supervisor who calls before then (AMI
         # unreachable, or refusing our login, since start-up) hears "service unavailable",
         # never an answer made up from an empty map.
@@ -113,12 +103,14 @@ class SpyService(MultiService):
             self.clients[server.name] = client
             self.syncs[server.name] = sync
             client.service.setServiceParent(self)
-        self.hash_worker = HashWorker(reactor, config.pin_pepper, config.security.pin_cost)
+        self.hash_worker = HashPool(reactor, config.pin_pepper, config.security.pin_cost,
+                                    timeout=config.security.pin_verify_timeout)
         self.flow = SupervisionFlow(FlowDeps(
             directory=config.directory,
             resolver=self.live_map,
-            pin_checker=PinChecker(pin_hasher(config), self.stores.pins, self.stores.lockouts,
-                                   self.stores.audit, self.stores.db),
+            pin_checker=PinChecker(self.stores.pins, self.stores.lockouts, self.stores.audit,
+                                   self.stores.db,
+                                   max_in_flight=config.security.max_pin_attempts_in_flight),
             audit=self.stores.audit,
             spies=self.spies,
             security=config.security,
@@ -126,13 +118,21 @@ class SpyService(MultiService):
             verify_pin=self.hash_worker.verify,
             sleep=lambda seconds: task.deferLater(reactor, seconds, lambda: None),
             notice=self.play_notice if config.security.notice else None,
+            servers=self.live_map.server_names,
         ))
-        self.agi = FastAGIFactory(self.routes(), reactor)
+        self.agi = FastAGIFactory(
+            self.routes(), reactor,
+            peers=PeerServers({s.name: s.agi_peers for s in config.asterisk}),
+            limits=AGILimits(command_timeout=config.command_timeout,
+                             max_sessions=config.max_agi_sessions),
+            on_refused=self.audit_refused_call)
         self.agi_service = StreamServerEndpointService(
             serverFromString(reactor, config.agi_listen), self.agi)
         self.agi_service.setServiceParent(self)
         users = {u.user: u.password for u in config.api_users}
-        self.site = Site(make_root(lambda: self.live_map.snapshot(self.now()), users))
+        throttle = AuthThrottle(config.http.auth_failures, config.http.auth_window, self.now)
+        self.site = make_site(make_root(lambda: self.live_map.snapshot(self.now()), users,
+                                        throttle), config.http, reactor)
         self.http_service = StreamServerEndpointService(
             serverFromString(reactor, config.http_listen), self.site)
         self.http_service.setServiceParent(self)
@@ -147,6 +147,15 @@ class SpyService(MultiService):
             "spy/barge": spy(Mode.BARGE),
             "echo-test": echo_test,
         }
+
+    def audit_refused_call(self, env: AGIEnvironment, why: str) -> None:
+        """A call from a configured Asterisk that named a server it may not speak for (or
+        none where it must): a closed audit record, before the bundle's error prompt."""
+        audit = self.stores.audit
+        now = self.now()
+        record = audit.open(now, Via.PHONE.value, channel=env.channel, uniqueid=env.uniqueid,
+                            device=device_of_channel(env.channel))
+        audit.close(record, now, EndReason.DENIED, f"agi server: {why}"[:200])
 
     async def play_notice(self, server: str, channel: str) -> None:
         """Barge a short sound into the monitored call (ChanSpy's own beep reaches only the spy)."""

@@ -32,6 +32,7 @@ class Agent:
     __slots__ = (
         "allocated",
         "channels",
+        "configured",
         "devices",
         "in_directory",
         "last_var",
@@ -50,7 +51,10 @@ class Agent:
         self.name = name
         self.team = team
         self.in_directory = in_directory
+        # Every device this agent owns now: ``configured`` plus those it logged in on.
         self.devices: set[str] = set()
+        # The directory's devices for this agent (lent to another agent while they log in on one).
+        self.configured: tuple[str, ...] = ()
         # ``devices`` sorted, replaced (never changed in place) when one is added.
         self.sorted_devices: tuple[str, ...] = ()
         self.logins: set[str] = set()

@@ -49,10 +49,10 @@ class Call:
 
 def is_customer_leg(config: ModelConfig, channel: Channel) -> bool:
     """True when the configured rules mark ``channel`` as a trunk/customer leg."""
-    if channel.context in config.customer_contexts:
+    if channel.context in config.trunk_contexts:
         return True
     # A prefix rule on our own configuration ("PJSIP/trunk-"), never on a target.
-    return channel.name.startswith(config.customer_channel_prefixes)
+    return channel.name.startswith(config.trunk_prefixes)
 
 
 def _local_target(channel: Channel) -> tuple[str, str]:
@@ -72,11 +72,11 @@ def _local_target(channel: Channel) -> tuple[str, str]:
 def is_dialer_leg(config: ModelConfig, channel: Channel) -> bool:
     """True when the configured rules say a dialler originated ``channel``."""
     contexts = config.dialer_contexts
-    if not contexts and not config.dialer_channel_prefixes:
+    if not contexts and not config.dialer_prefixes:
         return False
     if channel.context in contexts or _local_target(channel)[1] in contexts:
         return True
-    return channel.name.startswith(config.dialer_channel_prefixes)
+    return channel.name.startswith(config.dialer_prefixes)
 
 
 def dialer_number(config: ModelConfig, channel: Channel) -> str:

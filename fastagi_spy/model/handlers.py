@@ -215,37 +215,36 @@ def _unhold(tables: Tables, event: EventLike, now: float) -> None:
         tables.set_held(channel, False)
 
 
-def _member_agent(tables: Tables, event: EventLike, *, create: bool) -> Agent | None:
-    """The agent a queue member is: by device, else by number, else one of its own.
+def _member_devices(event: EventLike) -> tuple[str, ...]:
+    """The devices a queue member answers on: its interface, and its state interface
+    (Local/1001@agents with StateInterface PJSIP/1001 rings the phone PJSIP/1001).
 
-    The async QueueMember* events name the member MemberName/Interface, the
-    QueueStatus list item Name/Location (app_queue.c).
+    The async QueueMember* events name them Interface/StateInterface, the QueueStatus
+    list item Location/StateInterface (app_queue.c).
     """
-    interface = event.get("Interface") or event.get("Location") or ""
-    owner = tables.device_agent.get(normalise_interface(interface)) if interface else None
-    if owner is not None:
-        # A member already known by its interface (the usual QueueMemberStatus):
-        # its devices were learned when it was added.
-        return tables.agents[owner]
-    state_interface = event.get("StateInterface") or ""
+    interface = normalise_interface(event.get("Interface") or event.get("Location") or "")
+    state_interface = normalise_interface(event.get("StateInterface") or "")
+    if state_interface and state_interface != interface:
+        return (interface, state_interface) if interface else (state_interface,)
+    return (interface,) if interface else ()
+
+
+def _member_agent(tables: Tables, event: EventLike, devices: tuple[str, ...]) -> Agent:
+    """Who a new queue member is: the agent its MemberName numbers, else the directory
+    agent its device is configured for, else an agent of its own.
+
+    Never whoever used the phone last: a hot-desk phone changes hands.
+    """
     member_name = event.get("MemberName") or event.get("Name") or ""
-    devices = [normalise_interface(d) for d in (interface, state_interface) if d]
-    agent: Agent | None = None
+    agent = tables.agents.get(member_name)
+    if agent is not None:
+        return agent
     for device in devices:
-        owner = tables.device_agent.get(device)
+        owner = tables.devices.configured.get(device)
         if owner is not None:
-            agent = tables.agents[owner]
-            break
-    if agent is None:
-        agent = tables.agents.get(member_name)
-    if agent is None:
-        if not create:
-            return None
-        number = tables.own_agent_number(member_name, interface)
-        agent = tables.new_agent(number, member_name or number)
-    for device in devices:
-        tables.learn_device(agent, device)
-    return agent
+            return tables.agents[owner]
+    number = tables.own_agent_number(member_name, devices[0] if devices else None)
+    return tables.new_agent(number, member_name or number)
 
 
 def queue_member(tables: Tables, event: EventLike, now: float) -> None:
@@ -254,29 +253,37 @@ def queue_member(tables: Tables, event: EventLike, now: float) -> None:
     queue = get("Queue")
     if not queue:
         raise Malformed("missing Queue")
-    # A member already known by its interface (the usual QueueMemberStatus):
-    # its devices were learned when it was added.
-    interface = get("Interface")
-    owner = None
-    if interface and not interface.startswith("Local/"):
-        owner = tables.device_agent.get(interface)
-    agent: Agent | None
-    if owner is not None:
-        agent = tables.agents[owner]
-    else:
-        agent = _member_agent(tables, event, create=True)
-        if agent is None:  # pragma: no cover - create=True always gives an agent
-            return
+    devices = _member_devices(event)
+    if not devices:
+        raise Malformed("queue member without Interface")
+    # One membership per interface and queue: a known one (the usual
+    # QueueMemberStatus) costs one lookup.
+    key = (queue, devices[0])
+    number = tables.members.get(key)
+    agent = tables.agents.get(number) if number is not None else None
+    if agent is None:
+        agent = _member_agent(tables, event, devices)
+        tables.members[key] = agent.number
+        reason = "queue:" + queue
+        for device in devices:
+            tables.login_device(agent, device, reason)
     paused = get("Paused")
     tables.set_queue(agent, queue, paused is not None and paused.strip() == "1")
 
 
 def _queue_member_removed(tables: Tables, event: EventLike, now: float) -> None:
     queue = required(event, "Queue")
-    agent = _member_agent(tables, event, create=False)
+    devices = _member_devices(event)
+    if not devices:
+        raise Malformed("queue member without Interface")
+    number = tables.members.pop((queue, devices[0]), None)
+    agent = tables.agents.get(number) if number is not None else None
     if agent is None:
         return
     tables.set_queue(agent, queue, None)
+    reason = "queue:" + queue
+    for device in devices:
+        tables.logout_device(agent, device, reason)
 
 
 def _agentlogin(tables: Tables, event: EventLike, now: float) -> None:
@@ -286,19 +293,39 @@ def _agentlogin(tables: Tables, event: EventLike, now: float) -> None:
     channel = tables.channel(event, "", now)
     agent = tables.agents.get(agent_id)
     if agent is None and channel is not None:
-        owner = tables.device_agent.get(channel.device)
+        # A pool id the directory does not know, on a directory agent's own phone.
+        owner = tables.devices.configured.get(channel.device)
         agent = tables.agents[owner] if owner is not None else None
     if agent is None:
         agent = tables.new_agent(tables.own_agent_number(agent_id), agent_id)
+    _end_pool_login(tables, agent_id)
     if channel is not None:
-        tables.learn_device(agent, channel.device)
+        tables.pool_logins[agent_id] = (agent.number, channel.device)
+        tables.login_device(agent, channel.device, LOGIN_AGENT_POOL)
     tables.set_login(agent, LOGIN_AGENT_POOL, True)
 
 
 def _agentlogoff(tables: Tables, event: EventLike, now: float) -> None:
-    agent = tables.agents.get(required(event, "Agent"))
+    agent_id = required(event, "Agent")
+    number = _end_pool_login(tables, agent_id) or agent_id
+    agent = tables.agents.get(number)
     if agent is not None:
         tables.set_login(agent, LOGIN_AGENT_POOL, False)
+
+
+def _end_pool_login(tables: Tables, agent_id: str) -> str | None:
+    """Release the phone pool agent ``agent_id`` logged in on; the agent number, if any."""
+    login = tables.pool_logins.pop(agent_id, None)
+    if login is None:
+        return None
+    number, device = login
+    tables.logout_device(tables.agents[number], device, LOGIN_AGENT_POOL)
+    return number
+
+
+def _devicestatechange(tables: Tables, event: EventLike, now: float) -> None:
+    # devicestate.c: "Device: PJSIP/1001", "State: NOT_INUSE|INUSE|...|UNAVAILABLE".
+    tables.set_device_state(required(event, "Device"), required(event, "State"))
 
 
 HANDLERS: dict[str, Handler] = {
@@ -329,4 +356,5 @@ HANDLERS: dict[str, Handler] = {
     "QueueMemberRemoved": _queue_member_removed,
     "AgentLogin": _agentlogin,
     "AgentLogoff": _agentlogoff,
+    "DeviceStateChange": _devicestatechange,
 }

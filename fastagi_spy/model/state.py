@@ -109,7 +109,7 @@ class ServerState:
                 handler(tables, event, now)
             except Malformed:
                 tables.malformed += 1
-        tables.settle_sessions()
+        tables.settle_sessions(now)
         if len(tables.touched_sessions) > _MAX_WAITING_SESSIONS:
             self.report_changes(now)
 
@@ -138,14 +138,14 @@ class ServerState:
             for number, agent in old.agents.items()
             if agent.allocated is not None and agent.logins
         }
-        new = Tables(self.directory, self.config, kept)
+        new = Tables(self.directory, self.config, kept, old.book.allocator.resting(), now)
         new.malformed = old.malformed
         load(new, channels, queue_members, now)
         # Sessions in a fixed order so allocation is deterministic.
         for number in sorted(new.dirty_agents):
-            new.refresh_session(new.agents[number])
+            new.refresh_session(new.agents[number], now)
         new.session_dirty.clear()
-        new.book.release_unused_kept()
+        new.book.release_unused_kept(now)
         new.emitted_agents = dict(old.emitted_agents)
         new.emitted_calls = dict(old.emitted_calls)
         new.emitted_sessions = dict(old.emitted_sessions)

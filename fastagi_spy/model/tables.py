@@ -22,6 +22,7 @@ from fastagi_spy.model.agents import (
 from fastagi_spy.model.calls import Call, dialer_number, is_customer_leg, is_dialer_leg
 from fastagi_spy.model.channels import RINGING_STATES, STATE_RINGING, Channel, agent_device
 from fastagi_spy.model.config import ModelConfig
+from fastagi_spy.model.devices import UNREGISTERED_STATES, DeviceBook
 from fastagi_spy.model.events import (
     SESSION_VARIABLE,
     EventLike,
@@ -110,6 +111,7 @@ class Tables:
         "channels",
         "config",
         "device_agent",
+        "devices",
         "directory",
         "dirty_agents",
         "dirty_calls",
@@ -119,6 +121,8 @@ class Tables:
         "ended",
         "ext_agents",
         "malformed",
+        "members",
+        "pool_logins",
         "rooms",
         "session_dirty",
         "sessions",
@@ -131,6 +135,8 @@ class Tables:
         directory: Directory,
         config: ModelConfig,
         preserved: Mapping[str, int] | None = None,
+        resting: Mapping[int, tuple[float, str]] | None = None,
+        now: float = 0.0,
     ) -> None:
         self.directory = directory
         self.config = config
@@ -142,13 +148,21 @@ class Tables:
         self.rooms: dict[str, set[str]] = {}
         self.calls: dict[str, Call] = {}
         self.agents: dict[str, Agent] = {}
+        # Who owns each device now, and why (see DeviceBook).
+        self.devices = DeviceBook()
         # Exact device name -> agent number; never a prefix match.
-        self.device_agent: dict[str, str] = {}
+        self.device_agent = self.devices.owner
         # Extension ("1001" of "PJSIP/1001") -> agent numbers owning such a device.
-        self.ext_agents: dict[str, set[str]] = {}
+        self.ext_agents = self.devices.ext_agents
+        # (queue, member device) -> agent number: one membership per interface and queue.
+        self.members: dict[tuple[str, str], str] = {}
+        # AgentLogin's agent id -> (agent number, the device it logged in on).
+        self.pool_logins: dict[str, tuple[str, str]] = {}
         # Session id -> agent numbers holding it (two only if the site gave both
         # the same id), and the ids whose view may have changed.
-        self.book = SessionBook(config.session_range, preserved)
+        self.book = SessionBook(config.session_range, preserved, config.session_quarantine)
+        if resting:
+            self.book.allocator.rest(resting)
         self.sessions = self.book.holders
         self.tombstones: OrderedDict[str, None] = OrderedDict()
         self.malformed = 0
@@ -166,14 +180,15 @@ class Tables:
         for entry in directory.agents:
             agent = Agent(entry.number, entry.name, entry.team, in_directory=True)
             self.agents[entry.number] = agent
-            for device in entry.devices:
-                self.learn_device(agent, device)
-            if config.directory_agents_logged_in:
+            agent.configured = tuple(d for d in entry.devices if self.devices.configure(d, entry.number))
+            for device in agent.configured:
+                self._give(device, agent)
+            if config.logged_in_by == "registration" and agent.configured:
                 agent.logins.add(LOGIN_DIRECTORY)
             self.dirty_agents.add(entry.number)
         # Logged in from the start: sessions are allocated in directory order.
         for entry in directory.agents:
-            self.refresh_session(self.agents[entry.number])
+            self.refresh_session(self.agents[entry.number], now)
         self.session_dirty.clear()
 
     # --- channels ---------------------------------------------------------------
@@ -588,18 +603,62 @@ class Tables:
 
     # --- agents -----------------------------------------------------------------
 
-    def learn_device(self, agent: Agent, device: str) -> None:
-        """Give ``agent`` a device (exact name); a device already owned stays with its owner."""
-        if not device or device in self.device_agent:
+    def login_device(self, agent: Agent, device: str, reason: str) -> None:
+        """``agent`` logged in on ``device`` (``reason``: "queue:<name>", "agent_pool").
+
+        The device is theirs from now until that login ends, whoever had it before.
+        """
+        if device and self.devices.login(device, agent.number, reason):
+            self._give(device, agent)
+
+    def logout_device(self, agent: Agent, device: str, reason: str) -> None:
+        """``agent``'s login ``reason`` on ``device`` ended: the phone goes back to the agent
+        it is configured for, or to nobody, once no login of theirs holds it."""
+        new = self.devices.logout(device, agent.number, reason)
+        if new is not None:
+            self._give(device, self.agents[new] if new else None)
+
+    def set_device_state(self, device: str, state: str) -> None:
+        """A DeviceStateChange: a configured device registered or unregistered."""
+        unavailable = self.devices.unavailable
+        if state in UNREGISTERED_STATES:
+            if device in unavailable:
+                return
+            unavailable.add(device)
+        elif device in unavailable:
+            unavailable.discard(device)
+        else:
             return
-        self.device_agent[device] = agent.number
+        number = self.devices.configured.get(device)
+        if number is not None:
+            self.refresh_registration(self.agents[number])
+
+    def refresh_registration(self, agent: Agent) -> None:
+        """Where registration is the truth, a directory agent is logged in while one of
+        their configured devices is not known to be unregistered."""
+        if self.config.logged_in_by != "registration" or not agent.in_directory:
+            return
+        unavailable = self.devices.unavailable
+        self.set_login(agent, LOGIN_DIRECTORY, any(d not in unavailable for d in agent.configured))
+
+    def _give(self, device: str, agent: Agent | None) -> None:
+        """Make ``agent`` (None: nobody) the owner of ``device``, moving its live channels."""
+        old = self.devices.set_owner(device, agent.number if agent is not None else None)
+        channels = self.channels
+        if old is not None and (agent is None or old != agent.number):
+            previous = self.agents[old]
+            previous.devices.discard(device)
+            previous.sorted_devices = tuple(sorted(previous.devices))
+            self.dirty_agents.add(old)
+            # Rare (a login or logout); a scan beats an index on every channel.
+            for channel in channels.values():
+                if channel.agent == old and channel.device == device:
+                    self._detach(channel)
+        if agent is None:
+            return
         agent.devices.add(device)
         agent.sorted_devices = tuple(sorted(agent.devices))
-        extension = extension_of(device)
-        if extension:
-            self.ext_agents.setdefault(extension, set()).add(agent.number)
-        # Rare (a new queue member); a scan beats an index on every channel.
-        for channel in self.channels.values():
+        for channel in channels.values():
             if channel.agent is None and channel.device == device:
                 self._attach(channel, agent)
 
@@ -699,11 +758,11 @@ class Tables:
 
     # --- sessions ---------------------------------------------------------------
 
-    def refresh_session(self, agent: Agent) -> None:
+    def refresh_session(self, agent: Agent, now: float) -> None:
         """Recompute the agent's session id: room, then variable, then allocated."""
-        self.book.refresh(agent, self.channels)
+        self.book.refresh(agent, self.channels, now)
 
-    def settle_sessions(self) -> None:
+    def settle_sessions(self, now: float) -> None:
         """Bring every session id up to date with the events applied so far.
 
         Run after every read, whoever follows the changes: a target typed a moment
@@ -718,5 +777,5 @@ class Tables:
         for number in sorted(dirty) if len(dirty) > 1 else tuple(dirty):
             agent = agents.get(number)
             if agent is not None:
-                refresh(agent, channels)
+                refresh(agent, channels, now)
         dirty.clear()

@@ -1,9 +1,10 @@
-"""The AMI client on Twisted: one ClientService per Asterisk server.
+"""The AMI client on Twisted: one reconnecting, logged-in connection per Asterisk server.
 
 The protocol frames bytes through the sans-IO parser and correlates replies by ActionID;
-the client logs in (MD5 challenge) inside ``prepareConnection``, resynchronises the live map
-on every (re)connect, keeps a Ping alive to spot half-open connections, and never replays an
-action after a reconnect: a minutes-late spy action would be a privacy incident.
+the client logs in (MD5 challenge) on every connection, resynchronises the live map on every
+(re)connect, keeps a Ping alive to spot half-open connections, retries with backoff, and
+never replays an action after a reconnect: a minutes-late spy action would be a privacy
+incident.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import itertools
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import defer
+from twisted.application.internet import backoffPolicy
+from twisted.application.service import Service
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
@@ -204,11 +207,28 @@ class AMIProtocol(Protocol):
 
 
 class _AMIFactory(Factory):
+    noisy = False  # no "Starting factory" line on every reconnect
+
     def __init__(self, client: AMIClient) -> None:
         self.client = client
 
     def buildProtocol(self, addr: object) -> AMIProtocol:
         return AMIProtocol(self.client.clock, self.client.dispatch, self.client.name)
+
+
+class _Reconnecting(Service):
+    """The IService face of an AMIClient, so that a parent service starts and stops it."""
+
+    def __init__(self, client: AMIClient) -> None:
+        self.client = client
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.client._begin()
+
+    def stopService(self) -> defer.Deferred[None]:
+        Service.stopService(self)
+        return self.client._end()
 
 
 @dataclass(frozen=True)
@@ -222,6 +242,11 @@ class AMIClient:
 
     ``on_ready(client)`` runs after every successful login (the resync hook); listeners get
     every event that is not part of an action's reply; ``on_down`` runs when the link drops.
+
+    The reconnect loop is ours, not ClientService's: ClientService has no transition for a
+    connection that closes after its ``prepareConnection`` failed (a refused login), so every
+    refusal logged an "Unhandled Error" NoTransition traceback. Here a connection is one
+    attempt from TCP connect to close, and every failed attempt is exactly one log line.
     """
 
     log = Logger()
@@ -236,6 +261,7 @@ class AMIClient:
         ping_interval: float = 10.0,
         ping_timeout: float = 5.0,
         max_backoff: float = 30.0,
+        login_timeout: float = DEFAULT_ACTION_TIMEOUT,
         on_ready: Callable[[AMIClient], defer.Deferred[None] | None] | None = None,
         on_down: Callable[[AMIClient], None] | None = None,
     ) -> None:
@@ -244,21 +270,21 @@ class AMIClient:
         self.credentials = credentials
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.login_timeout = login_timeout
         self.on_ready = on_ready
         self.on_down = on_down
         self.listeners: list[EventListener] = []
-        self.protocol: AMIProtocol | None = None
+        self.protocol: AMIProtocol | None = None  # logged in and ready for actions
         self.ami_version = ""
-        self._login_refusals = 0
-        self.service = ClientService(
-            endpoint,
-            _AMIFactory(self),
-            retryPolicy=backoffPolicy(
-                initialDelay=1.0, maxDelay=max_backoff, factor=1.6, jitter=random.random
-            ),
-            clock=clock,
-            prepareConnection=self._prepare,  # type: ignore[arg-type]  # always our AMIProtocol
+        self._endpoint = endpoint
+        self._factory = _AMIFactory(self)
+        self._retry_delay = backoffPolicy(
+            initialDelay=1.0, maxDelay=max_backoff, factor=1.6, jitter=random.random
         )
+        self._open: AMIProtocol | None = None  # the connection, logged in or not yet
+        self._loop: defer.Deferred[None] | None = None
+        self._run: object | None = None
+        self.service: Service = _Reconnecting(self)
 
     @property
     def ready(self) -> bool:
@@ -296,8 +322,100 @@ class AMIClient:
             except Exception:
                 self.log.failure("AMI listener failed on {count} events", count=len(messages))
 
+    # -- the reconnect loop ------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if self._loop is None:
+            run = object()  # this run's token: a stop-then-start must not leave two loops
+            self._run = run
+            loop = defer.ensureDeferred(self._keep_connected(run))
+            loop.addErrback(self._loop_failed)
+            self._loop = loop
+
+    def _end(self) -> defer.Deferred[None]:
+        loop, self._loop, self._run = self._loop, None, None
+        if loop is None:
+            return defer.succeed(None)
+        if self._open is not None:
+            # Closing the connection ends whatever the loop awaits on it (login, resync,
+            # the session itself); the loop then sees it is stopped.
+            self._open.transport.loseConnection()  # type: ignore[union-attr]
+        else:
+            loop.cancel()  # it waits for a TCP connect or for the backoff timer
+        done: defer.Deferred[None] = defer.Deferred()
+        loop.addBoth(lambda _: done.callback(None))
+        return done
+
+    def _loop_failed(self, failure: Failure) -> None:
+        if not failure.check(defer.CancelledError):
+            self.log.failure("AMI reconnect loop for {name} stopped", failure, name=self.name)
+
+    async def _keep_connected(self, run: object) -> None:
+        failures = 0
+        while self._run is run:
+            try:
+                await self._session()
+            except defer.CancelledError:
+                raise
+            except Exception as exc:
+                if self._run is not run:
+                    break
+                failures += 1
+                delay = self._retry_delay(failures)
+                self._log_failed_attempt(exc, failures, delay)
+            else:
+                if self._run is not run:
+                    self.log.info("AMI connection to {name} closed", name=self.name)
+                    break
+                failures = 0
+                delay = self._retry_delay(1)
+                self.log.warn("AMI connection to {name} lost; reconnecting in {delay:.1f} s",
+                              name=self.name, delay=delay)
+            await task.deferLater(self.clock, delay, lambda: None)
+
+    def _log_failed_attempt(self, exc: Exception, attempt: int, delay: float) -> None:
+        if isinstance(exc, AMILoginRefused):
+            self.log.error(
+                "AMI login to {name} as {user!r} refused: {message}. Check the asterisk "
+                "ami_username / ami_secret in the config. Retry {attempt} in {delay:.1f} s.",
+                name=self.name, user=self.credentials.username, message=str(exc),
+                attempt=attempt, delay=delay)
+        else:
+            self.log.warn("AMI connect to {name} failed: {error}. Retry {attempt} in {delay:.1f} s.",
+                          name=self.name, error=exc, attempt=attempt, delay=delay)
+
+    async def _session(self) -> None:
+        """One connection: connect, log in, resync; returns once it has closed."""
+        proto = cast(AMIProtocol, await self._endpoint.connect(self._factory))
+        self._open = proto
+        try:
+            try:
+                await self._login(proto)
+                self.protocol = proto
+                proto.start_keepalive(self.ping_interval, self.ping_timeout)
+                self.log.info("AMI connected to {name} (AMI {version})",
+                              name=self.name, version=self.ami_version)
+                if self.on_ready is not None:
+                    await defer.maybeDeferred(self.on_ready, self)
+            except BaseException:
+                # A failed attempt: the connection is of no further use.
+                proto.transport.abortConnection()  # type: ignore[union-attr]
+                await proto.lost
+                raise
+            await proto.lost
+        finally:
+            if self._open is proto:
+                self._open = None
+            if self.protocol is proto:
+                self.protocol = None
+                if self.on_down is not None:
+                    self.on_down(self)
+
     async def _login(self, proto: AMIProtocol) -> None:
-        banner = await proto.banner
+        try:
+            banner = await proto.banner.addTimeout(self.login_timeout, self.clock)
+        except defer.TimeoutError:
+            raise AMITimeout(f"no AMI banner within {self.login_timeout:g} s") from None
         self.ami_version = banner.version
         challenge = await proto.call("Challenge", [("AuthType", "MD5")])
         key = md5_key(challenge.response.get("Challenge") or "", self.credentials.secret)
@@ -306,51 +424,4 @@ class AMIClient:
             [("AuthType", "MD5"), ("Username", self.credentials.username), ("Key", key)],
         )
         if not result.success:
-            self._login_refusals += 1
-            message = result.response.get("Message") or "refused"
-            if self._login_refusals == 1:
-                # Logged once, loudly; the backoff then retries quietly (no hot loop).
-                self.log.error(
-                    "AMI login to {name} as {user!r} refused: {message}. Check the "
-                    "asterisk ami_username / ami_secret in the config. Retrying with backoff.",
-                    name=self.name,
-                    user=self.credentials.username,
-                    message=message,
-                )
-            raise AMILoginRefused(message)
-        if self._login_refusals:
-            self.log.info("AMI login to {name} accepted after earlier refusals", name=self.name)
-        self._login_refusals = 0
-
-    def _prepare(self, proto: AMIProtocol) -> defer.Deferred[None]:
-        async def prepare() -> None:
-            await self._login(proto)
-            self.protocol = proto
-            proto.lost.addCallback(lambda _: self._lost(proto))
-            proto.start_keepalive(self.ping_interval, self.ping_timeout)
-            self.log.info("AMI connected to {name} (AMI {version})", name=self.name, version=self.ami_version)
-            if self.on_ready is not None:
-                await defer.maybeDeferred(self.on_ready, self)
-
-        d = defer.ensureDeferred(prepare())
-
-        def failed(failure: Failure) -> Failure:
-            if not failure.check(AMILoginRefused):
-                self.log.warn("AMI connect to {name} failed: {error}", name=self.name, error=failure.value)
-            proto.transport.loseConnection()  # type: ignore[union-attr]
-            return failure
-
-        return d.addErrback(failed)
-
-    def _lost(self, proto: AMIProtocol) -> None:
-        if self.protocol is proto:
-            self.protocol = None
-            # Stopped by stop(), or by a parent service stopping ours (SpyService does):
-            # either way the ClientService is no longer running.
-            if not self.service.running:
-                self.log.info("AMI connection to {name} closed", name=self.name)
-            else:
-                self.log.warn("AMI connection to {name} lost; reconnecting with backoff",
-                              name=self.name)
-            if self.on_down is not None:
-                self.on_down(self)
+            raise AMILoginRefused(result.response.get("Message") or "refused")

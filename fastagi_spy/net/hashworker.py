@@ -7,7 +7,14 @@ still fight the reactor for the GIL. Here the reactor itself reads and writes th
 pipes: no threads at all. One JSON line per request and per reply.
 
 The worker gets the pepper and the hash cost on its first stdin line, never in argv or the
-environment (both are visible in /proc).
+environment (both are visible in /proc). It runs as ``python -I`` (no environment variables,
+no user site, no current directory on sys.path) in a fixed directory, importing this very
+package from where the server imported it.
+
+`HashPool` runs one worker per core and queues verifications per calling device, served
+round-robin: one phone flooding PIN attempts waits behind itself, not in front of others. A
+verification that has not answered in time fails (the caller hears "service unavailable")
+and its worker is killed and restarted.
 """
 
 from __future__ import annotations
@@ -18,24 +25,41 @@ import json
 import os
 import signal
 import sys
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from fastagi_spy.supervise.pincheck import PinCheckUnavailable
 
 NICE = 19
 # A worker that dies before it is ready (a broken install, no memory) is restarted after
 # 0.5 s, then twice as long each time up to 30 s: never a tight spawn loop.
 RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
-WORKER_ARGV = (sys.executable, "-m", "fastagi_spy.net.hashworker")
+# The directory holding the fastagi_spy package the server runs: the worker imports the same
+# code, whether installed or run from a checkout, and nothing else (-I ignores PYTHONPATH).
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+         "from fastagi_spy.net.hashworker import _serve; _serve()")
+WORKER_ARGV = (sys.executable, "-I", "-c", _BOOT, PACKAGE_ROOT)
+WORKER_DIRECTORY = "/"  # fixed: nothing the worker does depends on where the server started
 
 
-class HashWorkerGone(Exception):
+class HashWorkerGone(PinCheckUnavailable):
     """The worker process exited; pending PIN checks fail (the caller hears a refusal)."""
+
+
+class HashWorkerTimeout(HashWorkerGone):
+    """A PIN check did not answer within the configured time."""
 
 
 class HashWorkerStopped(HashWorkerGone):
@@ -59,6 +83,8 @@ class _WorkerProtocol(ProcessProtocol):
             if reply.get("ready"):
                 self.became_ready = True
                 self.ready.callback(None)
+                if self.owner.on_ready is not None:
+                    self.owner.on_ready()
             else:
                 self.owner.answered(int(reply["id"]), bool(reply["ok"]))
 
@@ -91,14 +117,19 @@ class HashWorker:
         self.stopping = False
         self.failed_starts = 0  # in a row: workers that died before they were ready
         self._restart: IDelayedCall | None = None
+        self.on_ready: Callable[[], None] | None = None  # each time a (re)started one is ready
+
+    @property
+    def ready(self) -> bool:
+        return self.protocol is not None and self.protocol.became_ready
 
     def start(self) -> defer.Deferred[None]:
         self.stopping = False
         self._restart = None
         self.protocol = _WorkerProtocol(self)
-        self.reactor.spawnProcess(
-            self.protocol, self.argv[0], list(self.argv),
-            env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join(sys.path)})
+        self.reactor.spawnProcess(self.protocol, self.argv[0], list(self.argv),
+                                  env={"PATH": os.environ.get("PATH", "")},
+                                  path=WORKER_DIRECTORY)
         assert self.protocol.transport is not None
         self.protocol.transport.write(json.dumps(self.settings).encode() + b"\n")
         return self.protocol.ready
@@ -109,6 +140,12 @@ class HashWorker:
             self._restart.cancel()
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.transport.closeStdin()
+
+    def kill(self) -> None:
+        """End a stuck worker now; `ended` fails what it held and starts a new one."""
+        if self.protocol is not None and self.protocol.transport is not None:
+            with contextlib.suppress(ProcessExitedAlready):
+                self.protocol.transport.signalProcess("KILL")
 
     def verify(self, supervisor: str, pin: str, stored_hash: str | None) -> defer.Deferred[bool]:
         if self.protocol is None or self.protocol.transport is None:
@@ -147,6 +184,133 @@ class HashWorker:
         # A worker that fails to start exits, and ended() logs that and schedules the next
         # try; nobody waits on this Deferred.
         self.start().addErrback(lambda _f: None)
+
+
+def pool_size() -> int:
+    """One worker per core this process may run on: argon2 keeps one core busy per verify."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(eq=False)
+class _Request:
+    lane: str
+    supervisor: str
+    pin: str
+    stored_hash: str | None
+    result: defer.Deferred[bool] = field(default_factory=defer.Deferred)
+    deadline: IDelayedCall | None = None
+
+
+class HashPool:
+    """Worker processes, one verification each at a time, fed round-robin per device."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, pepper: bytes, cost: str, timeout: float,
+                 size: int | None = None, argv: tuple[str, ...] = WORKER_ARGV) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+        self.workers = [HashWorker(reactor, pepper, cost, argv) for _ in range(size or pool_size())]
+        for worker in self.workers:
+            worker.on_ready = self._dispatch
+        self.lanes: OrderedDict[str, deque[_Request]] = OrderedDict()
+        self.busy: dict[HashWorker, _Request] = {}
+
+    def start(self) -> defer.Deferred[None]:
+        """Fires once every worker is ready; a failed start is logged and retried by the worker."""
+        def started(_results: object) -> None:
+            return None
+
+        return defer.DeferredList(
+            [w.start().addErrback(self._not_started) for w in self.workers]).addCallback(started)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        queued = [request for lane in self.lanes.values() for request in lane]
+        self.lanes.clear()
+        for request in queued:
+            self._fail(request, HashWorkerGone("the PIN hash workers are stopping"))
+
+    def verify(self, lane: str, supervisor: str, pin: str,
+               stored_hash: str | None) -> defer.Deferred[bool]:
+        """Queue a verification in `lane` (the calling device); fails with HashWorkerTimeout
+        when it has not answered within the timeout, queueing included."""
+        request = _Request(lane, supervisor, pin, stored_hash)
+        request.deadline = self.reactor.callLater(self.timeout, self._expired, request)
+        self.lanes.setdefault(lane, deque()).append(request)
+        self._dispatch()
+        return request.result
+
+    def queued(self, lane: str) -> int:
+        return len(self.lanes.get(lane, ()))
+
+    def _dispatch(self) -> None:
+        for worker in self.workers:
+            if not self.lanes:
+                return
+            if worker in self.busy or not worker.ready:
+                continue
+            lane, waiting = next(iter(self.lanes.items()))
+            request = waiting.popleft()
+            if waiting:
+                self.lanes.move_to_end(lane)  # its next one waits for every other device's
+            else:
+                del self.lanes[lane]
+            self.busy[worker] = request
+            worker.verify(request.supervisor, request.pin, request.stored_hash).addCallbacks(
+                lambda ok, w=worker, r=request: self._answered(w, r, ok),
+                lambda failure, w=worker, r=request: self._worker_failed(w, r, failure))
+
+    def _answered(self, worker: HashWorker, request: _Request, ok: bool) -> None:
+        self.busy.pop(worker, None)
+        if not request.result.called:
+            self._cancel_deadline(request)
+            request.result.callback(ok)
+        self._dispatch()
+
+    def _worker_failed(self, worker: HashWorker, request: _Request, failure: Failure) -> None:
+        self.busy.pop(worker, None)
+        error = failure.value
+        self._fail(request, error if isinstance(error, HashWorkerGone)
+                   else HashWorkerGone(f"the PIN hash worker failed: {error}"))
+        self._dispatch()
+
+    def _expired(self, request: _Request) -> None:
+        request.deadline = None
+        waiting = self.lanes.get(request.lane)
+        if waiting is not None and request in waiting:
+            waiting.remove(request)
+            if not waiting:
+                del self.lanes[request.lane]
+        else:
+            for worker, held in self.busy.items():
+                if held is request:
+                    self.log.error("PIN hash worker did not answer within {timeout:g} s; "
+                                   "restarting it", timeout=self.timeout)
+                    worker.kill()  # busy until it has ended, then restarted
+                    break
+        self._fail(request, HashWorkerTimeout(
+            f"the PIN check did not answer within {self.timeout:g} s"))
+
+    def _fail(self, request: _Request, error: Exception) -> None:
+        if not request.result.called:
+            self._cancel_deadline(request)
+            request.result.errback(error)
+
+    @staticmethod
+    def _cancel_deadline(request: _Request) -> None:
+        if request.deadline is not None and request.deadline.active():
+            request.deadline.cancel()
+        request.deadline = None
+
+    def _not_started(self, failure: Failure) -> None:
+        # Stopped before it was ready (the server stopping as it starts): not a failure.
+        if not failure.check(HashWorkerStopped):
+            self.log.failure("PIN hash worker did not start; retrying with backoff", failure)
 
 
 def _serve() -> None:

@@ -4,6 +4,10 @@ On every login it rebuilds that server's state from CoreShowChannels and QueueSt
 step. Events that arrive while the snapshot is being collected are held back and applied
 after it, in order, so a Hangup racing the snapshot can never resurrect a dead channel.
 While AMI is down the server's state is marked stale, so nobody acts on a guess.
+
+A read the map fails to apply (anything but a ``Malformed`` event, which the model counts and
+skips) may have been applied in part: the server is marked stale and rebuilt by a resync,
+never trusted as it stands.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 
 from fastagi_spy.net.ami import AMIClient, AMIError
 from fastagi_spy.wire.ami import AMIMessage
@@ -35,6 +40,7 @@ class LiveSync:
         self._held: list[AMIMessage] | None = None
         self._client: AMIClient | None = None
         self.resyncs = 0
+        self._broken = False  # a read failed to apply; stale until a resync succeeds
 
     def attach(self, client: AMIClient) -> None:
         self._client = client
@@ -47,7 +53,10 @@ class LiveSync:
         ready: list[AMIMessage] = []
         for message in messages:
             if self.also is not None:
-                self.also(message)
+                try:
+                    self.also(message)
+                except Exception:  # a watcher's bug must not cost the map this read
+                    self.log.failure("Event watcher failed on {event}", event=message.event)
             name = message.event
             if name == "Shutdown":
                 self._apply(ready)
@@ -55,7 +64,7 @@ class LiveSync:
             elif name == "FullyBooted" and self._client is not None and self._client.ready:
                 # Asterisk finished booting after we logged in: what we saw may be incomplete.
                 self._apply(ready)
-                self.resync(self._client).addErrback(lambda _f: None)
+                self.resync(self._client).addErrback(self._resync_failed)
             if self._held is not None:
                 self._held.append(message)
             else:
@@ -63,9 +72,29 @@ class LiveSync:
         self._apply(ready)
 
     def _apply(self, messages: list[AMIMessage]) -> None:
-        if messages:
+        if not messages:
+            return
+        try:
             self.live_map.ingest(self.server, messages, self.now())
+        except Exception:
+            self._failed_to_apply(Failure())
+        finally:
             messages.clear()
+
+    def _failed_to_apply(self, failure: Failure) -> None:
+        """The read may be half applied: stop trusting the server's state and rebuild it."""
+        if not self._broken:
+            self._broken = True  # logged once; later reads fail the same way until rebuilt
+            self.log.failure(
+                "Live map for {server} failed to apply an AMI read; marked stale until a "
+                "resync rebuilds it", failure, level=LogLevel.error, server=self.server)
+        self.live_map.mark_stale(self.server, self.now())
+        if self._client is not None and self._client.ready:
+            self.resync(self._client).addErrback(self._resync_failed)
+
+    def _resync_failed(self, failure: Failure) -> None:
+        if not failure.check(AMIError):  # AMIErrors are logged by _resync already
+            self.log.failure("Resync of {server} failed", failure, server=self.server)
 
     def resync(self, client: AMIClient) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._resync(client))
@@ -80,6 +109,7 @@ class LiveSync:
             members = [e for e in queues.events if e.event == "QueueMember"]
             self.live_map.resync(self.server, channels.events, members, self.now())
             self.resyncs += 1
+            self._broken = False
             self.log.info(
                 "Live map for {server} rebuilt: {channels} channels, {members} queue members",
                 server=self.server, channels=len(channels.events), members=len(members))

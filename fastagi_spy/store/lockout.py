@@ -1,8 +1,14 @@
 """Failed-PIN counters and lockouts that span calls, processes and restarts.
 
 Per-call retry limits do nothing against redialling, so every failure is a row in the
-database, keyed both by supervisor and by calling device. Counters live only in the DB so
-several instances sharing it (later through PostgreSQL) see the same state.
+database, keyed by calling device, by (device, supervisor) pair and, from phones other than
+the supervisor's own, by supervisor number. Counters live only in the DB so several instances
+sharing it (later through PostgreSQL) see the same state.
+
+An attempt is counted when it starts (`admit`), before its hash is known, and refused if it
+would take any key past its threshold: N calls at once get no more tries than the threshold.
+Its row stays as a failure unless the PIN was right (`grant`, which checks the lock again)
+or was never judged (`refund`).
 """
 
 from __future__ import annotations
@@ -24,17 +30,53 @@ def device_key(device: str) -> str:
     return f"device:{device}"
 
 
+SUPERVISOR_PREFIX, DEVICE_PREFIX, PAIR_PREFIX = "supervisor:", "device:", "pair:"
+
+
+def pair_key(device: str, supervisor: str) -> str:
+    """The lockout key for one supervisor number tried from one device.
+
+    The number comes first: it is digits only, so the first "@" always ends it, even for a
+    device such as "Local/2001@phones".
+    """
+    return f"{PAIR_PREFIX}{supervisor}@{device}"
+
+
 @dataclass(frozen=True)
 class LockoutPolicy:
-    """Lock a key for `lock_s` once it has `max_failures` failures within `window_s`."""
+    """Lock a key for `lock_s` once it has `max_failures` failures within `window_s`.
+
+    A supervisor number (tried from phones other than its own) has its own, higher threshold:
+    a few guesses from anywhere in the building must not lock a supervisor out.
+    """
 
     max_failures: int = 5
     window_s: float = 900.0
     lock_s: float = 900.0
+    supervisor_max_failures: int = 50
 
     def __post_init__(self) -> None:
-        if self.max_failures < 1 or self.window_s <= 0 or self.lock_s <= 0:
+        if (self.max_failures < 1 or self.supervisor_max_failures < 1 or self.window_s <= 0
+                or self.lock_s <= 0):
             raise ValueError("lockout policy values must be positive")
+
+    def threshold(self, key: str) -> int:
+        return self.supervisor_max_failures if key.startswith(SUPERVISOR_PREFIX) else self.max_failures
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An attempt as counted before its hash: refused (locked, or over some key's budget
+    with the attempts already in flight), or admitted with the failure rows it added."""
+
+    admitted: bool
+    rows: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class FailureOutcome:
+    locked: bool  # some key of the attempt is locked now
+    newly_locked: tuple[str, ...]  # keys this failure locked
 
 
 @dataclass(frozen=True)
@@ -84,6 +126,61 @@ class LockoutStore:
         ).fetchone()
         return KeyStanding(None if until is None else float(until), bool(failed))
 
+    def admit(self, keys: Iterable[str], now: float) -> Admission:
+        """Count an attempt before its hash is checked; refused if any key is locked or the
+        attempt would take a key past its threshold (failures plus attempts in flight)."""
+        wanted = _keys(keys)
+        if not wanted:
+            raise ValueError("an attempt needs at least one key")
+        window_start = now - self.policy.window_s
+        with self._db.transaction() as conn:  # BEGIN IMMEDIATE: one admission at a time
+            self._prune(conn, now)
+            if self._locked_until(conn, wanted, now) is not None:
+                return Admission(False)
+            for key in wanted:
+                if self._count(conn, key, window_start) + 1 > self.policy.threshold(key):
+                    return Admission(False)
+            rows = tuple(
+                int(conn.execute("INSERT INTO auth_failures (key, at) VALUES (?, ?)",
+                                 (key, now)).lastrowid or 0)
+                for key in wanted)
+        return Admission(True, rows)
+
+    def settle_failure(self, keys: Iterable[str], now: float) -> FailureOutcome:
+        """An admitted attempt failed: its rows stay; lock every key now at its threshold."""
+        wanted = _keys(keys)
+        window_start = now - self.policy.window_s
+        newly: list[str] = []
+        with self._db.transaction() as conn:
+            already = {key for key, in conn.execute(
+                f"SELECT key FROM lockouts WHERE until > ? AND key IN ({_placeholders(len(wanted))})",
+                (now, *wanted))}
+            for key in wanted:
+                if self._count(conn, key, window_start) >= self.policy.threshold(key):
+                    self._lock(conn, key, now + self.policy.lock_s)
+                    if key not in already:
+                        newly.append(key)
+            locked = self._locked_until(conn, wanted, now) is not None
+        return FailureOutcome(locked, tuple(newly))
+
+    def grant(self, keys: Iterable[str], now: float) -> bool:
+        """The PIN was right: True, and the keys' failures forgotten, unless a key was locked
+        meanwhile (by an attempt that failed while this one was being checked)."""
+        wanted = _keys(keys)
+        with self._db.transaction() as conn:
+            if self._locked_until(conn, wanted, now) is not None:
+                return False
+            conn.execute(
+                f"DELETE FROM auth_failures WHERE key IN ({_placeholders(len(wanted))})", wanted)
+        return True
+
+    def refund(self, rows: Iterable[int]) -> None:
+        """Drop an admitted attempt's rows: its hash never answered, so no guess was judged."""
+        wanted = tuple(rows)
+        if wanted:
+            self._db.execute(
+                f"DELETE FROM auth_failures WHERE id IN ({_placeholders(len(wanted))})", wanted)
+
     def record_failure(self, keys: Iterable[str], now: float) -> bool:
         """Count one failure for each key; returns True if any of the keys is now locked."""
         wanted = _keys(keys)
@@ -92,27 +189,14 @@ class LockoutStore:
         policy = self.policy
         window_start = now - policy.window_s
         with self._db.transaction() as conn:
-            # Prune everyone's old rows, so the table stays as small as the window.
-            conn.execute("DELETE FROM auth_failures WHERE at <= ?", (window_start,))
-            conn.execute("DELETE FROM lockouts WHERE until <= ?", (now,))
+            self._prune(conn, now)
             conn.executemany(
                 "INSERT INTO auth_failures (key, at) VALUES (?, ?)",
                 [(key, now) for key in wanted],
             )
             for key in wanted:
-                (count,) = conn.execute(
-                    "SELECT COUNT(*) FROM auth_failures WHERE key = ? AND at > ?",
-                    (key, window_start),
-                ).fetchone()
-                if count >= policy.max_failures:
-                    # Never shorten a lock that is already longer.
-                    conn.execute(
-                        "INSERT INTO lockouts (key, until) VALUES (?, ?) "
-                        "ON CONFLICT (key) DO UPDATE SET until = CASE "
-                        "WHEN excluded.until > lockouts.until THEN excluded.until "
-                        "ELSE lockouts.until END",
-                        (key, now + policy.lock_s),
-                    )
+                if self._count(conn, key, window_start) >= policy.threshold(key):
+                    self._lock(conn, key, now + policy.lock_s)
             return self._locked_until(conn, wanted, now) is not None
 
     def record_success(self, keys: Iterable[str], now: float) -> None:
@@ -127,11 +211,20 @@ class LockoutStore:
                 )
 
     def unlock(self, key: str) -> bool:
-        """Admin unlock: drop the key's lockout and failures; returns whether any existed."""
+        """Admin unlock: drop the key's lockout and failures; returns whether any existed.
+
+        Unlocking a supervisor or a device also unlocks every pair it is part of.
+        """
         with self._db.transaction() as conn:
-            locks = conn.execute("DELETE FROM lockouts WHERE key = ?", (key,)).rowcount
-            fails = conn.execute("DELETE FROM auth_failures WHERE key = ?", (key,)).rowcount
-        return locks + fails > 0
+            pairs = [k for (k,) in conn.execute(
+                "SELECT key FROM lockouts WHERE key LIKE 'pair:%' "
+                "UNION SELECT key FROM auth_failures WHERE key LIKE 'pair:%'")
+                if _pair_belongs_to(k, key)]
+            removed = 0
+            for one in (key, *pairs):
+                removed += conn.execute("DELETE FROM lockouts WHERE key = ?", (one,)).rowcount
+                removed += conn.execute("DELETE FROM auth_failures WHERE key = ?", (one,)).rowcount
+        return removed > 0
 
     def list_locked(self, now: float) -> list[tuple[str, float]]:
         """Every key locked at `now`, with its `until`, sorted by key."""
@@ -141,6 +234,29 @@ class LockoutStore:
             ).fetchall()
         return [(str(key), float(until)) for key, until in rows]
 
+    def _prune(self, conn: sqlite3.Connection, now: float) -> None:
+        # Everyone's old rows, so the tables stay as small as the window.
+        conn.execute("DELETE FROM auth_failures WHERE at <= ?", (now - self.policy.window_s,))
+        conn.execute("DELETE FROM lockouts WHERE until <= ?", (now,))
+
+    @staticmethod
+    def _count(conn: sqlite3.Connection, key: str, window_start: float) -> int:
+        (count,) = conn.execute(
+            "SELECT COUNT(*) FROM auth_failures WHERE key = ? AND at > ?", (key, window_start)
+        ).fetchone()
+        return int(count)
+
+    @staticmethod
+    def _lock(conn: sqlite3.Connection, key: str, until: float) -> None:
+        # Never shorten a lock that is already longer.
+        conn.execute(
+            "INSERT INTO lockouts (key, until) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET until = CASE "
+            "WHEN excluded.until > lockouts.until THEN excluded.until "
+            "ELSE lockouts.until END",
+            (key, until),
+        )
+
     @staticmethod
     def _locked_until(conn: sqlite3.Connection, keys: tuple[str, ...], now: float) -> float | None:
         (until,) = conn.execute(
@@ -149,3 +265,13 @@ class LockoutStore:
             (now, *keys),
         ).fetchone()
         return None if until is None else float(until)
+
+
+def _pair_belongs_to(pair: str, key: str) -> bool:
+    """Whether pair key "pair:<number>@<device>" names the supervisor or device of `key`."""
+    number, _, device = pair.removeprefix(PAIR_PREFIX).partition("@")
+    if key.startswith(SUPERVISOR_PREFIX):
+        return number == key.removeprefix(SUPERVISOR_PREFIX)
+    if key.startswith(DEVICE_PREFIX):
+        return device == key.removeprefix(DEVICE_PREFIX)
+    return False

@@ -18,9 +18,10 @@ import hashlib
 import re
 
 from fastagi_spy.store.directory import Mode
+from fastagi_spy.wire.names import CHANNEL_NAME
 
-# No ",", "(", ")", spaces or control characters: any of them could add ChanSpy options.
-_CHANNEL = re.compile(r"[A-Za-z0-9/@;._-]{1,100}")
+# The same characters the config allows in devices (wire/names.py says which and why).
+_CHANNEL = CHANNEL_NAME
 _SPY_GROUP = re.compile(r"[A-Za-z0-9_]{1,32}")
 _TEAM_PREFIX = "team_"
 _TEAM_SAFE = re.compile(rf"[A-Za-z0-9_]{{1,{32 - len(_TEAM_PREFIX)}}}")

@@ -20,7 +20,8 @@ from fastagi_spy.store.audit import AuditLog, AuthResult, EndReason, Via
 from fastagi_spy.store.directory import Directory, Mode, SupervisorEntry, device_of_channel
 from fastagi_spy.supervise.chanspy import chanspy_argument, parse_target_digits, spy_group_for_team
 from fastagi_spy.supervise.line import AGILine, LineGone
-from fastagi_spy.supervise.pincheck import PinAttempt, PinChecker, PinVerdict
+from fastagi_spy.supervise.picker import START_KEY, pick_agent
+from fastagi_spy.supervise.pincheck import PinChecker, PinCheckUnavailable, PinVerdict
 from fastagi_spy.supervise.rights import may_spy, may_switch_modes
 from fastagi_spy.supervise.spywatch import SpyWatch, SpyWatches
 
@@ -51,6 +52,10 @@ _UNRESOLVED = {
 RESULT_VARIABLE = "FASTAGI_SPY_RESULT"  # "done": the bundle then just hangs up
 TARGET_PROMPTS = 3  # silent target prompts before we give up
 PIN_TIMEOUT_MS = 10000
+# Read at most this many digits at the supervisor and PIN prompts: far longer than any
+# PIN (12 digits at most), so an overlong entry is read whole, as one wrong try.
+ENTRY_DIGITS = 64
+SILENT_PIN_PROMPTS = 3  # silent (or '#' alone) supervisor/PIN prompts before we give up
 TARGET_TIMEOUT_MS = 10000
 
 
@@ -70,6 +75,9 @@ class Resolution(Protocol):
 class TargetResolver(Protocol):
     def resolve(self, target: str, server: str | None = None) -> Resolution: ...
 
+    def on_call_agents(self, server: str) -> list[tuple[str, float]]:
+        """(agent number, answer time) of the agents on a call on ``server``, longest first."""
+
 
 @dataclass
 class FlowDeps:
@@ -80,9 +88,12 @@ class FlowDeps:
     spies: SpyWatches
     security: SecurityRules
     now: Callable[[], float]
-    verify_pin: Callable[[str, str, str | None], Awaitable[bool]]  # slow: away from the reactor
+    # (device, supervisor, pin, stored hash): slow, away from the reactor, queued per device;
+    # fails with PinCheckUnavailable when it cannot answer in time.
+    verify_pin: Callable[[str, str, str, str | None], Awaitable[bool]]
     sleep: Callable[[float], Awaitable[None]]
     notice: Callable[[str, str], Awaitable[None]] | None = None  # (server, channel)
+    servers: tuple[str, ...] = ()  # every configured server: where else a target may live
 
 
 @dataclass
@@ -95,6 +106,13 @@ class _Call:
     stage: str = "start"
     target: str | None = None  # the digits of the current attempt
     found: Resolution | None = None  # what they resolved to
+
+    @property
+    def server(self) -> str | None:
+        """The Asterisk server the call came from (a FastAGI session knows it from its peer
+        and URL); None: not known, so targets are looked up on every server."""
+        server = getattr(self.line, "server", None)
+        return server if isinstance(server, str) else None
 
 
 class SupervisionFlow:
@@ -151,33 +169,78 @@ class SupervisionFlow:
         await self._targets(call, supervisor, parse_target_digits(raw_target) if raw_target else None)
 
     async def _authenticate(self, call: _Call) -> SupervisorEntry | None:
+        """Up to `pin_tries_per_call` typed PINs. A locked-out caller hears exactly what a
+        wrong PIN hears (the hash is computed either way); silence or "#" alone is no try."""
         d = self.deps
         known = d.directory.supervisor_for_device(call.device)
-        for _attempt in range(d.security.pin_tries_per_call):
+        tries = silent = 0
+        locked = False
+        while tries < d.security.pin_tries_per_call:
             claimed = known.number if known else None
             if known is None:
                 call.stage = "supervisor prompt"
-                typed = await self._ask(call, Prompts.SUPERVISOR, 10)
-                claimed = parse_target_digits(typed or "")
+                typed = await self._ask(call, Prompts.SUPERVISOR, ENTRY_DIGITS)
+                if typed is None:
+                    silent += 1
+                    if silent >= SILENT_PIN_PROMPTS:
+                        await self._no_pin(call)
+                        return None
+                    continue
+                claimed = parse_target_digits(typed)
             supervisor = d.directory.supervisor(claimed) if claimed else None
             call.stage = "pin prompt"
-            pin = await self._ask(call, Prompts.PIN, 12)
-            checker = d.pin_checker
-            attempt: PinAttempt = checker.before(call.device, claimed, supervisor, d.now())
-            valid = await d.verify_pin(claimed or "", pin or "", attempt.stored_hash)
-            verdict: PinVerdict = checker.after(
-                call.record, attempt, claimed, supervisor, pin, valid, d.now())
+            pin = await self._ask(call, Prompts.PIN, ENTRY_DIGITS)
+            if pin is None:
+                silent += 1
+                if silent >= SILENT_PIN_PROMPTS:
+                    await self._no_pin(call)
+                    return None
+                continue
+            tries += 1
+            verdict = await self._check_pin(call, claimed, supervisor, pin)
+            if verdict is None:
+                return None
             if verdict.ok and supervisor is not None:
                 call.supervisor = supervisor
                 return supervisor
-            if verdict.locked:
-                await self._say(call, Prompts.LOGIN_INCORRECT, Prompts.GOODBYE)
-                self._close(call, EndReason.LOCKED_OUT, "locked out")
-                return None
+            locked = locked or verdict.locked
             await self._say(call, Prompts.LOGIN_INCORRECT)
+            if len(pin) >= ENTRY_DIGITS:
+                # A flood of digits, not a PIN: one try, and the call ends before the rest
+                # of it is read as more tries.
+                break
         await self._say(call, Prompts.GOODBYE)
-        self._close(call, EndReason.BAD_PIN, f"{d.security.pin_tries_per_call} failed tries")
+        if locked:
+            self._close(call, EndReason.LOCKED_OUT, "locked out")
+        else:
+            self._close(call, EndReason.BAD_PIN, f"{tries} failed tries")
         return None
+
+    async def _check_pin(self, call: _Call, claimed: str | None,
+                         supervisor: SupervisorEntry | None, pin: str) -> PinVerdict | None:
+        """Count, hash and settle one typed PIN; None when the check itself failed (the
+        caller has heard "service unavailable" and the record is closed)."""
+        d = self.deps
+        checker = d.pin_checker
+        attempt = checker.begin(call.device, claimed, supervisor, d.now())
+        try:
+            valid = await d.verify_pin(call.device, claimed or "", pin, attempt.stored_hash)
+        except PinCheckUnavailable as exc:
+            checker.abandon(attempt)
+            self.log.error("PIN check failed: {error}", error=exc)
+            d.audit.update(call.record, supervisor=claimed)
+            await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
+            self._close(call, EndReason.SERVICE_UNAVAILABLE, f"PIN check: {exc}"[:200])
+            return None
+        except BaseException:
+            checker.abandon(attempt)
+            raise
+        return checker.finish(call.record, attempt, supervisor, valid, d.now())
+
+    async def _no_pin(self, call: _Call) -> None:
+        self.deps.audit.update(call.record, auth_result=AuthResult.NO_INPUT.value)
+        await self._say(call, Prompts.GOODBYE)
+        self._close(call, EndReason.ABANDONED, "no PIN entered")
 
     async def _targets(self, call: _Call, supervisor: SupervisorEntry, first: str | None) -> None:
         d = self.deps
@@ -201,32 +264,89 @@ class SupervisionFlow:
                 await self._say(call, Prompts.INVALID)
                 self._next_record(call, EndReason.INVALID_TARGET, "typed target not digits")
                 continue
-            found = d.resolver.resolve(target)
+            if target == START_KEY:
+                # Choosing by ear ends in the agent's number, and from there on it is as if
+                # that number had been typed: one resolve, one rights check, one record.
+                call.stage = "picking"
+                target = await pick_agent(call.line, self._offered(call, supervisor))
+                if target is None:
+                    continue
+            found = d.resolver.resolve(target, server=call.server)
+            elsewhere = (_lives_elsewhere(d, target, call.server)
+                         if found.reason in ("not_found", "not_logged_in", "not_on_call") else None)
+            if elsewhere is not None:
+                # The hook for cross-server trunks: with a route to `elsewhere`, the supervisor
+                # would be sent over it; without one, refused here.
+                call.target = target
+                await self._say(call, Prompts.DENIED)
+                self._next_record(call, EndReason.DENIED, f"other_server {elsewhere}")
+                continue
             call.target = target
             if found.reason == "stale":
                 await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
                 self._close(call, EndReason.SERVICE_UNAVAILABLE, "AMI down or state stale")
                 return
-            if not found.ok or found.channel is None or found.agent_number is None:
-                prompt, reason = _UNRESOLVED.get(found.reason, _UNRESOLVED["not_found"])
+            if found.agent_number is not None:
+                call.found = found
+            refused = self._refusal(call, supervisor, target, found)
+            if refused is not None:
+                prompt, reason, detail = refused
                 await self._say(call, prompt)
-                self._next_record(call, reason, found.reason)
+                self._next_record(call, reason, detail)
                 continue
-            agent = d.directory.agent(found.agent_number)
-            decision = (may_spy(supervisor, agent, call.mode, d.directory.never_spy)
-                        if agent is not None else None)
-            call.found = found
-            if decision is None or not decision.allowed:
-                await self._say(call, Prompts.DENIED)
-                self._next_record(call, EndReason.DENIED,
-                                        decision.reason if decision else "agent not in directory")
-                continue
-            assert agent is not None
+            agent = d.directory.agent(found.agent_number or "")
+            assert agent is not None and found.channel is not None
             ended = await self._spy(call, supervisor, found.channel, found.server or "",
                                     spy_group_for_team(agent.team))
             if ended is None:
                 return
             self._next_record(call, ended, None)
+
+    def _refusal(self, call: _Call, supervisor: SupervisorEntry, target: str,
+                 found: Resolution) -> tuple[str, EndReason, str] | None:
+        """Why ``found`` gets no spy (prompt, end reason, audit detail), or None to spy.
+
+        Rights come before status: an agent this supervisor may not spy on in this mode is
+        "not allowed" whether talking, idle or logged out, so the phone says nothing about
+        other teams or never-spy agents. Only a target naming no agent at all is "not found".
+        The audit keeps what the caller is not told.
+        """
+        d = self.deps
+        number = found.agent_number
+        if number is None and found.reason == "not_found" and d.directory.agent(target):
+            number = target  # a directory agent the map does not hold: still theirs to refuse
+        if number is None:
+            prompt, reason = _UNRESOLVED.get(found.reason, _UNRESOLVED["not_found"])
+            return prompt, reason, found.reason
+        agent = d.directory.agent(number)
+        decision = (may_spy(supervisor, agent, call.mode, d.directory.never_spy)
+                    if agent is not None else None)
+        if decision is None or not decision.allowed:
+            why = decision.reason if decision is not None else "agent not in directory"
+            return Prompts.DENIED, EndReason.DENIED, (
+                why if found.ok else f"{why}; agent {found.reason}")
+        if not found.ok or found.channel is None:
+            prompt, reason = _UNRESOLVED.get(found.reason, _UNRESOLVED["not_found"])
+            return prompt, reason, found.reason
+        return None
+
+    def _offered(self, call: _Call, supervisor: SupervisorEntry) -> list[str]:
+        """The agents this supervisor may spy on in this mode who are on a call now, longest
+        call first (ties by number): the same order every time."""
+        d = self.deps
+        # Targets resolve on the call's own server; a call from no known server sees all.
+        servers = (call.server,) if call.server is not None else d.servers
+        calls: dict[str, float] = {}
+        for name in servers:
+            for number, answered_at in d.resolver.on_call_agents(name):
+                calls[number] = min(answered_at, calls.get(number, answered_at))
+        offered = []
+        for number, answered_at in calls.items():
+            agent = d.directory.agent(number)
+            if agent is not None and may_spy(
+                    supervisor, agent, call.mode, d.directory.never_spy).allowed:
+                offered.append((answered_at, number))
+        return [number for _, number in sorted(offered)]
 
     async def _spy(self, call: _Call, supervisor: SupervisorEntry, channel: str, server: str,
                    group: str) -> EndReason | None:
@@ -332,6 +452,14 @@ class SupervisionFlow:
         while not ready() and waited < timeout:
             await self.deps.sleep(0.05)
             waited += 0.05
+
+
+def _lives_elsewhere(d: FlowDeps, target: str, here: str | None) -> str | None:
+    """Another server on which ``target`` is on a call now, when the call came from ``here``."""
+    if here is None:
+        return None
+    return next((name for name in d.servers
+                 if name != here and d.resolver.resolve(target, server=name).ok), None)
 
 
 def _is_hangup(exc: BaseException) -> bool:

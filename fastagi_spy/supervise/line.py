@@ -25,6 +25,12 @@ class AGILine(Protocol):
 
     async def stream_file(self, name: str) -> AGIReply: ...
 
+    async def say_digits(self, digits: str, escape: str) -> str | None:
+        """Say ``digits`` (ASCII digits only); the key in ``escape`` pressed meanwhile, or None."""
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        """The key pressed within ``timeout_ms``, or None."""
+
     async def set_variable(self, name: str, value: str) -> AGIReply: ...
 
     async def get_variable(self, name: str) -> str | None: ...

@@ -1,87 +1,139 @@
-"""One PIN attempt in three steps: the quick store reads, the slow hash, the quick writes.
+"""One PIN attempt in three steps: count it, hash it (elsewhere), then settle it.
 
-The hash (argon2id, ~40 ms, memory-hard) runs elsewhere (a worker process in the service:
-argon2-cffi keeps the GIL, so a thread would stall the reactor). It is always computed, even
-for an unknown supervisor or a locked-out caller, so neither the time taken nor the prompt
-heard says which it was.
+The attempt is counted in the store before its hash is known (`begin`), and the lock is
+checked again when a right PIN would be granted (`finish`): N calls at once get no more
+guesses than the threshold. The hash (argon2id, ~40 ms, memory-hard) runs in a worker
+process and is always computed, even for an unknown supervisor or a locked-out caller, so
+neither the time taken nor the prompt heard says which it was.
+
+Scope: failures count against the calling device and the (device, supervisor) pair; against
+the supervisor number itself only from phones other than the supervisor's own, with a much
+higher threshold that raises an alert. Nobody can lock a supervisor out of their own phone
+from elsewhere in the building.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
-from fastagi_spy.store.audit import AuditLog, AuthResult
+from twisted.logger import Logger
+
+from fastagi_spy.store.audit import AuditLog, AuthResult, EndReason, Via
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.directory import SupervisorEntry
-from fastagi_spy.store.lockout import LockoutStore, device_key, supervisor_key
-from fastagi_spy.store.pins import PinHasher, PinStore
+from fastagi_spy.store.lockout import (
+    SUPERVISOR_PREFIX,
+    Admission,
+    LockoutStore,
+    device_key,
+    pair_key,
+    supervisor_key,
+)
+from fastagi_spy.store.pins import PinStore
+
+
+class PinCheckUnavailable(Exception):
+    """The PIN could not be checked (the hash worker is stuck, gone or overloaded)."""
 
 
 @dataclass(frozen=True)
 class PinVerdict:
     ok: bool
-    locked: bool  # locked out before this try, or by it
+    locked: bool  # refused as locked: before this try, at grant time, or by it
 
 
-@dataclass(frozen=True)
+@dataclass
 class PinAttempt:
-    """What the store says before the hash is checked."""
+    """What `begin` counted, for `finish` or `abandon` to settle."""
 
+    device: str
+    claimed: str | None
     keys: tuple[str, ...]
-    locked: bool
+    admission: Admission
     stored_hash: str | None
-    has_failures: bool = True  # failures on record that a success must clear
+    slots: tuple[str, ...] = ()  # in-flight slots held until the attempt is settled
+
+
+def attempt_keys(device: str, claimed: str | None,
+                 supervisor: SupervisorEntry | None) -> tuple[str, ...]:
+    """The lockout keys one attempt counts against."""
+    if not claimed:
+        return (device_key(device),)
+    keys = (device_key(device), pair_key(device, claimed))
+    return keys if _own_phone(device, supervisor) else (*keys, supervisor_key(claimed))
+
+
+def _own_phone(device: str, supervisor: SupervisorEntry | None) -> bool:
+    return supervisor is not None and device in supervisor.devices
 
 
 @dataclass
 class PinChecker:
-    hasher: PinHasher
     pins: PinStore
     lockouts: LockoutStore
     audit: AuditLog
     db: Database
+    max_in_flight: int = 2  # admitted attempts at once, per device and per supervisor
+    in_flight: Counter[str] = field(default_factory=Counter)
 
-    def before(self, device: str, claimed: str | None, supervisor: SupervisorEntry | None,
-               now: float) -> PinAttempt:
-        keys = (device_key(device),) + ((supervisor_key(claimed),) if claimed else ())
-        # Two plain reads, no write lock: a lock that another call's failure sets meanwhile
-        # applies from the next attempt on, as it would had that call come a moment later.
-        standing = self.lockouts.standing(keys, now)
-        return PinAttempt(
-            keys=keys,
-            locked=standing.locked_until is not None,
-            stored_hash=self.pins.get_hash(supervisor.number) if supervisor else None,
-            has_failures=standing.has_failures,
-        )
+    log = Logger()
 
-    def after(self, record: int, attempt: PinAttempt, claimed: str | None,
-              supervisor: SupervisorEntry | None, pin: str | None, valid: bool,
-              now: float) -> PinVerdict:
-        if valid and supervisor is not None and not attempt.locked and not attempt.has_failures:
-            # The usual case: no counters to clear, only the audit update, which is one
-            # statement and so its own transaction.
-            return self._after(record, attempt, claimed, supervisor, pin, valid, now)
+    def begin(self, device: str, claimed: str | None, supervisor: SupervisorEntry | None,
+              now: float) -> PinAttempt:
+        """Count the attempt before its hash is checked (refused when locked, over the
+        threshold with those in flight, or over the in-flight cap)."""
+        keys = attempt_keys(device, claimed, supervisor)
+        # The supervisor's slot is only taken from other phones: a flood from elsewhere must
+        # not keep the supervisor's own phone waiting for a slot.
+        slots = tuple(k for k in keys if not k.startswith("pair:"))
+        stored_hash = self.pins.get_hash(supervisor.number) if supervisor else None
+        if any(self.in_flight[slot] >= self.max_in_flight for slot in slots):
+            return PinAttempt(device, claimed, keys, Admission(False), stored_hash)
+        admission = self.lockouts.admit(keys, now)
+        held = slots if admission.admitted else ()
+        self.in_flight.update(held)
+        return PinAttempt(device, claimed, keys, admission, stored_hash, held)
+
+    def finish(self, record: int, attempt: PinAttempt, supervisor: SupervisorEntry | None,
+               valid: bool, now: float) -> PinVerdict:
+        """Settle the attempt with its hash result; the audit row says how it went."""
+        self._release(attempt)
+        claimed = attempt.claimed
         with self.db.transaction():  # counters and audit commit together
-            return self._after(record, attempt, claimed, supervisor, pin, valid, now)
+            if not attempt.admission.admitted:
+                verdict, result = PinVerdict(False, True), AuthResult.LOCKED_OUT
+            elif valid and supervisor is not None:
+                granted = self.lockouts.grant(attempt.keys, now)  # the lock, checked again
+                verdict = PinVerdict(granted, not granted)
+                result = AuthResult.OK if granted else AuthResult.LOCKED_OUT
+            else:
+                outcome = self.lockouts.settle_failure(attempt.keys, now)
+                verdict = PinVerdict(False, outcome.locked)
+                result = (AuthResult.LOCKED_OUT if outcome.locked
+                          else AuthResult.BAD_PIN if supervisor else AuthResult.UNKNOWN_SUPERVISOR)
+                for key in outcome.newly_locked:
+                    if key.startswith(SUPERVISOR_PREFIX):
+                        self._alert(key.removeprefix(SUPERVISOR_PREFIX), attempt.device, now)
+            self.audit.update(record, supervisor=claimed, auth_result=result.value)
+        return verdict
 
-    def _after(self, record: int, attempt: PinAttempt, claimed: str | None,
-               supervisor: SupervisorEntry | None, pin: str | None, valid: bool,
-               now: float) -> PinVerdict:
-        if attempt.locked:
-            self.audit.update(record, supervisor=claimed, auth_result=AuthResult.LOCKED_OUT.value)
-            return PinVerdict(ok=False, locked=True)
-        if valid and supervisor is not None:
-            if attempt.has_failures:
-                self.lockouts.record_success(attempt.keys, now)
-            self.audit.update(record, supervisor=claimed, auth_result=AuthResult.OK.value)
-            return PinVerdict(ok=True, locked=False)
-        # Silence is not a guess; a typed PIN or supervisor number is.
-        locked_now = bool(pin or claimed) and self.lockouts.record_failure(attempt.keys, now)
-        if locked_now:
-            result = AuthResult.LOCKED_OUT
-        elif not (pin or claimed):
-            result = AuthResult.NO_INPUT
-        else:
-            result = AuthResult.BAD_PIN if supervisor else AuthResult.UNKNOWN_SUPERVISOR
-        self.audit.update(record, supervisor=claimed, auth_result=result.value)
-        return PinVerdict(ok=False, locked=locked_now)
+    def abandon(self, attempt: PinAttempt) -> None:
+        """The hash never answered: no guess was judged, so the attempt is not counted."""
+        self._release(attempt)
+        self.lockouts.refund(attempt.admission.rows)
+
+    def _release(self, attempt: PinAttempt) -> None:
+        self.in_flight.subtract(attempt.slots)
+        self.in_flight += Counter()  # drop the zeros
+        attempt.slots = ()
+
+    def _alert(self, number: str, device: str, now: float) -> None:
+        threshold = self.lockouts.policy.supervisor_max_failures
+        text = (f"alert: {threshold} failed PINs for supervisor {number} from phones other "
+                f"than their own (the last from {device}); the number is locked on other "
+                f"phones, the supervisor's own phone still works")
+        self.log.error("PIN lockout {text}", text=text)
+        row = self.audit.open(now, Via.PHONE.value, supervisor=number, device=device,
+                              auth_result=AuthResult.LOCKED_OUT)
+        self.audit.close(row, now, EndReason.LOCKED_OUT, text)

@@ -6,11 +6,15 @@ import base64
 import binascii
 import hmac
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+
+from fastagi_spy.web.guard import AuthThrottle
 
 
 def basic_user(request: Request, users: Mapping[str, str]) -> str | None:
@@ -41,21 +45,41 @@ class LiveResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, snapshot: Callable[[], Any], users: Mapping[str, str]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], Any], users: Mapping[str, str], throttle: AuthThrottle
+    ) -> None:
         Resource.__init__(self)
         self.snapshot = snapshot
         self.users = users
+        self.throttle = throttle
 
     def render_GET(self, request: Request) -> bytes:
+        client = client_address(request)
+        wait = self.throttle.retry_after(client)
+        if wait is not None:
+            # Refused before the password is looked at: guessing on gains nothing.
+            request.setHeader("retry-after", str(max(1, math.ceil(wait))))
+            return send_json(request, 429, {"error": "too many failed logins; try later"})
         if basic_user(request, self.users) is None:
+            if request.getHeader("authorization") is not None:
+                self.throttle.failed(client)
             request.setHeader("www-authenticate", 'Basic realm="fastagi-spy"')
             return send_json(request, 401, {"error": "authentication required"})
+        self.throttle.succeeded(client)
         return send_json(request, 200, self.snapshot())
 
 
-def make_root(snapshot: Callable[[], Any], users: Mapping[str, str]) -> Resource:
+def client_address(request: Request) -> str:
+    """The peer's IP address (not its port: a new connection must not be a new client)."""
+    peer = request.getClientAddress()
+    return peer.host if isinstance(peer, IPv4Address | IPv6Address) else str(peer)
+
+
+def make_root(
+    snapshot: Callable[[], Any], users: Mapping[str, str], throttle: AuthThrottle
+) -> Resource:
     root = Resource()
     api = Resource()
     root.putChild(b"api", api)
-    api.putChild(b"live", LiveResource(snapshot, users))
+    api.putChild(b"live", LiveResource(snapshot, users, throttle))
     return root

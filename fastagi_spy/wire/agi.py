@@ -35,6 +35,8 @@ __all__ = [
     "AGIParser",
     "AGIReply",
     "HangupNotice",
+    "check_say_digits",
+    "dtmf_key",
     "encode_command",
     "encode_env",
 ]
@@ -83,6 +85,11 @@ _TRYING = "100"
 MAX_COMMAND_BYTES = 8000
 
 _FORBIDDEN = ("\r", "\n", "\x00")
+
+# The keys of a phone keypad, as Asterisk reports DTMF.
+DTMF_KEYS = frozenset("0123456789*#ABCD")
+# SAY DIGITS reads its number with sscanf("%30d") (handle_saydigits): digits only, a few.
+_SAY_DIGITS = re.compile(r"[0-9]{1,20}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,3 +398,31 @@ def encode_env(pairs: Iterable[tuple[str, str]]) -> bytes:
         return "".join(out).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise LocalProtocolError(f"environment is not encodable as UTF-8: {exc}") from exc
+
+
+def check_say_digits(digits: str, escape: str) -> None:
+    """Refuse SAY DIGITS arguments Asterisk would not say as one digit string.
+
+    ``digits`` must be ASCII digits (1 to 20), ``escape`` keypad keys only: anything else
+    would be read as usage (520) or spoken as a different number.
+    """
+    if _SAY_DIGITS.fullmatch(digits) is None:
+        raise LocalProtocolError(f"SAY DIGITS needs 1-20 digits, got {digits[:40]!r}")
+    if not set(escape) <= DTMF_KEYS:
+        raise LocalProtocolError(f"SAY DIGITS escape keys must be keypad keys, got {escape[:40]!r}")
+
+
+def dtmf_key(reply: AGIReply) -> str | None:
+    """The key a ``SAY DIGITS`` or ``WAIT FOR DIGIT`` reply reports, None when none came.
+
+    Both print the key as its character code (``200 result=35`` is "#") and 0 for no key
+    (handle_saydigits, handle_waitfordigit).  Check ``-1`` (hangup or error) first: it and
+    anything that is not a keypad key raise :class:`RemoteProtocolError`.
+    """
+    code = reply.result_int if reply.ok else None
+    if code == 0:
+        return None
+    key = chr(code) if code is not None and 0 < code < 128 else ""
+    if key not in DTMF_KEYS:
+        raise RemoteProtocolError(f"not a DTMF key reply {reply.text[:80]!r}")
+    return key

@@ -22,7 +22,9 @@ TONE = {"customer": 440, "agent": 600, "supervisor": 1000}
 
 
 def site_config(sandbox: AsteriskSandbox, workdir: Path, *, notice: str = "",
-                lockout_failures: int = 4, ami_secret: str = "change-me-fastagi-spy") -> Config:
+                lockout_failures: int = 4, ami_secret: str = "change-me-fastagi-spy",
+                agi_peers: str = '["127.0.0.1"]', server: str = "", extra: str = "") -> Config:
+    """``server``: settings added to [server]; ``extra``: tables added after [[asterisk]]."""
     agents = "".join(
         f'[[agents]]\nnumber = "{n}"\nname = "Agent {n}"\nteam = "{t}"\n'
         f'devices = ["Local/{n}@fsp-agents"]\n\n' for n, t in AGENTS.items())
@@ -36,6 +38,7 @@ http_listen = "tcp:{free_port()}:interface=127.0.0.1"
 database = "site.sqlite3"
 pin_pepper = "integration-test-pepper-0123456789"
 drain_timeout = 2
+{server}
 
 [[asterisk]]
 name = "sandbox"
@@ -43,6 +46,8 @@ ami_port = {sandbox.ami_port}
 ami_username = "fastagi-spy"
 ami_secret = "{ami_secret}"
 ping_interval = 5
+agi_peers = {agi_peers}
+{extra}
 
 [map]
 trunk_contexts = ["fsp-customers", "fsp-handsets"]

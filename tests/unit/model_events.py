@@ -351,8 +351,8 @@ def directory(*extra: AgentEntry) -> Directory:
 def config(**overrides: object) -> ModelConfig:
     """Customer legs: contexts "customers" and "from-trunk", channels "PJSIP/trunk-"."""
     settings: dict[str, object] = {
-        "customer_contexts": frozenset({"customers", "from-trunk"}),
-        "customer_channel_prefixes": ("PJSIP/trunk-",),
+        "trunk_contexts": frozenset({"customers", "from-trunk"}),
+        "trunk_prefixes": ("PJSIP/trunk-",),
     }
     settings.update(overrides)
     return ModelConfig(**settings)  # type: ignore[arg-type]

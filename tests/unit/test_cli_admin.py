@@ -24,6 +24,7 @@ ami_secret = "s3cret"
 [security]
 pin_cost = "cheap"
 lockout_failures = 2
+supervisor_lockout_failures = 2
 
 [[supervisors]]
 number = "9001"
@@ -61,3 +62,24 @@ def test_set_pin_locks_and_unlock(tmp_path: Path) -> None:
     assert "unlocked" in cli(path, "unlock", "--device", "PJSIP/2001").stdout
     assert stores.lockouts.is_locked(keys, time.time()) is None
     assert "no lockouts" in cli(path, "locks").stdout
+
+
+def test_status_table_shows_no_control_characters_from_ami(capsys) -> None:  # type: ignore[no-untyped-def]
+    """A caller name (or channel) carrying ANSI escapes, CR, BEL or a bidi override is
+    printed with "?" in their place: it cannot rewrite the admin's terminal."""
+    import unicodedata
+
+    from fastagi_spy.cli import print_snapshot
+
+    evil = "\x1b[2J\x1b[31mEvil\rCo\x07\u202e\x9b"
+    snapshot = {"servers": {"pbx\x1b]0;x\x07": {"stale": False, "agents": [{
+        "number": "1001", "name": "Alice", "status": "Talking", "session_id": "8600000",
+        "channel": "PJSIP/1001-1\x1b[A",
+        "call": {"customer_number": "555\r", "customer_name": evil, "direction": "in\x00",
+                 "elapsed_s": 5.0},
+    }]}}}
+    print_snapshot(snapshot)
+    out = capsys.readouterr().out
+    assert [c for c in out if c != "\n" and unicodedata.category(c)[0] == "C"] == []
+    assert "?[2J?[31mEvil?Co???" in out
+    assert "PJSIP/1001-1?[A" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -103,15 +104,71 @@ def test_check_config_command_reports_the_key_not_a_traceback(tmp_path: Path) ->
     assert done.returncode == 0 and "OK" in done.stdout
 
 
-def test_dialler_rules_reach_the_live_map(tmp_path: Path) -> None:
-    """[map] dialer_contexts / dialer_prefixes become the model's dialler rules."""
-    from fastagi_spy.service import model_rules
-
+def test_map_rules_reach_the_live_map(tmp_path: Path) -> None:
+    """[map] keys become the model's rules under the same names."""
     text = MINIMAL + (
         '\n[map]\ndialer_contexts = ["default"]\ndialer_prefixes = ["PJSIP/dialer-"]\n'
-        'dialer_dial_prefixes = ["9", "91"]\n'
+        'dialer_dial_prefixes = ["9", "91"]\nlogged_in_by = "login"\nsession_quarantine = 60\n'
     )
-    rules = model_rules(load(write(tmp_path, text)))
+    rules = load(write(tmp_path, text)).map_rules
     assert rules.dialer_contexts == frozenset({"default"})
-    assert rules.dialer_channel_prefixes == ("PJSIP/dialer-",)
+    assert rules.dialer_prefixes == ("PJSIP/dialer-",)
     assert rules.dialer_dial_prefixes == ("9", "91")
+    assert (rules.logged_in_by, rules.session_quarantine) == ("login", 60.0)
+    defaults = load(write(tmp_path, MINIMAL)).map_rules
+    assert (defaults.logged_in_by, defaults.session_quarantine) == ("registration", 600.0)
+
+
+@pytest.mark.parametrize("line, key", [
+    ('logged_in_by = "queue"', "map.logged_in_by"),
+    ("session_quarantine = -1", "map.session_quarantine"),
+    ('session_quarantine = "10m"', "map.session_quarantine"),
+])
+def test_bad_map_login_and_quarantine_keys_are_named(tmp_path: Path, line: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load(write(tmp_path, MINIMAL + f"\n[map]\n{line}\n"))
+
+
+# -- where FastAGI calls may come from, and how many ------------------------------------------
+
+def _asterisk_key(line: str) -> Callable[[str], str]:
+    return lambda t: t.replace('ami_secret = "s3cret"', f'ami_secret = "s3cret"\n{line}')
+
+
+@pytest.mark.parametrize("edit, key", [
+    (_asterisk_key('agi_peers = "127.0.0.1"'), "asterisk[0].agi_peers: expected a list"),
+    (_asterisk_key("agi_peers = []"), "asterisk[0].agi_peers: list at least one"),
+    (_asterisk_key('agi_peers = ["127.0.0.1", "pbx1.example"]'), "asterisk[0].agi_peers[1]"),
+    (_asterisk_key('agi_peers = ["10.0.0.1/24"]'), "asterisk[0].agi_peers[0]"),  # host bits set
+    (_asterisk_key('agi_peers = ["0.0.0.0/0"]'), "asterisk[0].agi_peers[0]: '0.0.0.0/0' would"),
+    (_asterisk_key("agi_peers = [1]"), "asterisk[0].agi_peers[0]"),
+    (_asterisk_key('ami_host = "pbx1.example"'), "asterisk[0].agi_peers: required when ami_host"),
+    (lambda t: t.replace("[[asterisk]]", "max_agi_sessions = 0\n[[asterisk]]"),
+     "server.max_agi_sessions: must be between 1 and 10000"),
+    (lambda t: t.replace("[[asterisk]]", "max_agi_sessions = 2.5\n[[asterisk]]"),
+     "server.max_agi_sessions: expected a whole number"),
+    (lambda t: t.replace("[[asterisk]]", "command_timeout = 0\n[[asterisk]]"),
+     "server.command_timeout"),
+])
+def test_agi_peer_and_cap_errors_name_the_key(tmp_path: Path, edit, key: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, edit(MINIMAL)))
+    assert key in str(caught.value)
+
+
+def test_agi_peers_default_to_the_ami_host_address_and_take_networks(tmp_path: Path) -> None:
+    """Unset, a server's AGI peer is its ami_host when that is an address (so the minimal,
+    single-server config needs no new key); listed, addresses and networks both work."""
+    from ipaddress import ip_network
+
+    config = load(write(tmp_path, MINIMAL))
+    assert config.asterisk[0].agi_peers == (ip_network("127.0.0.1"),)
+    assert config.max_agi_sessions == 100 and config.command_timeout == 30.0
+    config = load(write(tmp_path, _asterisk_key('ami_host = "10.0.0.5"')(MINIMAL)))
+    assert config.asterisk[0].agi_peers == (ip_network("10.0.0.5"),)
+    text = _asterisk_key('ami_host = "pbx1.example"\nagi_peers = ["10.0.0.5", "10.0.1.0/24", "::1"]')
+    config = load(write(tmp_path, text(MINIMAL).replace(
+        "[[asterisk]]", "max_agi_sessions = 7\ncommand_timeout = 4\n[[asterisk]]")))
+    assert config.asterisk[0].agi_peers == (
+        ip_network("10.0.0.5"), ip_network("10.0.1.0/24"), ip_network("::1"))
+    assert config.max_agi_sessions == 7 and config.command_timeout == 4.0

@@ -92,3 +92,22 @@ async def test_a_worker_stopped_before_it_is_ready_is_not_a_failure() -> None:
     assert outcome == "stopped"
     await task.deferLater(reactor, 0.8, lambda: None)
     assert worker.protocol is None and worker.failed_starts == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_worker_runs_isolated_in_a_fixed_directory() -> None:
+    """`python -I` (no PYTHONPATH, no user site, no current directory on sys.path) in /,
+    whatever directory the server was started from; and it still verifies PINs."""
+    stored = PinHasher.cheap(PEPPER).hash_pin("9001", "1234")
+    worker = HashWorker(reactor, PEPPER, "cheap")
+    await worker.start()
+    try:
+        assert worker.protocol is not None and worker.protocol.transport is not None
+        pid = worker.protocol.transport.pid
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().split(b"\0")
+        assert argv[1] == b"-I"
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"
+        assert await worker.verify("9001", "1234", stored) is True
+    finally:
+        worker.stop()

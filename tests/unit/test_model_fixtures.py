@@ -55,7 +55,7 @@ class Moment:
 
 def replay(name: str, **settings: Any) -> tuple[LiveMap, list[Moment]]:
     """Feed the recording through AMIParser in 4 KiB reads; one Moment per event."""
-    cfg = ModelConfig(customer_contexts=frozenset({"fsp-customers"}), **settings)
+    cfg = ModelConfig(trunk_contexts=frozenset({"fsp-customers"}), **settings)
     live = LiveMap(sandbox_directory(), {SERVER: cfg})
     state = live.server(SERVER)
     parser = AMIParser()
@@ -160,7 +160,7 @@ def check_confbridge_session() -> None:
 
 
 def check_queue_call_paused_mid_call() -> None:
-    _, moments = replay("queue_call_paused_mid_call", directory_agents_logged_in=False)
+    _, moments = replay("queue_call_paused_mid_call", logged_in_by="login")
     answered = first(moments, lambda m: m.agents["1002"]["status"] == "Talking")
     assert answered.agents["1002"]["call"]["direction"] == "incoming"
     member = first(moments, lambda m: m.agents["1002"]["logged_in"])

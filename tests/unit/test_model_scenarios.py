@@ -347,7 +347,7 @@ def test_chanvariable_header_names_the_session(state: ServerState, sim: Sim) -> 
 
 def test_allocated_session_is_stable_and_released_at_logout(sim: Sim) -> None:
     """Lowest free id at login, the same id across calls, freed at logout for the next agent."""
-    state = ServerState(SERVER, directory(), config(directory_agents_logged_in=False))
+    state = ServerState(SERVER, directory(), config(logged_in_by="login"))
     assert agent(state, "1001")["logged_in"] is False
     feed(state, [sim.queue_member("QueueMemberAdded", "sales", "Alice", "PJSIP/1001")])
     feed(state, [sim.queue_member("QueueMemberAdded", "sales", "Bob", "PJSIP/1002")])
@@ -362,9 +362,16 @@ def test_allocated_session_is_stable_and_released_at_logout(sim: Sim) -> None:
     assert (alice["logged_in"], alice["session_id"]) == (False, None)
     assert Change(SERVER, "session", "8600000", None) in changes
     assert state.spy_target("1001").reason == "not_logged_in"
+    # 8600000 rests in quarantine: the next agent to log in gets another id...
     feed(state, [sim.queue_member("QueueMemberAdded", "sales", "Ten", "PJSIP/10")])
-    assert agent(state, "10")["session_id"] == "8600000"
+    assert agent(state, "10")["session_id"] == "8600002"
     assert agent(state, "1002")["session_id"] == "8600001"
+    # ...Alice, back within the quarantine, gets her own again; after it, anyone may.
+    feed(state, [sim.queue_member("QueueMemberAdded", "sales", "Alice", "PJSIP/1001")], T0 + 5)
+    assert agent(state, "1001")["session_id"] == "8600000"
+    feed(state, [removed], T0 + 10)
+    feed(state, [sim.queue_member("QueueMemberAdded", "sales", "X", "PJSIP/100")], T0 + 611)
+    assert agent(state, "100")["session_id"] == "8600000"
 
 
 def test_hangup_while_ringing_leaves_agent_idle(state: ServerState, sim: Sim) -> None:
@@ -471,7 +478,7 @@ def test_resync_drops_vanished_channels_and_clears_stale(sim: Sim) -> None:
 
 def test_resync_takes_conference_rooms_and_queue_members(sim: Sim) -> None:
     """CoreShowChannel "ConfBridge" + "9600001,..." puts the channel in its room."""
-    state = ServerState(SERVER, directory(), config(directory_agents_logged_in=False))
+    state = ServerState(SERVER, directory(), config(logged_in_by="login"))
     phone = sim.chan("PJSIP/1001", state=6)
     carol = sim.chan("PJSIP/2001", state=6)
     changes = state.resync(
@@ -534,7 +541,7 @@ def test_two_servers_keep_separate_sessions() -> None:
 
 def test_agent_pool_login_and_logoff(sim: Sim) -> None:
     """app_agent_pool AgentLogin logs agent 1001 in on the channel that ran it."""
-    state = ServerState(SERVER, directory(), config(directory_agents_logged_in=False))
+    state = ServerState(SERVER, directory(), config(logged_in_by="login"))
     phone = sim.chan("PJSIP/9999", state=6, context="agents")
     feed(state, [sim.newchannel(phone), sim.agent_login(phone, "1001")])
     alice = agent(state, "1001")
@@ -552,7 +559,7 @@ def test_directory_customer_name_and_config_checks() -> None:
     with pytest.raises(ValueError, match="7-digit"):
         ModelConfig(session_range=(100, 200))
     with pytest.raises(ValueError, match="empty prefix"):
-        ModelConfig(customer_channel_prefixes=("",))
+        ModelConfig(trunk_prefixes=("",))
     extra = AgentEntry("3001", "Eve", "green", ())
     state = ServerState(SERVER, directory(extra), config())
     assert agent(state, "3001")["devices"] == []
@@ -632,7 +639,7 @@ def test_a_dialler_leg_on_a_trunk_takes_its_customer_from_the_far_end(sim: Sim) 
     """A dialler originating on a trunk endpoint (PJSIP/dialer-...): no number in the name or
     the extension, so the customer is the connected line once the far end reports it, never
     the caller id the dialler put on its own leg."""
-    state = ServerState(SERVER, directory(), config(dialer_channel_prefixes=("PJSIP/dialer-",)))
+    state = ServerState(SERVER, directory(), config(dialer_prefixes=("PJSIP/dialer-",)))
     leg = sim.chan("PJSIP/dialer", cid=("3125550000", "Campaign"), context="from-trunk")
     leg.conn_num, leg.conn_name = "3125550000", "Campaign"
     feed(state, [sim.newchannel(leg)])
@@ -700,3 +707,15 @@ def test_waiting_changes_stay_bounded_by_what_is_live(sim: Sim) -> None:
     assert change.key == "1001" and change.value is not None
     assert change.value["status"] == "Talking"
     assert state.report_changes(T0) == []
+
+
+def test_a_resting_session_id_stays_resting_across_a_resync(sim: Sim) -> None:
+    """An AMI reconnect rebuilds the tables: the quarantine survives it."""
+    state = ServerState(SERVER, directory(), config(logged_in_by="login"))
+    alice = sim.queue_member("QueueMemberAdded", "sales", "Alice", "PJSIP/1001")
+    feed(state, [alice])
+    assert agent(state, "1001")["session_id"] == "8600000"
+    feed(state, [sim.queue_member("QueueMemberRemoved", "sales", "Alice", "PJSIP/1001")], T0 + 1)
+    state.mark_stale(T0 + 2)
+    state.resync([], [sim.queue_status_member("sales", "Ten", "PJSIP/10")], T0 + 3)
+    assert agent(state, "10")["session_id"] == "8600001"

@@ -99,19 +99,39 @@ def test_field_helpers() -> None:
 
 
 def test_allocator_hands_out_the_lowest_free_id() -> None:
-    """Lowest free first, ids claimed by the site skipped, released ids reused first."""
+    """Lowest free first, ids claimed by the site skipped; without a quarantine a
+    released id is reused first."""
     allocator = SessionAllocator(8600000, 8600004)
     taken = {"8600001"}
     assert [allocator.allocate(taken) for _ in range(3)] == [8600000, 8600002, 8600003]
     taken.clear()
     assert allocator.allocate(taken) == 8600001  # no longer claimed: lowest again
-    allocator.release(8600000)
+    allocator.release(8600000, T0)
     assert allocator.allocate(taken) == 8600000
     assert allocator.allocate(taken) == 8600004
     assert allocator.allocate(taken) is None
     assert not allocator.claim(8600004) and not allocator.claim(8700000)
-    allocator.release(8600003)
+    allocator.release(8600003, T0)
     assert allocator.claim(8600003)
+
+
+def test_a_released_id_rests_before_another_agent_gets_it() -> None:
+    """Quarantine: not to the next agent at once; back to the same agent at once; to
+    anyone after the quarantine; early only when the range would run dry, oldest first."""
+    allocator = SessionAllocator(8600000, 8600003, quarantine=600)
+    assert [allocator.allocate((), T0, a) for a in "abc"] == [8600000, 8600001, 8600002]
+    allocator.release(8600000, T0, "a")
+    allocator.release(8600001, T0 + 1, "b")
+    assert allocator.allocate((), T0 + 2, "d") == 8600003  # not a's or b's old id
+    assert allocator.allocate((), T0 + 3, "b") == 8600001  # b's own id comes back
+    assert allocator.allocate((), T0 + 4, "e") == 8600000  # dry: the longest rested
+    assert allocator.allocate((), T0 + 5, "f") is None
+    allocator.release(8600002, T0 + 10, "c")
+    assert allocator.allocate((), T0 + 11, "g") == 8600002  # dry again
+    allocator.release(8600003, T0 + 20, "d")
+    allocator.release(8600002, T0 + 21, "g")
+    # After the quarantine the lowest free id is simply the lowest again.
+    assert allocator.allocate((), T0 + 700, "h") == 8600002
 
 
 # --- cheap ignoring and malformed events --------------------------------------------
@@ -330,7 +350,7 @@ def test_shared_extension_is_ambiguous(sim: Sim) -> None:
 
 def test_resolution_reasons(sim: Sim) -> None:
     """not_found, not_logged_in, unknown server and stale, each for its own reason."""
-    live = LiveMap(directory(), {"pbx1": config(directory_agents_logged_in=False)})
+    live = LiveMap(directory(), {"pbx1": config(logged_in_by="login")})
     assert live.resolve("1001").reason == "not_logged_in"
     assert live.resolve("9999").reason == "not_found"
     assert live.resolve("1001", "nope").reason == "not_found"

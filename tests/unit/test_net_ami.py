@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
+from twisted.logger import LogLevel
+from twisted.python.failure import Failure
 
 from fastagi_spy.net.ami import (
     AMIClient,
     AMIConnectionLost,
     AMICredentials,
-    AMILoginRefused,
     AMIProtocol,
     AMITimeout,
 )
@@ -149,24 +153,191 @@ def test_md5_challenge_login() -> None:
     assert done.called and not isinstance(done.result, Exception)
 
 
-def test_refused_login_raises_and_is_logged_once(caplog: Any) -> None:
-    """Two refusals in a row: both raise AMILoginRefused, the error is logged only once."""
+class FakeAsterisk(Protocol):
+    """Answers AMI like Asterisk: banner, Challenge, Login (refused or accepted), lists, Ping."""
+
+    def __init__(self, accept_login: bool, banner: bool = True) -> None:
+        self.accept_login = accept_login
+        self.send_banner = banner
+        self.buffer = b""
+
+    def connectionMade(self) -> None:
+        if self.send_banner:
+            self.transport.write(b"Asterisk Call Manager/11.0.0\r\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            block, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            fields = dict(line.split(": ", 1) for line in block.decode().split("\r\n"))
+            self.transport.write(self.answer(fields["Action"], fields["ActionID"]).encode())
+
+    def answer(self, action: str, aid: str) -> str:
+        if action == "Challenge":
+            return f"Response: Success\r\nActionID: {aid}\r\nChallenge: 123\r\n\r\n"
+        if action == "Login" and not self.accept_login:
+            return f"Response: Error\r\nActionID: {aid}\r\nMessage: Authentication failed\r\n\r\n"
+        if action in ("CoreShowChannels", "QueueStatus"):
+            return (f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n\r\n"
+                    f"Event: Done\r\nActionID: {aid}\r\nEventList: Complete\r\n\r\n")
+        return f"Response: Success\r\nActionID: {aid}\r\n\r\n"
+
+
+class Loopback(StringTransport):
+    """One end of an in-memory connection. Bytes and the close travel on the clock, as they
+    do through a reactor: ``loseConnection`` returns before ``connectionLost`` runs."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.peer: Loopback
+        self.protocol: Any = None
+
+    def write(self, data: bytes) -> None:
+        if not self.disconnecting:
+            self.clock.callLater(0, lambda: self.peer.protocol.dataReceived(data))
+
+    def loseConnection(self) -> None:
+        if not self.disconnecting:
+            self.disconnecting = self.peer.disconnecting = True
+            self.clock.callLater(0, self._lost)
+
+    abortConnection = loseConnection
+
+    def _lost(self) -> None:
+        for end in (self, self.peer):
+            end.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class FakeAMIEndpoint:
+    """Connects to a fresh FakeAsterisk each time; ``accept_login`` may change between tries."""
+
+    def __init__(self, clock: Clock, accept_login: bool = False, banner: bool = True) -> None:
+        self.clock = clock
+        self.accept_login = accept_login
+        self.banner = banner
+        self.servers: list[FakeAsterisk] = []
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        client, server = factory.buildProtocol(None), FakeAsterisk(self.accept_login, self.banner)
+        ours, theirs = Loopback(self.clock), Loopback(self.clock)
+        ours.peer, theirs.peer, ours.protocol, theirs.protocol = theirs, ours, client, server
+        self.servers.append(server)
+        server.makeConnection(theirs)
+        client.makeConnection(ours)
+        return defer.succeed(client)
+
+    def finished(self) -> int:
+        """How many connections have closed (or are closing)."""
+        return sum(1 for server in self.servers if server.transport.disconnecting)
+
+
+def run_for(clock: Clock, seconds: float, step: float = 0.5) -> None:
+    for _ in range(int(seconds / step)):
+        clock.advance(0)
+        clock.advance(0)
+        clock.advance(step)
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[dict[str, Any]]]:
     from twisted.logger import globalLogPublisher
 
     seen: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(seen.append)
-    try:
-        clock = Clock()
-        client = _client(clock, "wrong")
-        for _ in range(2):
-            proto, _, _ = connect(clock=clock)
-            d = defer.ensureDeferred(client._login(proto))
-            failures: list[Any] = []
-            d.addErrback(failures.append)
-            reply(proto, "Response: Success\nActionID: t-1\nChallenge: 1\n\n")
-            reply(proto, "Response: Error\nActionID: t-2\nMessage: Authentication failed\n\n")
-            assert failures[0].check(AMILoginRefused)
-    finally:
-        globalLogPublisher.removeObserver(seen.append)
-    errors = [e for e in seen if "refused" in str(e.get("log_format", ""))]
-    assert len(errors) == 1
+    yield seen
+    globalLogPublisher.removeObserver(seen.append)
+
+
+def warnings_and_worse(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    loud = {LogLevel.warn, LogLevel.error, LogLevel.critical}
+    return [e for e in events if e.get("log_level") in loud]
+
+
+def test_refused_login_is_one_clear_line_per_retry_and_no_traceback(
+    log_events: list[dict[str, Any]],
+) -> None:
+    """Every refused login is exactly one error line naming the fix; no event carries a
+    failure (ClientService used to log a NoTransition traceback for each refusal)."""
+    clock = Clock()
+    endpoint = FakeAMIEndpoint(clock, accept_login=False)
+    client = AMIClient("pbx", endpoint, AMICredentials("fsp", "wrong"), clock,  # type: ignore[arg-type]
+                       max_backoff=2.0)
+    client.start()
+    run_for(clock, 30)
+    tries = endpoint.finished()  # the one in progress, if any, is ended by stop()
+    stopped = client.stop()
+    run_for(clock, 1)
+    assert stopped.called
+    assert tries >= 5
+    assert [e for e in log_events if "log_failure" in e] == []
+    loud = warnings_and_worse(log_events)
+    assert len(loud) == tries
+    assert all(e["log_level"] == LogLevel.error and "refused" in e["log_format"]
+               and "ami_secret" in e["log_format"] for e in loud)
+    assert not client.ready
+    assert clock.getDelayedCalls() == []  # stopped: no retry left behind
+
+
+def test_login_accepted_after_refusals_resyncs_and_reconnects_after_a_drop(
+    log_events: list[dict[str, Any]],
+) -> None:
+    """Once the secret is right the client logs in and runs on_ready; a dropped connection
+    calls on_down and is re-established; stop() ends it without another try."""
+    clock = Clock()
+    endpoint = FakeAMIEndpoint(clock, accept_login=False)
+    ready: list[int] = []
+    down: list[int] = []
+    client = AMIClient("pbx", endpoint, AMICredentials("fsp", "s3cret"), clock,  # type: ignore[arg-type]
+                       max_backoff=2.0, on_ready=lambda c: ready.append(1),
+                       on_down=lambda c: down.append(1))
+    client.start()
+    run_for(clock, 5)
+    assert not client.ready and ready == []
+    endpoint.accept_login = True
+    run_for(clock, 5)
+    assert client.ready and ready == [1]
+    endpoint.servers[-1].transport.loseConnection()  # Asterisk restarts
+    run_for(clock, 5)
+    assert down == [1] and ready == [1, 1] and client.ready
+    tries = len(endpoint.servers)
+    stopped = client.stop()
+    run_for(clock, 5)
+    assert stopped.called and not client.ready and down == [1, 1]
+    assert len(endpoint.servers) == tries
+    assert [e for e in log_events if "log_failure" in e] == []
+
+
+def test_no_banner_is_a_timeout_and_a_retry(log_events: list[dict[str, Any]]) -> None:
+    """A peer that accepts TCP but never speaks AMI costs one warning per try, not a hang."""
+    clock = Clock()
+    endpoint = FakeAMIEndpoint(clock, banner=False)
+    client = AMIClient("pbx", endpoint, AMICredentials("fsp", "s"), clock,  # type: ignore[arg-type]
+                       max_backoff=1.0, login_timeout=3.0)
+    client.start()
+    run_for(clock, 20)
+    tries = endpoint.finished()
+    client.stop()
+    run_for(clock, 1)
+    loud = warnings_and_worse(log_events)
+    assert tries >= 3
+    assert len(loud) == tries
+    assert all("no AMI banner" in str(e.get("error")) for e in loud)
+
+
+def test_stop_then_start_runs_one_loop() -> None:
+    """Restarting at once does not leave the old loop reconnecting beside the new one."""
+    clock = Clock()
+    endpoint = FakeAMIEndpoint(clock, accept_login=True)
+    client = AMIClient("pbx", endpoint, AMICredentials("fsp", "s"), clock,  # type: ignore[arg-type]
+                       max_backoff=1.0)
+    client.start()
+    run_for(clock, 2)
+    assert client.ready and len(endpoint.servers) == 1
+    client.stop()
+    client.start()
+    run_for(clock, 10)
+    assert client.ready and len(endpoint.servers) == 2
+    stopped = client.stop()
+    run_for(clock, 2)
+    assert stopped.called and not client.ready and clock.getDelayedCalls() == []

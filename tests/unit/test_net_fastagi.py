@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from fastagi_spy.net.fastagi import (
+    PROMPT_ALLOWANCE,
     AGICommandTimeout,
     AGIHangup,
+    AGILimits,
     AGISession,
     FastAGIFactory,
     FastAGIProtocol,
+    PeerServers,
 )
-from fastagi_spy.wire.agi import AGIReply, encode_env
+from fastagi_spy.wire.agi import AGIEnvironment, AGIReply, encode_env
 
 ENV = encode_env([
     ("agi_network", "yes"),
@@ -29,15 +35,35 @@ ENV = encode_env([
 ])
 
 
+@pytest.fixture
+def log_events() -> Iterator[list[dict[str, Any]]]:
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    yield seen
+    globalLogPublisher.removeObserver(seen.append)
+
+
+def env(script: str = "route?x=1") -> bytes:
+    return ENV.replace(b"route?x=1", script.encode())
+
+
 class Harness:
-    def __init__(self, handler: Any, script: bytes = ENV) -> None:
+    def __init__(self, handler: Any, script: bytes = ENV, *, factory: FastAGIFactory | None = None,
+                 peer: str = "127.0.0.1") -> None:
         self.clock = Clock()
-        self.factory = FastAGIFactory({"route": handler}, self.clock)
-        self.proto: FastAGIProtocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
-        self.transport = StringTransportWithDisconnection()
+        if factory is None:
+            factory = FastAGIFactory({"route": handler}, self.clock)
+        factory.clock = self.clock
+        self.factory = factory
+        address = IPv4Address("TCP", peer, 40000)
+        proto = factory.buildProtocol(address)
+        assert proto is not None, f"{peer} refused"
+        self.proto: FastAGIProtocol = proto
+        self.transport = StringTransportWithDisconnection(peerAddress=address)
         self.transport.protocol = self.proto
         self.proto.makeConnection(self.transport)
-        self.proto.dataReceived(script)
+        if script:
+            self.proto.dataReceived(script)
 
     def sent(self) -> bytes:
         value = self.transport.value()
@@ -212,3 +238,185 @@ def test_reply_and_hangup_in_one_read_mark_the_line_gone_before_the_handler_resu
     h.proto.dataReceived(b"200 result=-1\nHANGUP\n")
     assert seen == [("-1", True), "refused"]
     assert h.sent() == b""
+
+
+# -- what the port accepts ------------------------------------------------------------------
+
+PBX_PEERS = PeerServers({
+    "a": [ip_network("10.0.0.5")],
+    "b": [ip_network("10.0.0.5"), ip_network("10.0.1.0/24")],
+    "c": [ip_network("10.0.0.6")],
+})
+
+
+def never_called(session: AGISession) -> Any:
+    raise AssertionError("the handler must not run")
+
+
+def test_a_peer_no_server_lists_is_closed_before_anything_is_read() -> None:
+    """buildProtocol refuses it: Twisted closes the socket without a protocol to read with."""
+    factory = FastAGIFactory({"route": never_called}, Clock(), peers=PBX_PEERS)
+    assert factory.buildProtocol(IPv4Address("TCP", "10.0.0.9", 4000)) is None
+    assert factory.buildProtocol(IPv4Address("TCP", "10.0.2.1", 4000)) is None
+    assert factory.buildProtocol(IPv4Address("TCP", "10.0.1.77", 4000)) is not None  # b's /24
+    # An IPv4 Asterisk seen through a dual-stack listener is still itself.
+    assert factory.buildProtocol(IPv6Address("TCP", "::ffff:10.0.0.6", 4000)) is not None
+    assert factory.buildProtocol(IPv6Address("TCP", "::ffff:10.0.0.9", 4000)) is None
+    assert factory.sessions == set()
+
+
+def test_without_a_peer_table_only_loopback_may_connect() -> None:
+    """A factory built with no servers (tests, benchmarks) still refuses the network."""
+    factory = FastAGIFactory({"route": never_called}, Clock())
+    assert factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 4000)) is None
+    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.2", 4000)) is not None
+
+
+def test_an_environment_block_that_never_ends_is_cut_at_the_env_timeout() -> None:
+    """Half an env block, then nothing: closed after env_timeout, the handler never runs."""
+    factory = FastAGIFactory({"route": never_called}, Clock(), limits=AGILimits(env_timeout=5))
+    h = Harness(never_called, ENV[:40], factory=factory)
+    h.clock.advance(4.9)
+    assert h.transport.connected
+    h.clock.advance(0.2)
+    assert not h.transport.connected
+    assert h.transport.value() == b""
+
+
+def test_an_env_block_in_time_stops_the_env_timer() -> None:
+    """The env timeout only guards the env block: a call that runs longer is not cut by it."""
+    blocker: defer.Deferred[None] = defer.Deferred()
+
+    async def handler(session: AGISession) -> None:
+        await blocker
+
+    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(env_timeout=5))
+    h = Harness(handler, factory=factory)
+    h.clock.advance(60)
+    assert h.transport.connected
+    assert not h.clock.getDelayedCalls()
+    blocker.callback(None)
+
+
+def test_the_call_over_the_session_cap_is_closed_without_a_command_and_logged(
+        log_events: list[dict[str, Any]]) -> None:
+    """max_sessions=1: the second call gets no command (the bundle then plays its
+    "all circuits busy" branch) and a warning names the cap; after the first ends, the
+    next is served."""
+    blocker: defer.Deferred[None] = defer.Deferred()
+    started: list[str] = []
+
+    async def handler(session: AGISession) -> None:
+        started.append(session.env.channel)
+        await blocker
+
+    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(max_sessions=1))
+    first = Harness(handler, factory=factory)
+    second = Harness(handler, factory=factory)
+    assert started == ["PJSIP/2001-00000001"]
+    assert second.transport.value() == b""
+    assert not second.transport.connected
+    assert first.transport.connected
+    assert any("max_agi_sessions" in str(e.get("log_format")) for e in log_events)
+    blocker.callback(None)
+    assert not first.transport.connected
+    third = Harness(handler, factory=factory)
+    assert len(started) == 2
+    del third
+
+
+def test_every_command_gets_the_configured_command_timeout() -> None:
+    """ANSWER, SET VARIABLE: cut at limits.command_timeout, not at a built-in 30 s."""
+    failures: list[BaseException] = []
+
+    async def handler(session: AGISession) -> None:
+        try:
+            await session.answer()
+        except AGICommandTimeout as exc:
+            failures.append(exc)
+
+    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(command_timeout=7))
+    h = Harness(handler, factory=factory)
+    h.clock.advance(6.9)
+    assert not failures and h.transport.connected
+    h.clock.advance(0.2)
+    assert len(failures) == 1 and not h.transport.connected
+
+
+@pytest.mark.parametrize("prompt, sounds", [("agent-pass", 1), ("vm-incorrect&agent-pass", 2)])
+def test_get_data_waits_for_the_prompt_and_every_digit_on_top_of_the_command_timeout(
+        prompt: str, sounds: int) -> None:
+    """GET DATA answers after its prompts play and up to timeout_ms per digit: a supervisor
+    typing slowly is never cut by the command timeout."""
+    failures: list[BaseException] = []
+
+    async def handler(session: AGISession) -> None:
+        try:
+            await session.get_data(prompt, 10000, 4)
+        except AGICommandTimeout as exc:
+            failures.append(exc)
+
+    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(command_timeout=7))
+    h = Harness(handler, factory=factory)
+    assert h.sent().startswith(b"GET DATA")
+    allowed = 7 + sounds * PROMPT_ALLOWANCE + 4 * 10
+    h.clock.advance(allowed - 0.1)
+    assert not failures and h.transport.connected
+    h.clock.advance(0.2)
+    assert len(failures) == 1 and not h.transport.connected
+
+
+def test_stream_file_gets_the_prompt_allowance_on_top_of_the_command_timeout() -> None:
+    failures: list[BaseException] = []
+
+    async def handler(session: AGISession) -> None:
+        try:
+            await session.stream_file("agent-newlocation")
+        except AGICommandTimeout as exc:
+            failures.append(exc)
+
+    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(command_timeout=2))
+    h = Harness(handler, factory=factory)
+    h.clock.advance(2 + PROMPT_ALLOWANCE - 0.1)
+    assert not failures
+    h.clock.advance(0.2)
+    assert failures
+
+
+@pytest.mark.parametrize("peer, script, server", [
+    ("10.0.0.6", "route", "c"),  # the only server at that address
+    ("10.0.0.5", "route?server=a", "a"),  # two servers share the address: the URL picks
+    ("10.0.0.5", "route?server=b", "b"),
+    ("10.0.1.9", "route?server=b", "b"),
+])
+def test_the_call_knows_its_server_from_its_peer_and_the_url(
+        peer: str, script: str, server: str) -> None:
+    seen: list[str | None] = []
+
+    async def handler(session: AGISession) -> None:
+        seen.append(session.server)
+
+    factory = FastAGIFactory({"route": handler}, Clock(), peers=PBX_PEERS)
+    Harness(handler, env(script), factory=factory, peer=peer)
+    assert seen == [server]
+
+
+@pytest.mark.parametrize("peer, script, why", [
+    ("10.0.0.6", "route?server=a", "does not match peer 10.0.0.6"),  # a's name, c's address
+    ("10.0.0.5", "route?server=c", "does not match"),
+    ("10.0.0.5", "route", "must name one"),  # a and b share it: never guess
+    ("10.0.0.6", "route?server=c%0Ax", "bad server name"),
+    ("10.0.0.6", "route?server=", "bad server name"),
+])
+def test_a_server_name_the_peer_may_not_speak_for_is_refused_and_reported(
+        peer: str, script: str, why: str, log_events: list[dict[str, Any]]) -> None:
+    """No command, the connection closed (the bundle plays its error), on_refused hears why."""
+    refused: list[tuple[AGIEnvironment, str]] = []
+    factory = FastAGIFactory({"route": never_called}, Clock(), peers=PBX_PEERS,
+                             on_refused=lambda e, reason: refused.append((e, reason)))
+    h = Harness(never_called, env(script), factory=factory, peer=peer)
+    assert h.transport.value() == b""
+    assert not h.transport.connected
+    assert len(refused) == 1 and why in refused[0][1]
+    assert refused[0][0].channel == "PJSIP/2001-00000001"
+    assert any(e.get("reason") is not None and why in str(e["reason"]) for e in log_events)

@@ -283,7 +283,8 @@ def test_pin_store_roundtrip(db: Database, hasher: PinHasher) -> None:
 
 # --- lockout ---------------------------------------------------------------------------
 
-POLICY = LockoutPolicy(max_failures=3, window_s=60.0, lock_s=300.0)
+# The supervisor key has a threshold of its own (much higher by default); the same here.
+POLICY = LockoutPolicy(max_failures=3, window_s=60.0, lock_s=300.0, supervisor_max_failures=3)
 KEYS = (supervisor_key("9001"), device_key("PJSIP/2001"))
 
 
