@@ -28,6 +28,7 @@ TEAMS = {
     "1002": "team_sales",
     "1003": "team_support",
     "1004": "team_sales",
+    "3050": "team_sales",  # a hot-desk phone in the sales room
 }
 
 

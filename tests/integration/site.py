@@ -23,8 +23,10 @@ TONE = {"customer": 440, "agent": 600, "supervisor": 1000}
 
 def site_config(sandbox: AsteriskSandbox, workdir: Path, *, notice: str = "",
                 lockout_failures: int = 4, ami_secret: str = "change-me-fastagi-spy",
-                agi_peers: str = '["127.0.0.1"]', server: str = "", extra: str = "") -> Config:
-    """``server``: settings added to [server]; ``extra``: tables added after [[asterisk]]."""
+                agi_peers: str = '["127.0.0.1"]', server: str = "", extra: str = "",
+                map_rules: str = "") -> Config:
+    """``server``: settings added to [server]; ``extra``: tables added after [[asterisk]];
+    ``map_rules``: settings added to [map]."""
     agents = "".join(
         f'[[agents]]\nnumber = "{n}"\nname = "Agent {n}"\nteam = "{t}"\n'
         f'devices = ["Local/{n}@fsp-agents"]\n\n' for n, t in AGENTS.items())
@@ -53,6 +55,7 @@ agi_peers = {agi_peers}
 trunk_contexts = ["fsp-customers", "fsp-handsets"]
 dialer_contexts = ["fsp-dialer"]
 dialer_dial_prefixes = ["9"]
+{map_rules}
 
 [security]
 pin_cost = "cheap"

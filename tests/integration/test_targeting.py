@@ -5,11 +5,26 @@ Nothing here reads /api/live or the live map before dialling: a supervisor only 
 
 from __future__ import annotations
 
-import pytest_twisted
+from collections.abc import AsyncIterator
+from pathlib import Path
 
-from fastagi_spy.sandbox_driver import Driver, is_event
-from fastagi_spy.service import SpyService
-from tests.integration.site import agent_call, answer, supervisor_dials
+import pytest_twisted
+from twisted.internet import reactor
+
+from fastagi_spy.sandbox import AsteriskSandbox
+from fastagi_spy.sandbox_driver import Driver, is_event, sleep, tag
+from fastagi_spy.service import SpyService, make_service
+from tests.integration.audio import heard
+from tests.integration.site import (
+    TONE,
+    agent_call,
+    answer,
+    heard_prompt,
+    set_pins,
+    site_config,
+    supervisor_dials,
+    wait_ready,
+)
 
 
 async def agent_in_room(driver: Driver, agent: str, room: str) -> str:
@@ -62,3 +77,75 @@ async def test_a_room_that_changed_hands_reaches_the_new_holder(
     spyee = await spyee_of(driver, "*2229600003")
     assert spyee == second
     assert spyee != elsewhere.agent_leg
+
+
+HOT_DESK = "Local/3050@fsp-agents/n"  # a phone in the sales room, no agent's own
+
+
+@pytest_twisted.async_yield_fixture()
+async def queue_site(sandbox: AsteriskSandbox, tmp_path: Path,
+                     driver: Driver) -> AsyncIterator[SpyService]:
+    """A site whose agents log in through the queue: queue membership is the truth."""
+    service = make_service(site_config(sandbox, tmp_path, map_rules='logged_in_by = "login"'),
+                           reactor)
+    set_pins(service)
+    service.startService()
+    await wait_ready(service)
+    yield service
+    await driver.action("QueueRemove", [("Queue", "fsp-sales"), ("Interface", HOT_DESK)])  # may be gone
+    await service.stopService()
+
+
+async def queue_login(driver: Driver, agent: str) -> None:
+    done = await driver.action("QueueAdd", [("Queue", "fsp-sales"), ("Interface", HOT_DESK),
+                                            ("MemberName", agent)])
+    assert done.success, done.response
+
+
+async def queue_logout(driver: Driver) -> None:
+    done = await driver.action("QueueRemove", [("Queue", "fsp-sales"), ("Interface", HOT_DESK)])
+    assert done.success, done.response
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hot_desk_phone_is_spied_on_as_whoever_is_logged_in_on_it(
+        driver: Driver, queue_site: SpyService, sandbox: AsteriskSandbox) -> None:
+    """1001 logs in on the phone and out again; 1002 logs in on it and takes a queue call.
+    *2221001: 'not logged in', no spy.  *2221002: ChanSpy on that phone's leg of the queue
+    call, and the supervisor hears both the customer and the agent."""
+    await queue_login(driver, "1001")
+    await queue_logout(driver)
+    await queue_login(driver, "1002")
+    rec = f"{sandbox.recordings}/{tag('hotdesk')}"
+    mark = driver.mark()
+    await driver.originate("Local/q@fsp-customers/n", "fsp-handsets", "customer",
+                           variables={"__FSP_TONE_customer": str(TONE["customer"]),
+                                      "__FSP_TONE_agent": str(TONE["agent"]), "__REC": rec},
+                           caller_id="Customer <5551234>")
+    leg = await driver.new_channel("Local/3050@fsp-agents-", ";1", since=mark)
+    await driver.wait_for(lambda m: m.event == "BridgeEnter" and m.get("Channel") == leg,
+                          since=mark, what="the hot-desk phone in the queue call")
+
+    mark = driver.mark()
+    sup = await supervisor_dials(driver, "2001", "*2221001")
+    await answer(driver, sup, "agent-pass", "1234", since=mark)
+    await heard_prompt(driver, sup, "vm-isunavail", since=mark)
+    await driver.hangup(sup.line)
+    assert not driver.seen(is_event("ChanSpyStart"), since=mark)
+
+    mark = driver.mark()
+    sup = await supervisor_dials(driver, "2001", "*2221002", rec=rec)
+    await answer(driver, sup, "agent-pass", "1234", since=mark)
+    start = await driver.wait_for(is_event("ChanSpyStart", SpyerChannel=sup.line), since=mark,
+                                  what="ChanSpyStart")
+    assert start.get("SpyeeChannel") == leg
+    await sleep(3.0)
+    await driver.hangup_all()
+    await sleep(1.0)  # MixMonitor finishes its files on hangup
+    hears = sandbox.host_path(f"{rec}-supervisor-hears.wav")
+    for _ in range(50):
+        if hears.exists() and hears.stat().st_size > 8000:
+            break
+        await sleep(0.1)
+    assert heard(hears, TONE["customer"]) > 0.3
+    assert heard(hears, TONE["agent"]) > 0.3
