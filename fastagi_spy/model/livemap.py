@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from fastagi_spy.model.changes import Callback, Change, Payload, Subscribers
 from fastagi_spy.model.config import ModelConfig
 from fastagi_spy.model.events import EventLike, is_target
-from fastagi_spy.model.resolve import Resolution
-from fastagi_spy.model.state import ServerState, SpyTarget
+from fastagi_spy.model.resolve import Resolution, resolve
+from fastagi_spy.model.state import ServerState
 from fastagi_spy.store.directory import Directory
 
 __all__ = ["LiveMap"]
@@ -103,45 +103,15 @@ class LiveMap:
         return {"servers": {name: state.snapshot(now) for name, state in self._servers.items()}}
 
     def resolve(self, target: str, server: str | None = None) -> Resolution:
-        """The exact live channel ``target`` means, or why there is none.
-
-        ``target`` is tried as a 7-digit session id, then an agent number, then
-        an extension; the first kind that matches anywhere wins.  Searching all
-        servers, a stale one that could hold the target answers "stale": a
-        guess from the others could be the wrong person.
-        """
-        if not is_target(target):
+        """The exact live channel ``target`` means, or why there is none (see resolve.resolve)."""
+        if server is None:
+            return resolve(tuple(self._servers.values()), target)
+        state = self._servers.get(server)
+        if state is None or not is_target(target):
             return Resolution.refuse("not_found")
-        if server is not None:
-            state = self._servers.get(server)
-            if state is None:
-                return Resolution.refuse("not_found")
-            if state.stale:
-                return Resolution.refuse("stale", server)
-            states: Sequence[ServerState] = (state,)
-        else:
-            states = tuple(self._servers.values())
-        hits: list[tuple[ServerState, int, frozenset[str]]] = []
-        for state in states:
-            hit = state.lookup(target)
-            if state.stale:
-                # Sessions and rooms come and go: any 7-digit target could be there.
-                if hit is not None or len(target) == 7:
-                    return Resolution.refuse("stale", state.name)
-                continue
-            if hit is not None:
-                hits.append((state, hit[0], hit[1]))
-        if not hits:
-            return Resolution.refuse("not_found")
-        best = min(rank for _, rank, _ in hits)
-        hits = [h for h in hits if h[1] == best]
-        people = frozenset().union(*(numbers for _, _, numbers in hits))
-        if len(people) > 1:
-            # Two different agents answer to this target: never pick one.
-            return Resolution.refuse("ambiguous")
-        (number,) = people
-        answers = [(state, state.spy_target(number)) for state, _, _ in hits]
-        return _decide(number, answers)
+        if state.stale:
+            return Resolution.refuse("stale", server)
+        return resolve((state,), target)
 
     def on_call_agents(self, server: str) -> list[tuple[str, float]]:
         """Agents on an answered call on ``server``, with its answer time, longest call first.
@@ -152,26 +122,3 @@ class LiveMap:
         if state is None or state.stale:
             return []
         return state.on_call_agents()
-
-
-def _decide(number: str, answers: list[tuple[ServerState, SpyTarget]]) -> Resolution:
-    ok = [(state, answer) for state, answer in answers if answer.reason == "ok"]
-    if len(ok) > 1 or any(answer.reason == "ambiguous" for _, answer in answers):
-        first = next(s for s, a in answers if a.reason in ("ok", "ambiguous"))
-        return Resolution.refuse("ambiguous", first.name, number)
-    if ok:
-        state, answer = ok[0]
-        return Resolution(
-            True,
-            "ok",
-            state.name,
-            number,
-            answer.session_id,
-            answer.channel,
-            answer.uniqueid,
-        )
-    for state, answer in answers:
-        if answer.reason == "not_on_call":
-            return Resolution.refuse("not_on_call", state.name, number, answer.session_id)
-    state, _ = answers[0]
-    return Resolution.refuse("not_logged_in", state.name, number)

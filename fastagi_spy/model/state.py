@@ -8,6 +8,7 @@ from fastagi_spy.model.changes import Change, Payload
 from fastagi_spy.model.config import ModelConfig
 from fastagi_spy.model.events import EventLike, Malformed
 from fastagi_spy.model.handlers import HANDLERS
+from fastagi_spy.model.resolve import SpyTarget, lookup, spy_target
 from fastagi_spy.model.resync import load
 from fastagi_spy.model.tables import Tables
 from fastagi_spy.model.views import (
@@ -21,32 +22,13 @@ from fastagi_spy.model.views import (
     flush,
     session_payload,
     session_view,
-    spy_channels,
 )
 from fastagi_spy.store.directory import Directory
 
-__all__ = ["ServerState", "SpyTarget"]
+__all__ = ["ServerState"]
 
 # Session ids (rooms come and go) that may wait unreported in apply_quietly.
 _MAX_WAITING_SESSIONS = 4096
-
-
-class SpyTarget:
-    """What one server knows about spying on one agent (see LiveMap.resolve)."""
-
-    __slots__ = ("channel", "reason", "session_id", "uniqueid")
-
-    def __init__(
-        self,
-        reason: str,
-        session_id: str | None = None,
-        channel: str | None = None,
-        uniqueid: str | None = None,
-    ) -> None:
-        self.reason = reason
-        self.session_id = session_id
-        self.channel = channel
-        self.uniqueid = uniqueid
 
 
 class ServerState:
@@ -180,38 +162,12 @@ class ServerState:
     # --- lookups ----------------------------------------------------------------
 
     def lookup(self, target: str) -> tuple[int, frozenset[str]] | None:
-        """Agents ``target`` names here, with the kind of match.
-
-        Rank 0: a 7-digit session id; 1: an agent number; 2: an extension.
-        Exact dict lookups only: "10" never finds "100", "PJSIP/100" never "PJSIP/1001".
-        """
-        tables = self._tables
-        if len(target) == 7:
-            holders = tables.sessions.get(target)
-            if holders:
-                return 0, frozenset(holders)
-        if target in tables.agents:
-            return 1, frozenset((target,))
-        owners = tables.ext_agents.get(target)
-        if owners:
-            return 2, frozenset(owners)
-        return None
+        """Agents ``target`` names here, with the kind of match (see resolve.lookup)."""
+        return lookup(self._tables, target)
 
     def spy_target(self, number: str) -> SpyTarget:
         """The one channel a spy on agent ``number`` would join here, or why not."""
-        tables = self._tables
-        agent = tables.agents.get(number)
-        if agent is None:
-            return SpyTarget("not_found")
-        if not agent.logins:
-            return SpyTarget("not_logged_in")
-        candidates = spy_channels(tables, agent)
-        if not candidates:
-            return SpyTarget("not_on_call", agent.session_id)
-        if len(candidates) > 1:
-            return SpyTarget("ambiguous", agent.session_id)
-        channel = candidates[0]
-        return SpyTarget("ok", agent.session_id, channel.name, channel.uniqueid)
+        return spy_target(self._tables, number)
 
     # --- views ------------------------------------------------------------------
 

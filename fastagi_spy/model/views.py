@@ -12,12 +12,8 @@ from typing import NamedTuple
 from fastagi_spy.model.agents import Agent, AgentStatus, SessionSource
 from fastagi_spy.model.calls import Call, Direction
 from fastagi_spy.model.changes import Change, Lazy, Payload
-from fastagi_spy.model.channels import (
-    STATE_RINGING,
-    Channel,
-    first_half_name,
-    is_second_half,
-)
+from fastagi_spy.model.channels import STATE_RINGING, Channel
+from fastagi_spy.model.resolve import facing_call, order, with_others
 from fastagi_spy.model.tables import Tables
 
 __all__ = [
@@ -31,7 +27,6 @@ __all__ = [
     "flush",
     "session_payload",
     "session_view",
-    "spy_channels",
 ]
 
 
@@ -81,63 +76,6 @@ class SessionView(NamedTuple):
     shared: bool
 
 
-def _with_others(tables: Tables, channel: Channel) -> bool:
-    """In a bridge, or a 7-digit room, together with at least one other channel."""
-    bridge = channel.bridge
-    if bridge is not None and len(tables.bridges.get(bridge, ())) > 1:
-        return True
-    room = channel.room
-    return room is not None and len(tables.rooms.get(room, ())) > 1
-
-
-def _peers(tables: Tables, channel: Channel) -> set[str]:
-    """Uniqueids sharing a bridge or a room with ``channel``."""
-    peers: set[str] = set()
-    if channel.bridge is not None:
-        peers.update(tables.bridges.get(channel.bridge, ()))
-    if channel.room is not None:
-        peers.update(tables.rooms.get(channel.room, ()))
-    peers.discard(channel.uniqueid)
-    return peers
-
-
-def _facing_call(tables: Tables, agent: Agent, candidates: list[Channel]) -> list[Channel]:
-    """Of an agent's busy channels, the ones facing the call rather than the agent's phone.
-
-    One call can reach an agent through a chain of its own channels: with
-    Dial(Local/1001@agents/n) the chain is customer <-> Local;1 ... Local;2 <->
-    PJSIP/1001-..., all bridged.  A channel whose bridge and room hold only the
-    agent's own channels is a link inside that chain, not the call.  If both
-    halves of a Local pair still face others, ";1" is the one Dial or Queue put
-    in the caller's bridge, and ";2" only leads on to the agent's phone.
-    """
-    if len(candidates) < 2:
-        return candidates
-    own = agent.channels
-    facing = [c for c in candidates if any(p not in own for p in _peers(tables, c))]
-    if facing:
-        candidates = facing
-    names = {c.name for c in candidates}
-    return [
-        c for c in candidates if not (is_second_half(c.name) and first_half_name(c.name) in names)
-    ]
-
-
-def _order(channel: Channel) -> tuple[float, str]:
-    return channel.created_at, channel.uniqueid
-
-
-def spy_channels(tables: Tables, agent: Agent) -> list[Channel]:
-    """The agent's device channels a spy could mean: on a call, or in its session room."""
-    channels = tables.channels
-    candidates = [
-        channel
-        for channel in (channels[u] for u in agent.channels)
-        if channel.room is not None or _with_others(tables, channel)
-    ]
-    return sorted(_facing_call(tables, agent, candidates), key=_order)
-
-
 def _agent_call(tables: Tables, agent: Agent, channel: Channel) -> AgentCall | None:
     leg = channel
     call = tables.calls.get(channel.linkedid)
@@ -151,7 +89,7 @@ def _agent_call(tables: Tables, agent: Agent, channel: Channel) -> AgentCall | N
                 for u in tables.rooms.get(channel.room, ())
                 if u in channels and channels[u].agent is None
             ),
-            key=_order,
+            key=order,
         )
         if peers:
             leg = peers[0]
@@ -198,21 +136,21 @@ def _activity(tables: Tables, agent: Agent) -> tuple[AgentStatus, Channel | None
         # Most agents have one channel at most: no lists, no sorting.
         for uniqueid in uniqueids:
             channel = channels[uniqueid]
-            if _with_others(tables, channel):
+            if with_others(tables, channel):
                 return "Talking", channel
             if channel.dialing or channel.state == STATE_RINGING:
                 return "Ringing", channel
             return "Idle", channel
     mine = [channels[u] for u in uniqueids]
-    busy = sorted((c for c in mine if _with_others(tables, c)), key=_order)
+    busy = sorted((c for c in mine if with_others(tables, c)), key=order)
     if busy:
-        return "Talking", _facing_call(tables, agent, busy)[0]
+        return "Talking", facing_call(tables, agent, busy)[0]
     ringing = [c for c in mine if c.dialing or c.state == STATE_RINGING]
     if ringing:
-        return "Ringing", min(ringing, key=_order)
+        return "Ringing", min(ringing, key=order)
     # Prefer the channel sitting in the session room, else the newest.
     in_room = [c for c in mine if c.room is not None]
-    return "Idle", min(in_room, key=_order) if in_room else max(mine, key=_order)
+    return "Idle", min(in_room, key=order) if in_room else max(mine, key=order)
 
 
 def agent_view(tables: Tables, agent: Agent) -> AgentView:
