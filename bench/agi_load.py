@@ -165,6 +165,7 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
 
     from bench.synthetic import bridged_call_items
     from fastagi_spy.config import SecurityRules
+    from fastagi_spy.domain import AgentEntry, Directory, Mode, SupervisorEntry
     from fastagi_spy.model import LiveMap, ModelConfig
     from fastagi_spy.net.fairness import bound_io_per_iteration
     from fastagi_spy.net.fastagi import FastAGIFactory
@@ -172,7 +173,6 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     from fastagi_spy.service import freeze_startup_garbage
     from fastagi_spy.store.audit import AuditLog
     from fastagi_spy.store.database import Database
-    from fastagi_spy.store.directory import AgentEntry, Directory, Mode, SupervisorEntry
     from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
     from fastagi_spy.store.pins import PinHasher, PinStore
     from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow

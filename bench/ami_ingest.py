@@ -49,8 +49,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.synthetic import UNKNOWN, channel_snapshot, queue_member_fields  # noqa: E402
+from fastagi_spy.domain import AgentEntry, Directory  # noqa: E402
 from fastagi_spy.model import LiveMap, ModelConfig  # noqa: E402
-from fastagi_spy.store.directory import AgentEntry, Directory  # noqa: E402
 from fastagi_spy.wire.ami import AMIBanner, AMIMessage, AMIParser  # noqa: E402
 
 CHUNK = 64 * 1024

@@ -11,13 +11,13 @@ import getpass
 import json
 import sys
 import time
-import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
 from fastagi_spy.config import Config, ConfigError, load
+from fastagi_spy.terminal import print_snapshot, print_table
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -165,7 +165,7 @@ def _audit(args: argparse.Namespace) -> int:
     columns = ("id", "started_at", "supervisor", "device", "auth_result", "requested_target",
                "agent", "modes", "spy_started_at", "spy_stopped_at", "end_reason")
     rows = [[_cell(getattr(r, c)) for c in columns] for r in records]
-    _table(columns, rows)
+    print_table(columns, rows)
     return 0
 
 
@@ -192,33 +192,6 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_snapshot(snapshot: dict[str, Any]) -> None:
-    """The live map as a table; every cell made printable (names come from callers)."""
-    columns = ("server", "agent", "name", "status", "session", "customer", "direction",
-               "talk", "channel")
-    rows = []
-    for server, state in sorted(snapshot.get("servers", {}).items()):
-        label = server + (" (STALE)" if state.get("stale") else "")
-        for agent in state.get("agents", []):
-            call = agent.get("call") or {}
-            number, name = call.get("customer_number") or "", call.get("customer_name") or ""
-            customer = f"{name} ({number})" if name and number else name or number
-            elapsed = call.get("elapsed_s")
-            rows.append([label, agent.get("number", ""), agent.get("name", ""),
-                         agent.get("status", ""), agent.get("session_id") or "", customer,
-                         call.get("direction", ""),
-                         f"{int(elapsed) // 60}:{int(elapsed) % 60:02d}" if elapsed is not None else "",
-                         agent.get("channel") or ""])
-    _table(columns, [[printable(cell) for cell in row] for row in rows])
-
-
-def printable(value: object) -> str:
-    """``value`` as text with every control or format character (ESC of an ANSI sequence,
-    CR, BEL, bidi overrides...) shown as "?": a caller name set by whoever places a call
-    must not move the admin's cursor, rewrite the screen or hide a row."""
-    return "".join("?" if unicodedata.category(c)[0] == "C" else c for c in str(value))
-
-
 def _http_address(endpoint: str) -> tuple[str, int]:
     parts = endpoint.split(":")
     port = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 8580
@@ -233,15 +206,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
     return "" if value is None else str(value)
-
-
-def _table(columns: Sequence[str], rows: list[list[str]]) -> None:
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-    if not rows:
-        print("(none)")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from twisted.internet.endpoints import serverFromString
 
+from fastagi_spy.domain import AgentEntry, Directory, Mode, SupervisorEntry
 from fastagi_spy.model.config import LOGGED_IN_BY, ModelConfig
-from fastagi_spy.store.directory import AgentEntry, Directory, Mode, SupervisorEntry
 from fastagi_spy.wire.names import DEVICE_NAME
 
 T = TypeVar("T")

@@ -107,8 +107,8 @@ async def _scenario(reactor: Any, sandbox: AsteriskSandbox, config_path: Path, h
     from fastagi_spy.service import make_service, pin_hasher
 
     config = load(config_path)
-    from fastagi_spy.cli import print_snapshot
     from fastagi_spy.sandbox_driver import Driver, is_event, sleep
+    from fastagi_spy.terminal import print_snapshot
 
     service = make_service(config, reactor)
     service.stores.pins.set_hash(

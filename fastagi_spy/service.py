@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from fastagi_spy.config import Config
+from fastagi_spy.domain import Mode, device_of_channel
 from fastagi_spy.model import LiveMap
 from fastagi_spy.net.ami import AMIClient, AMICredentials
 from fastagi_spy.net.fairness import bound_io_per_iteration
@@ -28,7 +29,6 @@ from fastagi_spy.net.hashworker import HashPool, HashWorkerStopped
 from fastagi_spy.net.livesync import LiveSync
 from fastagi_spy.store.audit import AuditLog, EndReason, Via
 from fastagi_spy.store.database import Database
-from fastagi_spy.store.directory import Mode, device_of_channel
 from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
 from fastagi_spy.store.pins import PinHasher, PinStore
 from fastagi_spy.supervise.chanspy import chanspy_argument

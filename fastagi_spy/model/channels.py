@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from fastagi_spy.store.directory import device_of_channel
+from fastagi_spy.domain import device_of_channel
 
 __all__ = [
     "RINGING_STATES",
     "STATE_RING",
     "STATE_RINGING",
     "Channel",
-    "agent_device",
     "first_half_name",
     "is_second_half",
 ]
@@ -53,7 +52,7 @@ class Channel:
         self.name = name
         self.state = state
         self.linkedid = linkedid
-        self.device = agent_device(name)
+        self.device = device_of_channel(name)
         # A channel Asterisk received a call on starts in "Ring"; one it placed
         # (ast_request for Dial, Queue, Originate) starts "Down".
         self.inbound = state == STATE_RING
@@ -73,18 +72,6 @@ class Channel:
         self.created_at = now
         self.ringing_at: float | None = now if state in RINGING_STATES else None
         self.answered_at: float | None = None
-
-
-def agent_device(name: str) -> str:
-    """The device a channel stands for: "Local/1001@agents-0000001b;2" -> "Local/1001@agents".
-
-    Both halves of a Local pair count.  core_unreal.c makes ";1" the half handed
-    back to Dial/Queue/Originate and ";2" the half running the Local target's
-    dialplan: which of them faces the rest of the call depends on the topology
-    (a call to the agent bridges ";1"; an agent dialling into a ConfBridge sits
-    there with ";2"), so views pick the half that actually faces the call.
-    """
-    return device_of_channel(name)
 
 
 def is_second_half(name: str) -> bool:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from fastagi_spy.domain import Directory
 from fastagi_spy.model.changes import Callback, Change, Payload, Subscribers
 from fastagi_spy.model.config import ModelConfig
 from fastagi_spy.model.events import EventLike, is_target
 from fastagi_spy.model.resolve import Resolution, resolve
 from fastagi_spy.model.state import ServerState
-from fastagi_spy.store.directory import Directory
 
 __all__ = ["LiveMap"]
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING
 
+from fastagi_spy.domain import Reason
 from fastagi_spy.model.agents import Agent
 from fastagi_spy.model.channels import Channel, first_half_name, is_second_half
 from fastagi_spy.model.events import is_target
@@ -32,8 +33,6 @@ __all__ = [
     "spy_target",
     "with_others",
 ]
-
-Reason: TypeAlias = Literal["ok", "not_found", "not_logged_in", "not_on_call", "ambiguous", "stale"]
 
 
 @dataclass(frozen=True, slots=True)

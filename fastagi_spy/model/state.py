@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from fastagi_spy.domain import Directory
 from fastagi_spy.model.changes import Change, Payload
 from fastagi_spy.model.config import ModelConfig
 from fastagi_spy.model.events import EventLike, Malformed
@@ -23,7 +24,6 @@ from fastagi_spy.model.views import (
     session_payload,
     session_view,
 )
-from fastagi_spy.store.directory import Directory
 
 __all__ = ["ServerState"]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 
+from fastagi_spy.domain import Directory, device_of_channel
 from fastagi_spy.model.agents import (
     LOGIN_CONFERENCE,
     LOGIN_DIRECTORY,
@@ -20,7 +21,7 @@ from fastagi_spy.model.agents import (
     extension_of,
 )
 from fastagi_spy.model.calls import Call, dialer_number, is_customer_leg, is_dialer_leg
-from fastagi_spy.model.channels import RINGING_STATES, STATE_RINGING, Channel, agent_device
+from fastagi_spy.model.channels import RINGING_STATES, STATE_RINGING, Channel
 from fastagi_spy.model.config import ModelConfig
 from fastagi_spy.model.devices import UNREGISTERED_STATES, DeviceBook
 from fastagi_spy.model.events import (
@@ -34,7 +35,6 @@ from fastagi_spy.model.events import (
     session_from_chanvars,
 )
 from fastagi_spy.model.sessions import SessionBook
-from fastagi_spy.store.directory import Directory
 
 __all__ = ["Tables"]
 
@@ -332,7 +332,7 @@ class Tables:
             del self.by_name[channel.name]
         channel.name = new_name
         self.by_name[new_name] = channel.uniqueid
-        device = agent_device(new_name)
+        device = device_of_channel(new_name)
         if device == channel.device:
             return
         if channel.agent is not None:

@@ -15,8 +15,8 @@ from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from typing import TextIO
 
+from fastagi_spy.domain import Mode
 from fastagi_spy.store.database import Database
-from fastagi_spy.store.directory import Mode
 
 
 class EndReason(enum.StrEnum):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from fastagi_spy.store.directory import Mode
+from fastagi_spy.domain import Mode
 from fastagi_spy.wire.names import CHANNEL_NAME
 
 # The same characters the config allows in devices (wire/names.py says which and why).

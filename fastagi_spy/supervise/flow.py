@@ -16,8 +16,8 @@ from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
 from fastagi_spy.config import SecurityRules
+from fastagi_spy.domain import Directory, Mode, SupervisorEntry, device_of_channel
 from fastagi_spy.store.audit import AuditLog, AuthResult, EndReason, Via
-from fastagi_spy.store.directory import Directory, Mode, SupervisorEntry, device_of_channel
 from fastagi_spy.supervise.chanspy import chanspy_argument, parse_target_digits, spy_group_for_team
 from fastagi_spy.supervise.line import AGILine, LineGone
 from fastagi_spy.supervise.picker import START_KEY, pick_agent

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
+from fastagi_spy.domain import SupervisorEntry
 from fastagi_spy.store.audit import AuditLog, AuthResult, EndReason, Via
 from fastagi_spy.store.database import Database
-from fastagi_spy.store.directory import SupervisorEntry
 from fastagi_spy.store.lockout import (
     SUPERVISOR_PREFIX,
     Admission,

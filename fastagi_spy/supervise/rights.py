@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastagi_spy.store.directory import AgentEntry, Mode, SupervisorEntry
+from fastagi_spy.domain import AgentEntry, Mode, SupervisorEntry
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from fastagi_spy.store.directory import Mode
+from fastagi_spy.domain import Mode
 
 _SWITCH_DIGITS = {"4": Mode.LISTEN, "5": Mode.WHISPER, "6": Mode.BARGE}
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from bench.synthetic import UNKNOWN, channel_snapshot, queue_member_fields
+from fastagi_spy.domain import AgentEntry, Directory
 from fastagi_spy.model import ModelConfig
-from fastagi_spy.store.directory import AgentEntry, Directory
 
 
 class Ev:

@@ -17,10 +17,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 
 from fastagi_spy.config import load
+from fastagi_spy.domain import AgentEntry, Directory
 from fastagi_spy.model import LiveMap, ModelConfig, Resolution
 from fastagi_spy.service import SpyService
 from fastagi_spy.store.audit import AuditRecord
-from fastagi_spy.store.directory import AgentEntry, Directory
 from fastagi_spy.wire.agi import encode_env
 from fastagi_spy.wire.ami import AMIMessage
 

@@ -69,7 +69,7 @@ def test_status_table_shows_no_control_characters_from_ami(capsys) -> None:  # t
     printed with "?" in their place: it cannot rewrite the admin's terminal."""
     import unicodedata
 
-    from fastagi_spy.cli import print_snapshot
+    from fastagi_spy.terminal import print_snapshot
 
     evil = "\x1b[2J\x1b[31mEvil\rCo\x07\u202e\x9b"
     snapshot = {"servers": {"pbx\x1b]0;x\x07": {"stale": False, "agents": [{

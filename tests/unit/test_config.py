@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fastagi_spy.config import ConfigError, load, parse
-from fastagi_spy.store.directory import Mode
+from fastagi_spy.domain import Mode
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = """

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastagi_spy.config import ConfigError, parse
-from fastagi_spy.store.directory import Mode
+from fastagi_spy.domain import Mode
 from fastagi_spy.supervise.chanspy import chanspy_argument
 
 BASE = """

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from fastagi_spy.domain import AgentEntry, Directory
 from fastagi_spy.model import LiveMap, ModelConfig, Resolution
-from fastagi_spy.store.directory import AgentEntry, Directory
 from fastagi_spy.wire.ami import AMIMessage, AMIParser
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ami"

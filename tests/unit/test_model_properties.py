@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -143,7 +144,7 @@ def reads(draw: st.DrawFn) -> list[list[Ev]]:
     events = draw(interleaved_calls())
     cuts = sorted(draw(st.sets(st.integers(min_value=1, max_value=max(1, len(events) - 1)))))
     bounds = [0, *cuts, len(events)]
-    return [events[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if a < b]
+    return [events[a:b] for a, b in itertools.pairwise(bounds) if a < b]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from fastagi_spy.domain import AgentEntry
 from fastagi_spy.model import Change, LiveMap, ModelConfig, ServerState
-from fastagi_spy.store.directory import AgentEntry
 from tests.unit.model_events import (
     Ev,
     Sim,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from fastagi_spy.domain import AgentEntry, Directory
 from fastagi_spy.model import Change, LiveMap, ServerState
 from fastagi_spy.model.events import Malformed as MalformedField
 from fastagi_spy.model.events import (
@@ -24,7 +25,6 @@ from fastagi_spy.model.events import (
     variable_name,
 )
 from fastagi_spy.model.sessions import SessionAllocator
-from fastagi_spy.store.directory import AgentEntry, Directory
 from tests.unit.model_events import Chan, Ev, Sim, config, directory, parse
 
 T0 = 1_732_156_800.0

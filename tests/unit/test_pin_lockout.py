@@ -21,10 +21,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from fastagi_spy.config import SecurityRules
+from fastagi_spy.domain import AgentEntry, Directory, Mode, SupervisorEntry
 from fastagi_spy.net.hashworker import HashPool, HashWorkerTimeout
 from fastagi_spy.store.audit import AuditLog, AuditRecord
 from fastagi_spy.store.database import Database
-from fastagi_spy.store.directory import AgentEntry, Directory, Mode, SupervisorEntry
 from fastagi_spy.store.lockout import (
     LockoutPolicy,
     LockoutStore,

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from fastagi_spy.store.audit import AuditLog, AuditRecord, EndReason
-from fastagi_spy.store.database import Database
-from fastagi_spy.store.directory import (
+from fastagi_spy.domain import (
     AgentEntry,
     Directory,
     Mode,
     SupervisorEntry,
     device_of_channel,
 )
+from fastagi_spy.store.audit import AuditLog, AuditRecord, EndReason
+from fastagi_spy.store.database import Database
 from fastagi_spy.store.errors import StoreError
 from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore, device_key, supervisor_key
 from fastagi_spy.store.pins import PinHasher, PinStore

@@ -10,11 +10,11 @@ import pytest
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from fastagi_spy.config import SecurityRules
+from fastagi_spy.domain import AgentEntry, Directory, Mode, SupervisorEntry
 from fastagi_spy.model import LiveMap
 from fastagi_spy.model.resolve import Resolution
 from fastagi_spy.store.audit import AuditLog, AuditRecord
 from fastagi_spy.store.database import Database
-from fastagi_spy.store.directory import AgentEntry, Directory, Mode, SupervisorEntry
 from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
 from fastagi_spy.store.pins import PinHasher, PinStore
 from fastagi_spy.supervise import picker

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastagi_spy.store.directory import AgentEntry, Mode, SupervisorEntry
+from fastagi_spy.domain import AgentEntry, Mode, SupervisorEntry
 from fastagi_spy.supervise.chanspy import (
     chanspy_argument,
     parse_target_digits,

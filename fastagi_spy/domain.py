@@ -1,7 +1,9 @@
-"""Who is who: agents, supervisors, their devices and teams, and known customers.
+"""The vocabulary every layer shares: modes, who is who, devices, and why a target fails.
 
-The config loader builds a `Directory`; everything here is immutable and does no I/O.
-Numbers and device names are compared as exact strings, so agent "10" never matches "100".
+Agents, supervisors, their devices and teams, and known customers: the config loader
+builds a `Directory`; everything here is immutable, does no I/O and imports nothing of
+ours. Numbers and device names are compared as exact strings, so agent "10" never
+matches "100".
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Literal, TypeAlias, TypeVar
+
+# Why a target resolved to no channel ("ok" when it did).
+Reason: TypeAlias = Literal["ok", "not_found", "not_logged_in", "not_on_call", "ambiguous", "stale"]
 
 
 class Mode(enum.Enum):
@@ -47,6 +52,9 @@ def device_of_channel(channel_name: str) -> str:
 
     "PJSIP/2001-0000000a" -> "PJSIP/2001"; "Local/2001@phones-0000001b;2" -> "Local/2001@phones".
     The cut is at the LAST "-" because a resource name may itself contain dashes.
+    Both halves of a Local pair are the same device: core_unreal.c makes ";1" the half
+    handed back to Dial/Queue/Originate and ";2" the half running the Local target's
+    dialplan, and which of them faces the call depends on the topology.
     """
     name = channel_name
     head, sep, tail = name.rpartition(";")
