@@ -85,9 +85,11 @@ class LiveMap:
         channels: Sequence[EventLike],
         queue_members: Sequence[EventLike],
         now: float,
+        device_states: Sequence[EventLike] | None = None,
     ) -> list[Change]:
-        """Rebuild ``server`` from its CoreShowChannels and QueueStatus lists."""
-        changes = self._servers[server].resync(channels, queue_members, now)
+        """Rebuild ``server`` from its CoreShowChannels, QueueStatus and DeviceStateList
+        lists (``device_states`` None: keep the registrations known before)."""
+        changes = self._servers[server].resync(channels, queue_members, now, device_states)
         self._subscribers.publish(changes)
         return changes
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from fastagi_spy.domain import Directory
 from fastagi_spy.model.changes import Change, Payload
 from fastagi_spy.model.config import ModelConfig
+from fastagi_spy.model.devices import UNREGISTERED_STATES
 from fastagi_spy.model.events import EventLike, Malformed
 from fastagi_spy.model.handlers import HANDLERS
 from fastagi_spy.model.resolve import SpyTarget, lookup, spy_target
@@ -107,8 +108,9 @@ class ServerState:
         channels: Sequence[EventLike],
         queue_members: Sequence[EventLike],
         now: float,
+        device_states: Sequence[EventLike] | None = None,
     ) -> list[Change]:
-        """Rebuild from CoreShowChannel and QueueMember items in one step.
+        """Rebuild from CoreShowChannel, QueueMember and DeviceStateChange items in one step.
 
         The new state replaces the old one only once fully built; the changes
         are the difference, so whatever vanished is reported as removed.
@@ -122,6 +124,16 @@ class ServerState:
         }
         new = Tables(self.directory, self.config, kept, old.book.allocator.resting(), now)
         new.malformed = old.malformed
+        if device_states is None:
+            unregistered = old.devices.unavailable
+        else:
+            unregistered = {
+                device
+                for item in device_states
+                if (device := item.get("Device")) and item.get("State") in UNREGISTERED_STATES
+            }
+        for device in sorted(unregistered):
+            new.set_device_state(device, "UNAVAILABLE")
         load(new, channels, queue_members, now)
         # Sessions in a fixed order so allocation is deterministic.
         for number in sorted(new.dirty_agents):

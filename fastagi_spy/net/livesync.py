@@ -99,6 +99,17 @@ class LiveSync:
     def resync(self, client: AMIClient) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._resync(client))
 
+    async def _device_states(self, client: AMIClient) -> list[AMIMessage] | None:
+        """Every device state Asterisk has cached (who is registered), or None when the
+        server will not list them: the states seen before the reconnect are kept then."""
+        try:
+            listed = await client.call("DeviceStateList", timeout=30)
+        except AMIError as exc:
+            self.log.warn("DeviceStateList on {server} failed ({error}): registrations seen "
+                          "before the reconnect are kept", server=self.server, error=exc)
+            return None
+        return [e for e in listed.events if e.event == "DeviceStateChange"]
+
     async def _resync(self, client: AMIClient) -> None:
         if self._held is not None:
             return  # one already running; it will apply what arrives meanwhile
@@ -107,7 +118,8 @@ class LiveSync:
             channels = await client.call("CoreShowChannels", timeout=30)
             queues = await client.call("QueueStatus", timeout=30)
             members = [e for e in queues.events if e.event == "QueueMember"]
-            self.live_map.resync(self.server, channels.events, members, self.now())
+            devices = await self._device_states(client)
+            self.live_map.resync(self.server, channels.events, members, self.now(), devices)
             self.resyncs += 1
             self._broken = False
             self.log.info(

@@ -183,8 +183,7 @@ class SupervisionFlow:
                 if typed is None:
                     silent += 1
                     if silent >= SILENT_PIN_PROMPTS:
-                        await self._no_pin(call)
-                        return None
+                        break
                     continue
                 claimed = parse_target_digits(typed)
             supervisor = d.directory.supervisor(claimed) if claimed else None
@@ -193,8 +192,7 @@ class SupervisionFlow:
             if pin is None:
                 silent += 1
                 if silent >= SILENT_PIN_PROMPTS:
-                    await self._no_pin(call)
-                    return None
+                    break
                 continue
             tries += 1
             verdict = await self._check_pin(call, claimed, supervisor, pin)
@@ -209,6 +207,9 @@ class SupervisionFlow:
                 # A flood of digits, not a PIN: one try, and the call ends before the rest
                 # of it is read as more tries.
                 break
+        if silent >= SILENT_PIN_PROMPTS:
+            await self._no_pin(call)
+            return None
         await self._say(call, Prompts.GOODBYE)
         if locked:
             self._close(call, EndReason.LOCKED_OUT, "locked out")

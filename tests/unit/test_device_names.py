@@ -11,16 +11,7 @@ from hypothesis import strategies as st
 from fastagi_spy.config import ConfigError, parse
 from fastagi_spy.domain import Mode
 from fastagi_spy.supervise.chanspy import chanspy_argument
-
-BASE = """
-[server]
-pin_pepper = "a-long-enough-pepper-0123"
-
-[[asterisk]]
-name = "pbx1"
-ami_username = "fastagi-spy"
-ami_secret = "s3cret"
-"""
+from tests.unit.test_config import MINIMAL as BASE
 
 
 def config_accepts(device: str) -> bool:

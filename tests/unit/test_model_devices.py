@@ -127,3 +127,19 @@ def test_registration_is_the_login_where_the_site_has_no_other(sim: Sim) -> None
     m.ingest(SERVER, [device_state(sim, "PJSIP/1001", "UNAVAILABLE")], T0 + 2)
     assert m.resolve("1001").reason == "not_on_call"
     assert live("login").resolve("10").reason == "not_logged_in"
+
+
+def test_a_resync_takes_registrations_from_the_device_state_list(sim: Sim) -> None:
+    """After a reconnect, DeviceStateList is the truth; without it the states seen before
+    the reconnect are kept."""
+    m = live("registration")
+    m.ingest(SERVER, [device_state(sim, "PJSIP/10", "UNAVAILABLE")], T0)
+    m.mark_stale(SERVER, T0 + 1)
+    m.resync(SERVER, [], [], T0 + 2)
+    assert m.resolve("10").reason == "not_logged_in"
+    m.resync(SERVER, [], [], T0 + 3, [device_state(sim, "PJSIP/10", "NOT_INUSE")])
+    assert m.resolve("10").reason == "not_on_call"
+    m.resync(SERVER, [], [], T0 + 4, [device_state(sim, "PJSIP/10", "UNAVAILABLE"),
+                                      device_state(sim, "PJSIP/100", "INUSE")])
+    assert m.resolve("10").reason == "not_logged_in"
+    assert m.resolve("100").reason == "not_on_call"
