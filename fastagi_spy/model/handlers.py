@@ -253,17 +253,17 @@ def queue_member(tables: Tables, event: EventLike, now: float) -> None:
     queue = get("Queue")
     if not queue:
         raise Malformed("missing Queue")
-    devices = _member_devices(event)
-    if not devices:
-        raise Malformed("queue member without Interface")
     # One membership per interface and queue: a known one (the usual
     # QueueMemberStatus) costs one lookup.
-    key = (queue, devices[0])
-    number = tables.members.get(key)
+    interface = get("Interface") or get("Location")
+    number = tables.members.get((queue, normalise_interface(interface))) if interface else None
     agent = tables.agents.get(number) if number is not None else None
     if agent is None:
+        devices = _member_devices(event)
+        if not devices:
+            raise Malformed("queue member without Interface")
         agent = _member_agent(tables, event, devices)
-        tables.members[key] = agent.number
+        tables.members[(queue, devices[0])] = agent.number
         reason = "queue:" + queue
         for device in devices:
             tables.login_device(agent, device, reason)

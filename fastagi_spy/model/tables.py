@@ -721,7 +721,9 @@ class Tables:
         if channel.room is not None:
             self._sync_conference_login(agent)
         self.dirty_agents.add(agent.number)
-        self.session_dirty.add(agent.number)
+        if channel.room is not None or channel.session_var is not None:
+            # Only a room or a session variable on a channel can change the session.
+            self.session_dirty.add(agent.number)
         self.dirty_calls.add(channel.linkedid)
 
     def _detach(self, channel: Channel) -> None:
@@ -733,7 +735,8 @@ class Tables:
         agent.channels.discard(channel.uniqueid)
         self._sync_conference_login(agent)
         self.dirty_agents.add(number)
-        self.session_dirty.add(number)
+        if channel.room is not None:
+            self.session_dirty.add(number)
         self.dirty_calls.add(channel.linkedid)
 
     def _sync_conference_login(self, agent: Agent) -> None:

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastagi_spy.model import Change, LiveMap, ServerState
+from fastagi_spy.model.sessions import _explicit as explicit_session
 from tests.unit.model_events import (
     Ev,
     Sim,
@@ -159,3 +160,21 @@ def test_resolve_after_ingest_equals_resolve_after_apply_many(batches: list[list
         loud.apply_many("pbx1", batch, T0 + step)
         for target in _targets():
             assert quiet.resolve(target) == loud.resolve(target), (step, target)
+        assert _unsettled(quiet.server("pbx1")) == [], step
+
+
+def _unsettled(state: ServerState) -> list[str]:
+    """Agents whose session id is not what their logins, rooms and variable say now: a
+    table move that forgot to mark the agent for Tables.settle_sessions."""
+    tables = state._tables
+    wrong = []
+    for number, agent in tables.agents.items():
+        if not agent.logins:
+            expected = None
+        else:
+            explicit, _ = explicit_session(agent, tables.channels)
+            expected = explicit if explicit is not None else (
+                str(agent.allocated) if agent.allocated is not None else None)
+        if agent.session_id != expected:
+            wrong.append(f"{number}: {agent.session_id} != {expected}")
+    return wrong
