@@ -99,12 +99,16 @@ def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
 
+PRUNE_EVERY = 60.0  # seconds between deletions of expired failures and lockouts
+
+
 class LockoutStore:
     """Sliding-window failure counting with persistent lockouts."""
 
     def __init__(self, db: Database, policy: LockoutPolicy) -> None:
         self._db = db
         self.policy = policy
+        self._pruned_at = float("-inf")
 
     def is_locked(self, keys: Iterable[str], now: float) -> float | None:
         """The latest `until` among the keys locked at `now`, or None if none is locked."""
@@ -133,18 +137,27 @@ class LockoutStore:
         if not wanted:
             raise ValueError("an attempt needs at least one key")
         window_start = now - self.policy.window_s
+        marks = _placeholders(len(wanted))
         with self._db.transaction() as conn:  # BEGIN IMMEDIATE: one admission at a time
-            self._prune(conn, now)
-            if self._locked_until(conn, wanted, now) is not None:
+            self._prune_now_and_then(conn, now)
+            # One read for the lock and every key's count: this runs on every PIN typed.
+            rows = conn.execute(
+                f"SELECT '', MAX(until) FROM lockouts WHERE until > ? AND key IN ({marks}) "
+                f"UNION ALL SELECT key, COUNT(*) FROM auth_failures "
+                f"WHERE at > ? AND key IN ({marks}) GROUP BY key",
+                (now, *wanted, window_start, *wanted),
+            ).fetchall()
+            counts = dict(rows)
+            if counts.pop("", None) is not None:
                 return Admission(False)
             for key in wanted:
-                if self._count(conn, key, window_start) + 1 > self.policy.threshold(key):
+                if counts.get(key, 0) + 1 > self.policy.threshold(key):
                     return Admission(False)
-            rows = tuple(
-                int(conn.execute("INSERT INTO auth_failures (key, at) VALUES (?, ?)",
-                                 (key, now)).lastrowid or 0)
-                for key in wanted)
-        return Admission(True, rows)
+            values = ", ".join("(?, ?)" for _ in wanted)
+            ids = tuple(int(row_id) for row_id, in conn.execute(
+                f"INSERT INTO auth_failures (key, at) VALUES {values} RETURNING id",
+                [value for key in wanted for value in (key, now)]).fetchall())
+        return Admission(True, ids)
 
     def settle_failure(self, keys: Iterable[str], now: float) -> FailureOutcome:
         """An admitted attempt failed: its rows stay; lock every key now at its threshold."""
@@ -167,12 +180,15 @@ class LockoutStore:
         """The PIN was right: True, and the keys' failures forgotten, unless a key was locked
         meanwhile (by an attempt that failed while this one was being checked)."""
         wanted = _keys(keys)
+        marks = _placeholders(len(wanted))
         with self._db.transaction() as conn:
-            if self._locked_until(conn, wanted, now) is not None:
-                return False
-            conn.execute(
-                f"DELETE FROM auth_failures WHERE key IN ({_placeholders(len(wanted))})", wanted)
-        return True
+            # The usual case in one statement: the failures go unless a lock stands. Nothing
+            # deleted is either a lock, or a concurrent success that took these rows already.
+            deleted = conn.execute(
+                f"DELETE FROM auth_failures WHERE key IN ({marks}) AND NOT EXISTS "
+                f"(SELECT 1 FROM lockouts WHERE until > ? AND key IN ({marks}))",
+                (*wanted, now, *wanted)).rowcount
+            return deleted > 0 or self._locked_until(conn, wanted, now) is None
 
     def refund(self, rows: Iterable[int]) -> None:
         """Drop an admitted attempt's rows: its hash never answered, so no guess was judged."""
@@ -233,6 +249,13 @@ class LockoutStore:
                 "SELECT key, until FROM lockouts WHERE until > ? ORDER BY key", (now,)
             ).fetchall()
         return [(str(key), float(until)) for key, until in rows]
+
+    def _prune_now_and_then(self, conn: sqlite3.Connection, now: float) -> None:
+        # Every read already ignores expired rows; deleting them is housekeeping, so it
+        # runs at most once a minute rather than with every PIN typed.
+        if now - self._pruned_at >= PRUNE_EVERY or now < self._pruned_at:
+            self._prune(conn, now)
+            self._pruned_at = now
 
     def _prune(self, conn: sqlite3.Connection, now: float) -> None:
         # Everyone's old rows, so the tables stay as small as the window.
