@@ -7,6 +7,7 @@ can never pass with its integration suite silently missing.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def sandbox() -> Iterator[AsteriskSandbox]:
     box.start()
     yield box
     box.stop()
+    # Recordings and logs of this run: one directory per test process, gone with it.
+    shutil.rmtree(box.host_path(box.base), ignore_errors=True)
 
 
 @pytest_twisted.async_yield_fixture()
