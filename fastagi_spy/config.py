@@ -54,6 +54,17 @@ class AsteriskServer:
 
 
 @dataclass(frozen=True)
+class CrossServerRoute:
+    """A trunk from one Asterisk server's bundle to another's ([[cross_server]])."""
+
+    origin: str  # `from`: the supervisors' server
+    destination: str  # `to`: the server the agents are on
+    dial: str  # Dial() target with one "{token}", e.g. "IAX2/trunk-b/{token}"
+    dial_timeout: float = 20.0  # seconds the trunk may take to answer
+    token_ttl: float = 30.0  # seconds a token stays good, unused
+
+
+@dataclass(frozen=True)
 class ApiUser:
     user: str
     password: str = field(repr=False)
@@ -100,6 +111,7 @@ class Config:
     drain_timeout: float = 10.0
     max_agi_sessions: int = 100
     http: HttpLimits = HttpLimits()
+    cross_server: tuple[CrossServerRoute, ...] = ()
     source: str = ""
 
 
@@ -122,7 +134,7 @@ def load(path: str | Path) -> Config:
 
 def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> Config:
     _only(raw, "", {"server", "asterisk", "map", "security", "agents", "supervisors",
-                    "customers", "never_spy", "api_users"})
+                    "customers", "never_spy", "api_users", "cross_server"})
     server = _table(raw, "server")
     _only(server, "server.", {"agi_listen", "http_listen", "database", "pin_pepper",
                               "pin_pepper_file", "command_timeout", "drain_timeout",
@@ -156,6 +168,7 @@ def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> C
         drain_timeout=_number(server, "server.drain_timeout", 10.0, 0, 3600),
         max_agi_sessions=int(_number(server, "server.max_agi_sessions", 100, 1, 10000, integer=True)),
         http=_http_limits(server),
+        cross_server=_cross_server_routes(raw, servers),
         source=source,
     )
 
@@ -216,6 +229,35 @@ def _network(text: str) -> IPNetwork | None:
         return ipaddress.ip_network(text, strict=True)
     except ValueError:
         return None
+
+
+# A Dial() target with one "{token}" and nothing a dialplan would read as syntax (no comma,
+# "$", "(", "&", space): "IAX2/trunk-b/{token}@fastagi-spy-cross", "PJSIP/{token}@trunk-b".
+CROSS_DIAL = re.compile(r"[A-Za-z][A-Za-z0-9]*/[A-Za-z0-9_.@:+/-]*\{token\}[A-Za-z0-9_.@:+/-]*")
+
+
+def _cross_server_routes(raw: Mapping[str, Any], servers: tuple[AsteriskServer, ...],
+                         ) -> tuple[CrossServerRoute, ...]:
+    names = {s.name for s in servers}
+    routes = []
+    for i, t in enumerate(_tables(raw, "cross_server")):
+        key = f"cross_server[{i}]."
+        _only(t, key, {"from", "to", "dial", "dial_timeout", "token_ttl"})
+        origin, destination = _get(t, key + "from", str), _get(t, key + "to", str)
+        for end, name in (("from", origin), ("to", destination)):
+            _check(name in names, key + end,
+                   f"{name!r} is not the name of an [[asterisk]] server ({', '.join(sorted(names))})")
+        _check(origin != destination, key + "to", "must differ from `from`")
+        dial = _get(t, key + "dial", str)
+        _check(CROSS_DIAL.fullmatch(dial), key + "dial",
+               "expected a Dial() target with one {token}, such as "
+               "'IAX2/trunk-b/{token}@fastagi-spy-cross' (letters, digits and _ . @ : + / - only)")
+        routes.append(CrossServerRoute(
+            origin, destination, dial,
+            dial_timeout=_number(t, key + "dial_timeout", 20.0, 1, 120),
+            token_ttl=_number(t, key + "token_ttl", 30.0, 5, 300)))
+    _unique([f"{r.origin} -> {r.destination}" for r in routes], "cross_server[]")
+    return tuple(routes)
 
 
 def _agent(i: int, t: Mapping[str, Any]) -> AgentEntry:

@@ -45,6 +45,14 @@ def free_port() -> int:
         return port
 
 
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that nothing is bound to right now (IAX2 trunks)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 @dataclass(frozen=True)
 class AsteriskInstall:
     """Where an Asterisk binary lives: on the host, or inside a chroot."""
@@ -140,6 +148,9 @@ class AsteriskSandbox:
     ami_port: int = field(default_factory=free_port)
     agi_port: int = field(default_factory=free_port)
     teams: Mapping[str, str] = field(default_factory=dict)  # agent number -> SPYGROUP token
+    iax_port: int = field(default_factory=free_udp_port)
+    # Text appended to a config file after it is written: {"iax.conf": "[peer]\n..."}.
+    extra_config: Mapping[str, str] = field(default_factory=dict)
     install: AsteriskInstall | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -222,6 +233,8 @@ class AsteriskSandbox:
         (etc / "manager.conf").write_text(
             manager.replace("port = 5038", f"port = {self.ami_port}", 1)
         )
+        iax = (etc / "iax.conf").read_text()
+        (etc / "iax.conf").write_text(iax.replace("bindport = 4569", f"bindport = {self.iax_port}", 1))
         globals_lines = [
             "FASTAGI_SPY_HOST = 127.0.0.1",
             f"FASTAGI_SPY_PORT = {self.agi_port}",
@@ -238,6 +251,9 @@ class AsteriskSandbox:
             + f"astdbdir => {self.base}/db\n"
             + "astdatadir => /usr/share/asterisk\n"
         )
+        for name, text in self.extra_config.items():
+            with (etc / name).open("a") as conf:
+                conf.write("\n" + text)
         for hz in TONES_HZ:
             tone = self.host_path(f"/usr/local/share/asterisk/sounds/fsp-tone-{hz}.wav")
             if not tone.exists():

@@ -31,7 +31,9 @@ from fastagi_spy.store.audit import AuditLog, EndReason, Via
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
 from fastagi_spy.store.pins import PinHasher, PinStore
+from fastagi_spy.store.tokens import TokenStore
 from fastagi_spy.supervise.chanspy import chanspy_argument
+from fastagi_spy.supervise.crossing import Crossing
 from fastagi_spy.supervise.echo import echo_test
 from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
 from fastagi_spy.supervise.pincheck import PinChecker
@@ -119,6 +121,7 @@ class SpyService(MultiService):
             sleep=lambda seconds: task.deferLater(reactor, seconds, lambda: None),
             notice=self.play_notice if config.security.notice else None,
             servers=self.live_map.server_names,
+            crossing=Crossing(config.cross_server, TokenStore(self.stores.db), self.now),
         ))
         self.agi = FastAGIFactory(
             self.routes(), reactor,
@@ -145,6 +148,7 @@ class SpyService(MultiService):
             "spy/listen": spy(Mode.LISTEN),
             "spy/whisper": spy(Mode.WHISPER),
             "spy/barge": spy(Mode.BARGE),
+            "spy/cross": self.flow.crossed,  # sent over a [[cross_server]] trunk
             "echo-test": echo_test,
         }
 

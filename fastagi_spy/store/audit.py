@@ -56,6 +56,7 @@ class Via(enum.StrEnum):
     PHONE = "phone"
     API = "api"
     WEB = "web"
+    CROSS_SERVER = "cross_server"  # sent over a [[cross_server]] trunk from another server
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class AuditLog:
         ``auth_result`` stays "pending" until the caller is known; a caller already known
         (the next attempt in one call) opens its record as "ok".
         """
-        Via(via)  # ValueError for anything but phone/api/web
+        Via(via)  # ValueError for anything but phone/api/web/cross_server
         cursor = self._db.execute(
             "INSERT INTO audit (started_at, via, channel, uniqueid, supervisor, device, "
             "auth_result) VALUES (?, ?, ?, ?, ?, ?, ?)",

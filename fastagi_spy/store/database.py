@@ -55,6 +55,19 @@ _SCHEMA = (
         detail TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS audit_started_at ON audit (started_at)",
+    # One-time cross-server tokens (tokens.py): only a token's SHA-256 is kept.
+    """CREATE TABLE IF NOT EXISTS cross_tokens (
+        digest TEXT PRIMARY KEY,
+        origin TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        supervisor TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        target TEXT NOT NULL,
+        device TEXT,
+        issued_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at REAL
+    )""",
     # Every index costs each commit a page write, and the audit row is written four times per
     # attempt on the reactor; lookups by uniqueid and open rows (once, at start-up) scan.
     "DROP INDEX IF EXISTS audit_uniqueid",

@@ -18,7 +18,10 @@ from twisted.logger import Logger
 from fastagi_spy.config import SecurityRules
 from fastagi_spy.domain import Directory, Mode, SupervisorEntry, device_of_channel
 from fastagi_spy.store.audit import AuditLog, AuthResult, EndReason, Via
+from fastagi_spy.store.errors import StoreError
+from fastagi_spy.store.tokens import TokenGrant, TokenRefused
 from fastagi_spy.supervise.chanspy import chanspy_argument, parse_target_digits, spy_group_for_team
+from fastagi_spy.supervise.crossing import Crossing, Handover
 from fastagi_spy.supervise.line import AGILine, LineGone
 from fastagi_spy.supervise.picker import START_KEY, pick_agent
 from fastagi_spy.supervise.pincheck import PinChecker, PinCheckUnavailable, PinVerdict
@@ -94,6 +97,7 @@ class FlowDeps:
     sleep: Callable[[float], Awaitable[None]]
     notice: Callable[[str, str], Awaitable[None]] | None = None  # (server, channel)
     servers: tuple[str, ...] = ()  # every configured server: where else a target may live
+    crossing: Crossing | None = None  # [[cross_server]] trunks and their tokens
 
 
 @dataclass
@@ -124,6 +128,15 @@ class SupervisionFlow:
         self.deps = deps
 
     async def __call__(self, line: AGILine, mode: Mode) -> None:
+        await self._serve(line, mode, Via.PHONE, self._run)
+
+    async def crossed(self, line: AGILine) -> None:
+        """The ``spy/cross`` route: a supervisor sent over a [[cross_server]] trunk from
+        another server, with our token as the only argument (the mode is the token's)."""
+        await self._serve(line, Mode.LISTEN, Via.CROSS_SERVER, self._crossed)
+
+    async def _serve(self, line: AGILine, mode: Mode, via: Via,
+                     run: Callable[[_Call], Awaitable[None]]) -> None:
         d = self.deps
         call = _Call(line, mode, device_of_channel(line.env.channel))
         # ANSWER goes out first; the record is on disk before its reply is even read, so
@@ -131,7 +144,7 @@ class SupervisionFlow:
         answered = ensureDeferred(line.answer()) if not line.hung_up else None
         try:
             call.record = d.audit.open(
-                d.now(), Via.PHONE.value, channel=line.env.channel,
+                d.now(), via.value, channel=line.env.channel,
                 uniqueid=line.env.uniqueid, device=call.device)
         except Exception:
             # No record, no service: the bundle's fail-closed branch plays the error.
@@ -142,7 +155,7 @@ class SupervisionFlow:
             with contextlib.suppress(LineGone):  # the record still gets written and closed
                 await answered
         try:
-            await self._run(call)
+            await run(call)
             await self._done(call)
         except Exception as exc:
             hung_up = line.hung_up or _is_hangup(exc)
@@ -276,11 +289,10 @@ class SupervisionFlow:
             elsewhere = (_lives_elsewhere(d, target, call.server)
                          if found.reason in ("not_found", "not_logged_in", "not_on_call") else None)
             if elsewhere is not None:
-                # The hook for cross-server trunks: with a route to `elsewhere`, the supervisor
-                # would be sent over it; without one, refused here.
+                # Over a [[cross_server]] trunk to `elsewhere` when one goes there; else refused.
                 call.target = target
-                await self._say(call, Prompts.DENIED)
-                self._next_record(call, EndReason.DENIED, f"other_server {elsewhere}")
+                if not await self._elsewhere(call, supervisor, target, elsewhere):
+                    return
                 continue
             call.target = target
             if found.reason == "stale":
@@ -302,6 +314,99 @@ class SupervisionFlow:
             if ended is None:
                 return
             self._next_record(call, ended, None)
+
+    async def _elsewhere(self, call: _Call, supervisor: SupervisorEntry, target: str,
+                         server: str) -> bool:
+        """A target on a call on another server; False when the call is over."""
+        d = self.deps
+        route = d.crossing.route(call.server, server) if d.crossing is not None else None
+        if d.crossing is None or route is None or call.server is None:
+            await self._say(call, Prompts.DENIED)
+            self._next_record(call, EndReason.DENIED, f"other_server {server}")
+            return True
+        found = d.resolver.resolve(target, server=server)
+        if found.agent_number is not None:
+            call.found = found
+        refused = self._refusal(call, supervisor, target, found)
+        if refused is not None:  # refused here, before any token exists
+            prompt, reason, detail = refused
+            await self._say(call, prompt)
+            self._next_record(call, reason, f"{detail}; on {server}")
+            return True
+        note = f"cross_server to {server}"
+        d.audit.update(call.record, **self._target_fields(call), modes=call.mode.value,
+                       detail=note)
+        call.stage = "spy"
+        grant = TokenGrant(call.server, server, supervisor.number, call.mode, target, call.device)
+        try:
+            handover = await d.crossing.send(call.line, route, grant)
+        except StoreError as exc:
+            self.log.error("Cross-server token not issued: {error}", error=exc)
+            await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
+            self._close(call, EndReason.SERVICE_UNAVAILABLE, f"{note}: token store: {exc}"[:200])
+            return False
+        except LineGone:
+            self._close(call, EndReason.SUPERVISOR_HANGUP, None)  # the detail stays the note
+            return False
+        if handover.outcome is not Handover.SERVED:
+            # The trunk is down, or the other side never presented the token: nobody spied.
+            why = ("token never presented" if handover.outcome is Handover.UNUSED
+                   else f"trunk {handover.dial_status}")
+            await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
+            self._close(call, EndReason.SERVICE_UNAVAILABLE, f"{note}: {why}")
+            return False
+        call.stage = "after spy"
+        self._next_record(call, EndReason.COMPLETED, None)  # the other server's record says how
+        return True
+
+    async def _crossed(self, call: _Call) -> None:
+        """Redeem the token, then one target, with the bound supervisor's rights checked
+        again here: the server that issued it may have been wrong about this one."""
+        d = self.deps
+        args = call.line.env.args
+        try:
+            if d.crossing is None:
+                raise TokenRefused("no_route")
+            grant = d.crossing.redeem(args[0] if len(args) == 1 else "", call.server)
+        except TokenRefused as exc:
+            await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
+            self._close(call, EndReason.DENIED, f"cross_server token {exc.reason}")
+            return
+        except StoreError as exc:
+            self.log.error("Cross-server token not checked: {error}", error=exc)
+            await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
+            self._close(call, EndReason.SERVICE_UNAVAILABLE, f"token store: {exc}"[:200])
+            return
+        note = f"cross_server from {grant.origin}"
+        supervisor = d.directory.supervisor(grant.supervisor)
+        target = parse_target_digits(grant.target)
+        call.mode, call.target = grant.mode, target
+        d.audit.update(call.record, supervisor=grant.supervisor, device=grant.device,
+                       auth_result=AuthResult.OK.value, detail=note)
+        if supervisor is None or target is None:  # taken out of the directory since
+            await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
+            self._close(call, EndReason.DENIED, f"{note}; supervisor not in directory")
+            return
+        call.supervisor = supervisor
+        found = d.resolver.resolve(target, server=call.server)
+        if found.reason == "stale":
+            await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
+            self._close(call, EndReason.SERVICE_UNAVAILABLE, f"{note}; AMI down or state stale")
+            return
+        if found.agent_number is not None:
+            call.found = found
+        refused = self._refusal(call, supervisor, target, found)
+        if refused is not None:
+            prompt, reason, detail = refused
+            await self._say(call, prompt, Prompts.GOODBYE)
+            self._close(call, reason, f"{note}; {detail}")
+            return
+        agent = d.directory.agent(found.agent_number or "")
+        assert agent is not None and found.channel is not None
+        ended = await self._spy(call, supervisor, found.channel, found.server or "",
+                                spy_group_for_team(agent.team))
+        if ended is not None:
+            self._close(call, ended, None)
 
     def _refusal(self, call: _Call, supervisor: SupervisorEntry, target: str,
                  found: Resolution) -> tuple[str, EndReason, str] | None:
