@@ -8,7 +8,11 @@ setup(
     description="FastAGI + AMI supervisor monitoring (listen, whisper, barge) for Asterisk",
     python_requires=">=3.11",
     packages=find_packages(include=["fastagi_spy", "fastagi_spy.*"]),
-    package_data={"fastagi_spy": ["py.typed", "web/static/*"]},
+    # The dialplan bundle and the Asterisk configs the demo boots travel in the wheel:
+    # read through importlib.resources, so `fastagi-spy demo` works outside the checkout.
+    package_data={
+        "fastagi_spy": ["py.typed", "data/dialplan/*.conf", "data/asterisk/*.conf"],
+    },
     install_requires=[
         "twisted>=26.10",
         "argon2-cffi>=23.1",

@@ -1,7 +1,8 @@
 """A real Asterisk 22 on loopback, for the demo and the integration tests.
 
-It boots the very config files the container uses (``docker/asterisk/etc`` and ``dialplan/``),
-so the tested path and the Docker path cannot drift apart. Asterisk comes from ``asterisk``
+It boots the very config files the container uses (package data: ``fastagi_spy/data/asterisk``
+and ``fastagi_spy/data/dialplan``), so the tested path and the Docker path cannot drift apart,
+and an installed wheel carries them (the demo runs outside the checkout). Asterisk comes from ``asterisk``
 on PATH if there is one, otherwise from a Debian unstable root built once with debootstrap
 and cached outside the repository (see shared/reference/asterisk-sandbox.md).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.resources
 import math
 import os
 import shutil
@@ -20,11 +22,13 @@ import time
 import wave
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "docker" / "asterisk" / "etc"
-DIALPLAN_DIR = REPO / "dialplan"
+# Package data, so a wheel carries it: read through importlib.resources, never a repo path.
+DATA = importlib.resources.files("fastagi_spy") / "data"
+CONFIG_DIR: Traversable = DATA / "asterisk"
+DIALPLAN_DIR: Traversable = DATA / "dialplan"
 DEFAULT_ROOT = Path(os.environ.get("FASTAGI_SPY_ASTERISK_ROOT", "/var/cache/fastagi-spy/root"))
 READY_MARK = ".fastagi-spy-ready"
 PACKAGES = "asterisk,asterisk-modules,asterisk-config,asterisk-core-sounds-en"
@@ -227,8 +231,8 @@ class AsteriskSandbox:
         etc = self.host_path(f"{self.base}/etc")
         for sub in ("etc", "run", "log", "spool", "db", "rec"):
             self.host_path(f"{self.base}/{sub}").mkdir(parents=True, exist_ok=True)
-        for source in [*CONFIG_DIR.glob("*.conf"), *DIALPLAN_DIR.glob("*.conf")]:
-            shutil.copyfile(source, etc / source.name)
+        for source in [*conf_files(CONFIG_DIR), *conf_files(DIALPLAN_DIR)]:
+            (etc / source.name).write_bytes(source.read_bytes())
         manager = (etc / "manager.conf").read_text()
         (etc / "manager.conf").write_text(
             manager.replace("port = 5038", f"port = {self.ami_port}", 1)
@@ -273,6 +277,11 @@ class AsteriskSandbox:
             time.sleep(0.1)
         self.stop()
         raise SandboxError(f"asterisk did not boot within {timeout:.0f}s; see {log}")
+
+
+def conf_files(folder: Traversable) -> list[Traversable]:
+    """The ``*.conf`` files of a package-data folder, by name."""
+    return sorted((f for f in folder.iterdir() if f.name.endswith(".conf")), key=lambda f: f.name)
 
 
 def _ami_banner(port: int) -> bool:

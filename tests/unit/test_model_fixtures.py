@@ -1,7 +1,7 @@
 """Raw AMI recordings from the Asterisk 22 sandbox, parsed by the wire layer, fed to the model.
 
 Each tests/fixtures/ami/<name>.ami is the byte stream one AMI session received
-while the sandbox (docker/asterisk/etc/extensions.conf) played the story its
+while the sandbox (fastagi_spy/data/asterisk/extensions.conf) played the story its
 name tells.  The sandbox has no SIP: customers are Local/<agent>@fsp-customers,
 agents Local/<agent>@fsp-agents, so an agent's channel is a Local half.  Every
 replay checks the tables after each event and that nothing is left at the end;
