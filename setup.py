@@ -11,7 +11,7 @@ setup(
     # The dialplan bundle and the Asterisk configs the demo boots travel in the wheel:
     # read through importlib.resources, so `fastagi-spy demo` works outside the checkout.
     package_data={
-        "fastagi_spy": ["py.typed", "data/dialplan/*.conf", "data/asterisk/*.conf"],
+        "fastagi_spy": ["py.typed", "data/*.toml", "data/dialplan/*.conf", "data/asterisk/*.conf"],
     },
     install_requires=[
         "twisted>=26.10",

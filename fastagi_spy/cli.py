@@ -1,4 +1,5 @@
-"""``fastagi-spy``: serve, check-config, demo, status, set-pin, unlock, locks, audit.
+"""``fastagi-spy``: init, check-config, doctor, dialplan, serve, demo, status, set-pin, unlock,
+locks, audit.
 
 Only this module (and the demo it starts) touches the global reactor.
 """
@@ -14,10 +15,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fastagi_spy.config import Config, ConfigError, load
 from fastagi_spy.terminal import print_snapshot, print_table
+
+DEFAULT_CONFIG = "/etc/fastagi-spy/fastagi-spy.toml"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -42,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
+    p = command("init", _init, "write a config from the example, a new PIN pepper and the "
+                "database (never replaces an existing pepper)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"where (default {DEFAULT_CONFIG})")
+    p = command("dialplan", _dialplan, "print the dialplan bundle (extensions_spy.conf) to save "
+                "next to extensions.conf")
+    p.add_argument("--ami-account", action="store_true",
+                   help="print the least-privilege AMI account for manager.conf instead")
     p = command("serve", _serve, "run the FastAGI server, AMI clients and HTTP API")
     p.add_argument("--config", required=True, help="the TOML config file")
     p = command("check-config", _check, "validate a config file and print a summary")
@@ -67,6 +78,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--supervisor")
     return parser
+
+
+def _init(args: argparse.Namespace) -> int:
+    from fastagi_spy.bootstrap import PepperExists, initialise
+    from fastagi_spy.store.errors import StoreError
+
+    path = Path(args.config)
+    try:
+        done = initialise(path)
+    except PepperExists as exc:
+        print(f"fastagi-spy: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, StoreError) as exc:
+        print(f"fastagi-spy: init failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'wrote' if done.config_written else 'kept'} config  {done.config}")
+    print(f"wrote pepper  {done.pepper} (mode 0600)")
+    print(f"database      {done.database}")
+    print(f"Next: edit {done.config} (AMI secret, agents, supervisors), then\n"
+          f"  fastagi-spy check-config {done.config}\n"
+          f"  fastagi-spy set-pin --config {done.config} <supervisor number>")
+    return 0
+
+
+def _dialplan(args: argparse.Namespace) -> int:
+    from fastagi_spy.bundle import ami_account_text, dialplan_text
+
+    sys.stdout.write(ami_account_text() if args.ami_account else dialplan_text())
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -158,7 +158,7 @@ def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> C
         agi_listen=_endpoint(server, "server.agi_listen", "tcp:4573:interface=127.0.0.1"),
         http_listen=_endpoint(server, "server.http_listen", "tcp:8580:interface=127.0.0.1"),
         database=str(base / _get(server, "server.database", str, "fastagi-spy.sqlite3")),
-        pin_pepper=_pepper(server, base),
+        pin_pepper=_pepper(server, base, source),
         asterisk=servers,
         directory=directory,
         map_rules=_map_rules(_table(raw, "map")),
@@ -384,7 +384,7 @@ def _security(t: Mapping[str, Any]) -> SecurityRules:
     )
 
 
-def _pepper(server: Mapping[str, Any], base: Path) -> bytes:
+def _pepper(server: Mapping[str, Any], base: Path, source: str = "") -> bytes:
     inline = server.get("pin_pepper")
     path = server.get("pin_pepper_file")
     _check(not (inline and path), "server.pin_pepper", "give pin_pepper or pin_pepper_file, not both")
@@ -392,6 +392,12 @@ def _pepper(server: Mapping[str, Any], base: Path) -> bytes:
         _check(isinstance(path, str), "server.pin_pepper_file", "expected a path")
         try:
             value: bytes = (base / path).read_bytes().strip()
+        except FileNotFoundError:
+            # The usual first-run state: say which file and which command makes it.
+            raise ConfigError(
+                f"server.pin_pepper_file: {base / path} does not exist; "
+                f"`fastagi-spy init --config {source or '<this config>'}` creates it"
+            ) from None
         except OSError as exc:
             raise ConfigError(f"server.pin_pepper_file: cannot read {path}: {exc.strerror}") from None
     else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.resources
 import math
 import os
 import shutil
@@ -22,13 +21,12 @@ import time
 import wave
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib.resources.abc import Traversable
 from pathlib import Path
 
-# Package data, so a wheel carries it: read through importlib.resources, never a repo path.
-DATA = importlib.resources.files("fastagi_spy") / "data"
-CONFIG_DIR: Traversable = DATA / "asterisk"
-DIALPLAN_DIR: Traversable = DATA / "dialplan"
+# Package data (fastagi_spy/bundle.py), so an installed wheel carries what the sandbox boots.
+from fastagi_spy.bundle import ASTERISK_DIR as CONFIG_DIR
+from fastagi_spy.bundle import DIALPLAN_DIR, conf_files
+
 DEFAULT_ROOT = Path(os.environ.get("FASTAGI_SPY_ASTERISK_ROOT", "/var/cache/fastagi-spy/root"))
 READY_MARK = ".fastagi-spy-ready"
 PACKAGES = "asterisk,asterisk-modules,asterisk-config,asterisk-core-sounds-en"
@@ -277,11 +275,6 @@ class AsteriskSandbox:
             time.sleep(0.1)
         self.stop()
         raise SandboxError(f"asterisk did not boot within {timeout:.0f}s; see {log}")
-
-
-def conf_files(folder: Traversable) -> list[Traversable]:
-    """The ``*.conf`` files of a package-data folder, by name."""
-    return sorted((f for f in folder.iterdir() if f.name.endswith(".conf")), key=lambda f: f.name)
 
 
 def _ami_banner(port: int) -> bool:

@@ -33,7 +33,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_commented_example_loads() -> None:
     """The example in the repo is valid (its pepper file is read relative to the config)."""
     text = (REPO / "fastagi-spy.example.toml").read_text()
-    text = text.replace('pin_pepper_file = "/etc/fastagi-spy/pepper"',
+    text = text.replace('pin_pepper_file = "pepper"',
                         'pin_pepper = "example-pepper-0123456789"')
     import tomllib
 
