@@ -9,6 +9,7 @@ __all__ = [
     "LOGIN_CONFERENCE",
     "LOGIN_DIRECTORY",
     "LOGIN_QUEUE",
+    "LOGIN_VARIABLE",
     "Agent",
     "AgentStatus",
     "SessionSource",
@@ -24,6 +25,8 @@ LOGIN_DIRECTORY = "directory"
 LOGIN_QUEUE = "queue"
 LOGIN_AGENT_POOL = "agent_pool"
 LOGIN_CONFERENCE = "conference"
+# A live leg of theirs carries FASTAGI_SPY_AGENT (see Tables.set_agent_var).
+LOGIN_VARIABLE = "variable"
 
 
 class Agent:

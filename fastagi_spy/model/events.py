@@ -13,10 +13,12 @@ from collections.abc import Iterable
 from typing import Protocol
 
 __all__ = [
+    "AGENT_VARIABLE",
     "SESSION_VARIABLE",
     "EventLike",
     "Malformed",
     "ascii_digits",
+    "chanvar",
     "is_session_id",
     "is_target",
     "known",
@@ -30,6 +32,11 @@ __all__ = [
 # manager.conf "channelvars=FASTAGI_SPY_SESSION" makes Asterisk repeat it as a
 # "ChanVariable: FASTAGI_SPY_SESSION=8600051" header on every channel event.
 SESSION_VARIABLE = "FASTAGI_SPY_SESSION"
+
+# The dialplan variable a site sets on an agent's leg (a pre-dial handler, or the dialler)
+# to say which directory agent answers on that leg's device: a learned device, held while
+# the leg lives.  "channelvars=FASTAGI_SPY_AGENT" lets a resync see it too.
+AGENT_VARIABLE = "FASTAGI_SPY_AGENT"
 
 # manager_channels.c prints an empty caller/connected number or name as "<unknown>".
 _UNKNOWN = "<unknown>"
@@ -111,5 +118,14 @@ def session_from_chanvars(values: Iterable[str]) -> str | None:
     for item in values:
         name, sep, value = item.partition("=")
         if sep and variable_name(name) == SESSION_VARIABLE:
+            return value
+    return None
+
+
+def chanvar(values: Iterable[str], wanted: str) -> str | None:
+    """The value of variable ``wanted`` among "ChanVariable: name=value" headers, if any."""
+    for item in values:
+        name, sep, value = item.partition("=")
+        if sep and variable_name(name) == wanted:
             return value
     return None

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from fastagi_spy.model.agents import LOGIN_AGENT_POOL, Agent, normalise_interface
 from fastagi_spy.model.channels import Channel
 from fastagi_spy.model.events import (
+    AGENT_VARIABLE,
     SESSION_VARIABLE,
     EventLike,
     Malformed,
@@ -22,7 +23,7 @@ from fastagi_spy.model.events import (
 )
 from fastagi_spy.model.tables import Tables
 
-__all__ = ["HANDLERS", "Handler", "queue_member"]
+__all__ = ["HANDLERS", "Handler", "pool_login", "queue_member"]
 
 Handler = Callable[[Tables, EventLike, float], None]
 
@@ -195,12 +196,17 @@ def _varset(tables: Tables, event: EventLike, now: float) -> None:
     # VarSet is by far the most frequent event (every Set(), every app's
     # variables): decide on the variable name before touching anything else.
     variable = event.get("Variable")
-    if variable is None or variable.lstrip("_").upper() != SESSION_VARIABLE:
+    if variable is None:
         return
-    value = event.get("Value") or ""
-    channel = tables.channel(event, "", now)
-    if channel is not None:
-        tables.set_session_var(channel, value)
+    name = variable.lstrip("_").upper()
+    if name == SESSION_VARIABLE:
+        channel = tables.channel(event, "", now)
+        if channel is not None:
+            tables.set_session_var(channel, event.get("Value") or "")
+    elif name == AGENT_VARIABLE:
+        channel = tables.channel(event, "", now)
+        if channel is not None:
+            tables.set_agent_var(channel, event.get("Value") or "")
 
 
 def _hold(tables: Tables, event: EventLike, now: float) -> None:
@@ -291,17 +297,22 @@ def _agentlogin(tables: Tables, event: EventLike, now: float) -> None:
     # AgentLogin; calls for the agent are bridged to that very channel.
     agent_id = required(event, "Agent")
     channel = tables.channel(event, "", now)
+    pool_login(tables, agent_id, channel.device if channel is not None else None)
+
+
+def pool_login(tables: Tables, agent_id: str, device: str | None) -> None:
+    """Pool agent ``agent_id`` is logged in on ``device`` (None: its channel is gone)."""
     agent = tables.agents.get(agent_id)
-    if agent is None and channel is not None:
+    if agent is None and device is not None:
         # A pool id the directory does not know, on a directory agent's own phone.
-        owner = tables.devices.configured.get(channel.device)
+        owner = tables.devices.configured.get(device)
         agent = tables.agents[owner] if owner is not None else None
     if agent is None:
         agent = tables.new_agent(tables.own_agent_number(agent_id), agent_id)
     _end_pool_login(tables, agent_id)
-    if channel is not None:
-        tables.pool_logins[agent_id] = (agent.number, channel.device)
-        tables.login_device(agent, channel.device, LOGIN_AGENT_POOL)
+    if device is not None:
+        tables.pool_logins[agent_id] = (agent.number, device)
+        tables.login_device(agent, device, LOGIN_AGENT_POOL)
     tables.set_login(agent, LOGIN_AGENT_POOL, True)
 
 

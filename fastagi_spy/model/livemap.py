@@ -86,10 +86,13 @@ class LiveMap:
         queue_members: Sequence[EventLike],
         now: float,
         device_states: Sequence[EventLike] | None = None,
+        pool_agents: Sequence[EventLike] = (),
     ) -> list[Change]:
-        """Rebuild ``server`` from its CoreShowChannels, QueueStatus and DeviceStateList
-        lists (``device_states`` None: keep the registrations known before)."""
-        changes = self._servers[server].resync(channels, queue_members, now, device_states)
+        """Rebuild ``server`` from its CoreShowChannels, QueueStatus, DeviceStateList and
+        Agents lists (``device_states`` None: keep the registrations known before;
+        ``pool_agents`` empty: nobody is logged in with AgentLogin)."""
+        changes = self._servers[server].resync(
+            channels, queue_members, now, device_states, pool_agents)
         self._subscribers.publish(changes)
         return changes
 

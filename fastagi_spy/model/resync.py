@@ -1,4 +1,4 @@
-"""Build a server's tables from the CoreShowChannels and QueueStatus lists.
+"""Build a server's tables from the CoreShowChannels, QueueStatus and Agents lists.
 
 The lists describe "now" but not history: a CoreShowChannel item has the
 channel's age (Duration) and its bridge (BridgeId), not when it rang or was
@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastagi_spy.model.events import EventLike, Malformed, is_session_id
-from fastagi_spy.model.handlers import queue_member
+from fastagi_spy.domain import device_of_channel
+from fastagi_spy.model.events import (
+    AGENT_VARIABLE,
+    EventLike,
+    Malformed,
+    chanvar,
+    is_session_id,
+    required,
+)
+from fastagi_spy.model.handlers import pool_login, queue_member
 from fastagi_spy.model.tables import Tables
 
 __all__ = ["load"]
@@ -44,6 +52,23 @@ def _load_channel(tables: Tables, item: EventLike, now: float) -> None:
         room = (item.get("ApplicationData") or "").partition(",")[0]
         if is_session_id(room):
             tables.join_room(channel, room, None)
+    # With channelvars=FASTAGI_SPY_AGENT the leg says again which agent answers on it.
+    agent = chanvar(item.get_all("ChanVariable"), AGENT_VARIABLE)
+    if agent:
+        tables.set_agent_var(channel, agent)
+
+
+# app_agent_pool.c action_agents: the Status of an agent logged in on a channel.
+_POOL_LOGGED_IN = frozenset(("AGENT_IDLE", "AGENT_ONCALL"))
+
+
+def _load_pool_agent(tables: Tables, item: EventLike) -> None:
+    """An "Agents" list item: a logged-in pool agent carries the snapshot of the channel
+    that ran AgentLogin, the device its calls are bridged to."""
+    agent_id = required(item, "Agent")
+    if item.get("Status") not in _POOL_LOGGED_IN:
+        return  # AGENT_LOGGEDOFF: nothing to hold
+    pool_login(tables, agent_id, device_of_channel(required(item, "Channel")))
 
 
 def _settle_times(tables: Tables) -> None:
@@ -71,13 +96,19 @@ def load(
     channels: Sequence[EventLike],
     queue_members: Sequence[EventLike],
     now: float,
+    pool_agents: Sequence[EventLike] = (),
 ) -> None:
     """Fill fresh ``tables``; malformed items are skipped and counted."""
-    # Members first: their devices are then known when the channels arrive,
-    # so no channel has to be re-attached later.
+    # Members and pool logins first: their devices are then known when the channels
+    # arrive, so no channel has to be re-attached later.
     for item in queue_members:
         try:
             queue_member(tables, item, now)
+        except Malformed:
+            tables.malformed += 1
+    for item in pool_agents:
+        try:
+            _load_pool_agent(tables, item)
         except Malformed:
             tables.malformed += 1
     for item in channels:

@@ -109,8 +109,10 @@ class ServerState:
         queue_members: Sequence[EventLike],
         now: float,
         device_states: Sequence[EventLike] | None = None,
+        pool_agents: Sequence[EventLike] = (),
     ) -> list[Change]:
-        """Rebuild from CoreShowChannel, QueueMember and DeviceStateChange items in one step.
+        """Rebuild from CoreShowChannel, QueueMember, DeviceStateChange and Agents items in
+        one step (``pool_agents``: the Agents action's list, AgentLogin's logins).
 
         The new state replaces the old one only once fully built; the changes
         are the difference, so whatever vanished is reported as removed.
@@ -134,7 +136,7 @@ class ServerState:
             }
         for device in sorted(unregistered):
             new.set_device_state(device, "UNAVAILABLE")
-        load(new, channels, queue_members, now)
+        load(new, channels, queue_members, now, pool_agents)
         # Sessions in a fixed order so allocation is deterministic.
         for number in sorted(new.dirty_agents):
             new.refresh_session(new.agents[number], now)

@@ -17,6 +17,7 @@ from fastagi_spy.model.agents import (
     LOGIN_CONFERENCE,
     LOGIN_DIRECTORY,
     LOGIN_QUEUE,
+    LOGIN_VARIABLE,
     Agent,
     extension_of,
 )
@@ -25,11 +26,13 @@ from fastagi_spy.model.channels import RINGING_STATES, STATE_RINGING, Channel
 from fastagi_spy.model.config import ModelConfig
 from fastagi_spy.model.devices import UNREGISTERED_STATES, DeviceBook
 from fastagi_spy.model.events import (
+    AGENT_VARIABLE,
     SESSION_VARIABLE,
     EventLike,
     Malformed,
     ascii_digits,
     is_session_id,
+    is_target,
     known,
     parse_state,
     session_from_chanvars,
@@ -40,6 +43,9 @@ __all__ = ["Tables"]
 
 _SESSION_CHANVAR = SESSION_VARIABLE + "="
 _SESSION_CHANVAR_LEN = len(_SESSION_CHANVAR)
+# The DeviceBook login reason of one leg's FASTAGI_SPY_AGENT: one per leg, so a device
+# is held while any of its legs still carries it.
+_VAR_LOGIN = "variable:"
 
 
 class _Fields:
@@ -128,6 +134,7 @@ class Tables:
         "sessions",
         "tombstones",
         "touched_sessions",
+        "var_logins",
     )
 
     def __init__(
@@ -158,6 +165,8 @@ class Tables:
         self.members: dict[tuple[str, str], str] = {}
         # AgentLogin's agent id -> (agent number, the device it logged in on).
         self.pool_logins: dict[str, tuple[str, str]] = {}
+        # Uniqueid of a leg carrying FASTAGI_SPY_AGENT -> (agent number, the leg's device).
+        self.var_logins: dict[str, tuple[str, str]] = {}
         # Session id -> agent numbers holding it (two only if the site gave both
         # the same id), and the ids whose view may have changed.
         self.book = SessionBook(config.session_range, preserved, config.session_quarantine)
@@ -360,6 +369,8 @@ class Tables:
         if channel.agent is not None:
             self._detach(channel)
         self._leave_call(channel, now)
+        if uniqueid in self.var_logins:
+            self._end_var_login(uniqueid)
 
     # --- calls ------------------------------------------------------------------
 
@@ -617,6 +628,39 @@ class Tables:
         new = self.devices.logout(device, agent.number, reason)
         if new is not None:
             self._give(device, self.agents[new] if new else None)
+
+    def set_agent_var(self, channel: Channel, value: str) -> None:
+        """FASTAGI_SPY_AGENT set on ``channel`` ("" when cleared).
+
+        The site says directory agent ``value`` answers on this leg's device: the device is
+        theirs while the leg lives, under the rules of any learned device.  The value comes
+        from a dialplan that may have copied it from a caller: anything but a directory
+        agent's number, or a claim on a customer leg, is refused (and ends any claim before).
+        """
+        claim = self.var_logins.get(channel.uniqueid)
+        if claim is not None:
+            if claim == (value, channel.device):
+                return  # the same Set again
+            self._end_var_login(channel.uniqueid)
+        if not value:
+            return
+        agent = self.agents.get(value) if is_target(value) else None
+        if agent is None or not agent.in_directory:
+            raise Malformed(f"{AGENT_VARIABLE} {value[:20]!r} is no directory agent")
+        if is_customer_leg(self.config, channel):
+            raise Malformed(f"{AGENT_VARIABLE} on customer leg {channel.name}")
+        self.var_logins[channel.uniqueid] = (agent.number, channel.device)
+        self.login_device(agent, channel.device, _VAR_LOGIN + channel.uniqueid)
+        self.set_login(agent, LOGIN_VARIABLE, True)
+
+    def _end_var_login(self, uniqueid: str) -> None:
+        """The leg that carried FASTAGI_SPY_AGENT hung up or dropped it: its device goes
+        back to whoever it is configured for, and the agent's login with it."""
+        number, device = self.var_logins.pop(uniqueid)
+        agent = self.agents[number]
+        self.logout_device(agent, device, _VAR_LOGIN + uniqueid)
+        still = any(owner == number for owner, _ in self.var_logins.values())
+        self.set_login(agent, LOGIN_VARIABLE, still)
 
     def set_device_state(self, device: str, state: str) -> None:
         """A DeviceStateChange: a configured device registered or unregistered."""

@@ -1,9 +1,10 @@
 """Keeps one server's part of the live map exact over one AMI connection.
 
-On every login it rebuilds that server's state from CoreShowChannels and QueueStatus in one
-step. Events that arrive while the snapshot is being collected are held back and applied
-after it, in order, so a Hangup racing the snapshot can never resurrect a dead channel.
-While AMI is down the server's state is marked stale, so nobody acts on a guess.
+On every login it rebuilds that server's state from CoreShowChannels, QueueStatus,
+DeviceStateList and Agents in one step. Events that arrive while the snapshot is being
+collected are held back and applied after it, in order, so a Hangup racing the snapshot can
+never resurrect a dead channel. While AMI is down the server's state is marked stale, so
+nobody acts on a guess.
 
 A read the map fails to apply (anything but a ``Malformed`` event, which the model counts and
 skips) may have been applied in part: the server is marked stale and rebuilt by a resync,
@@ -110,6 +111,17 @@ class LiveSync:
             return None
         return [e for e in listed.events if e.event == "DeviceStateChange"]
 
+    async def _pool_agents(self, client: AMIClient) -> list[AMIMessage]:
+        """app_agent_pool's agents (AgentLogin logins), or none when the server will not
+        list them: a login nobody can confirm is not kept (no spy on a guess)."""
+        try:
+            listed = await client.call("Agents", timeout=30)
+        except AMIError as exc:
+            self.log.warn("Agents on {server} failed ({error}): no AgentLogin login is "
+                          "counted until the next resync", server=self.server, error=exc)
+            return []
+        return [e for e in listed.events if e.event == "Agents"]
+
     async def _resync(self, client: AMIClient) -> None:
         if self._held is not None:
             return  # one already running; it will apply what arrives meanwhile
@@ -119,7 +131,8 @@ class LiveSync:
             queues = await client.call("QueueStatus", timeout=30)
             members = [e for e in queues.events if e.event == "QueueMember"]
             devices = await self._device_states(client)
-            self.live_map.resync(self.server, channels.events, members, self.now(), devices)
+            pool = await self._pool_agents(client)
+            self.live_map.resync(self.server, channels.events, members, self.now(), devices, pool)
             self.resyncs += 1
             self._broken = False
             self.log.info(
