@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from fastagi_spy.domain import Mode
+from fastagi_spy.store import chain
 from fastagi_spy.store.database import Database
 
 
@@ -57,6 +58,7 @@ class Via(enum.StrEnum):
     API = "api"
     WEB = "web"
     CROSS_SERVER = "cross_server"  # sent over a [[cross_server]] trunk from another server
+    UNEXPLAINED = "unexplained"  # a ChanSpy seen on AMI that no attempt of ours started
 
 
 @dataclass(frozen=True)
@@ -160,19 +162,24 @@ class AuditLog:
         if not fields:
             return
         assignments, values = _assignments(fields)
+        # A closed row is final: it is in the tamper-evident chain (chain.py).
         cursor = self._db.execute(
-            f"UPDATE audit SET {assignments} WHERE id = ?", (*values, record_id)
+            f"UPDATE audit SET {assignments} WHERE id = ? AND ended_at IS NULL",
+            (*values, record_id),
         )
         if cursor.rowcount == 0:
-            raise KeyError(f"no audit record {record_id}")
+            raise KeyError(f"no open audit record {record_id}")
 
     def add_mode(self, record_id: int, mode: str) -> None:
         """Append a mode to the record's mode history ("listen,barge"); repeats are skipped."""
         Mode(mode)  # ValueError for anything but listen/whisper/barge
         with self._db.transaction() as conn:
-            row = conn.execute("SELECT modes FROM audit WHERE id = ?", (record_id,)).fetchone()
+            row = conn.execute("SELECT modes, ended_at FROM audit WHERE id = ?",
+                               (record_id,)).fetchone()
             if row is None:
                 raise KeyError(f"no audit record {record_id}")
+            if row[1] is not None:
+                return  # closed rows are final (chain.py): a late event changes nothing
             history = row[0].split(",") if row[0] else []
             if history and history[-1] == mode:
                 return
@@ -182,13 +189,15 @@ class AuditLog:
     def mark_spy_started(self, record_id: int, at: float) -> None:
         """Note when ChanSpy started; the first start is kept."""
         self._db.execute(
-            "UPDATE audit SET spy_started_at = ? WHERE id = ? AND spy_started_at IS NULL",
+            "UPDATE audit SET spy_started_at = ? WHERE id = ? AND spy_started_at IS NULL "
+            "AND ended_at IS NULL",
             (at, record_id),
         )
 
     def mark_spy_stopped(self, record_id: int, at: float) -> None:
         """Note when ChanSpy stopped; the last stop wins."""
-        self._db.execute("UPDATE audit SET spy_stopped_at = ? WHERE id = ?", (at, record_id))
+        self._db.execute("UPDATE audit SET spy_stopped_at = ? WHERE id = ? AND ended_at IS NULL",
+                         (at, record_id))
 
     def close(
         self,
@@ -204,13 +213,17 @@ class AuditLog:
         them) are written by the same statement, so only while the record is still open.
         """
         assignments, values = _assignments(fields) if fields else ("", ())
-        cursor = self._db.execute(
-            f"UPDATE audit SET {assignments}{', ' if assignments else ''}"
-            "ended_at = ?, end_reason = ?, detail = COALESCE(?, detail) "
-            "WHERE id = ? AND ended_at IS NULL",
-            (*values, ended_at, EndReason(reason).value, detail, record_id),
-        )
-        return cursor.rowcount > 0
+        with self._db.transaction() as conn:
+            cursor = conn.execute(
+                f"UPDATE audit SET {assignments}{', ' if assignments else ''}"
+                "ended_at = ?, end_reason = ?, detail = COALESCE(?, detail) "
+                "WHERE id = ? AND ended_at IS NULL",
+                (*values, ended_at, EndReason(reason).value, detail, record_id),
+            )
+            closed = cursor.rowcount > 0
+            if closed:
+                chain.link(conn, record_id)  # final now: it joins the chain as it closes
+        return closed
 
     def close_interrupted(self, now: float) -> int:
         """Close every open record as "interrupted" (start-up after a crash); returns how many.
@@ -223,6 +236,7 @@ class AuditLog:
                 "UPDATE audit SET ended_at = ?, end_reason = ? WHERE ended_at IS NULL",
                 (now, EndReason.INTERRUPTED.value),
             )
+            chain.seal_closed(conn)
         return cursor.rowcount
 
     def get(self, record_id: int) -> AuditRecord | None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fastagi_spy.store import chain
 from fastagi_spy.store.errors import StoreError
 
 # CREATE ... IF NOT EXISTS makes opening idempotent. The DDL is the one non-portable part
@@ -74,6 +75,31 @@ _SCHEMA = (
     "DROP INDEX IF EXISTS audit_open",
 )
 
+# Columns added after a table's first release: (table, column, type). Added to older
+# databases at open; a new column must be nullable without a default (see chain.py).
+_ADDED_COLUMNS = (
+    ("audit", "seq", "INTEGER"),  # the tamper-evident chain (chain.py)
+    ("audit", "prev_hash", "TEXT"),
+    ("audit", "row_hash", "TEXT"),
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older database up to the current schema, keeping its rows."""
+    added = set()
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            added.add((table, column))
+    for statement in chain.DDL:
+        conn.execute(statement)
+    if ("audit", "seq") in added:
+        # Rows closed before the chain existed join it once, in id order. Never again:
+        # a closed row outside the chain later is one somebody wrote by hand.
+        chain.seal_closed(conn)
+
+
 _PRAGMAS = (
     # WAL + synchronous=NORMAL: a committed transaction is in the WAL file before COMMIT
     # returns, so it survives kill -9 of this process. Only an OS crash or power loss can
@@ -113,6 +139,7 @@ class Database:
             with self.transaction() as conn:
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                _migrate(conn)
         except (StoreError, sqlite3.Error) as exc:
             self._conn.close()
             raise StoreError(f"cannot open database {self.path!r}: {exc}") from exc
@@ -153,6 +180,28 @@ class Database:
             except sqlite3.Error as exc:
                 self._conn.rollback()
                 raise StoreError(f"database {self.path!r}: {exc}") from exc
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Read-only statements that all see one consistent state (a deferred read
+        transaction: under WAL it neither waits for writers nor holds them up, so a long
+        export or a chain check never stalls the server's audit writes)."""
+        with self._lock:
+            if self._depth:
+                yield self._conn  # inside a transaction already: it is consistent
+                return
+            try:
+                self._conn.execute("BEGIN DEFERRED")
+            except sqlite3.Error as exc:
+                raise StoreError(f"database {self.path!r}: {exc}") from exc
+            self._depth = 1
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise StoreError(f"database {self.path!r}: {exc}") from exc
+            finally:
+                self._depth = 0
+                self._conn.rollback()  # nothing to keep: it only read
 
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
         """Run one statement: inside :meth:`transaction` it joins that transaction; outside,
