@@ -91,6 +91,8 @@ RANKS = {
     "sandbox": 6,
     "sandbox_driver": 7,
     "bootstrap": 7,
+    "amiperms": 5,  # least-privilege rules: config and supervise.rights, no I/O
+    "doctor": 7,
     "demo": 8,
     "cli": 9,
 }
