@@ -78,11 +78,24 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--device", help="e.g. PJSIP/2001")
     p = command("locks", _locks, "list current PIN lockouts")
     p.add_argument("--config", required=True)
-    p = command("audit", _audit, "list audit records, or export them as CSV")
+    p = command("audit", _audit, "list or export audit records, or check their chain")
     p.add_argument("--config", required=True)
-    p.add_argument("--csv", action="store_true", help="write CSV to stdout")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--format", choices=("table", "csv", "jsonl"), default="table",
+                   help="table (newest 50 first), or csv / jsonl: every match, oldest first")
+    p.add_argument("--csv", action="store_true", help="the same as --format csv")
+    p.add_argument("--limit", type=int, help="only the newest N matches")
     p.add_argument("--supervisor")
+    p.add_argument("--agent")
+    p.add_argument("--team", help="the agents in this team in the directory")
+    p.add_argument("--since", help="ISO date or date and time; UTC unless it has an offset")
+    p.add_argument("--until", help="ISO date (to its end) or date and time, exclusive")
+    p.add_argument("--reason", help="end reason: denied, agent_hangup, bad_pin, ...")
+    p.add_argument("--unexplained", action="store_true",
+                   help="only ChanSpy runs that no authorised attempt of ours explains")
+    p.add_argument("--verify", action="store_true",
+                   help="check the tamper-evident chain; exit 1 naming the first broken row")
+    p.add_argument("--open-bound", type=float, default=86400.0, metavar="SECONDS",
+                   help="with --verify: list rows open longer than this (not chained yet)")
     return parser
 
 
@@ -228,17 +241,55 @@ def _locks(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from fastagi_spy.store.audit import AuditLog
-
     _, stores = _stores(args)
-    records = stores.audit.list(limit=args.limit, supervisor=args.supervisor)
-    if args.csv:
-        AuditLog.export_csv(records, sys.stdout)
-        return 0
-    columns = ("id", "started_at", "supervisor", "device", "auth_result", "requested_target",
-               "agent", "modes", "spy_started_at", "spy_stopped_at", "end_reason")
-    rows = [[_cell(getattr(r, c)) for c in columns] for r in records]
-    print_table(columns, rows)
+    if args.verify:
+        return _verify_chain(stores.db, args.open_bound)
+    return _audit_list(args, stores.db)
+
+
+def _audit_list(args: argparse.Namespace, db: Any) -> int:
+    """The matching rows as a table (newest first) or exported (CSV, JSON Lines)."""
+    from fastagi_spy.store import audit_query
+
+    form = "csv" if args.csv else args.format
+    try:
+        query = audit_query.build(
+            load(args.config).directory, supervisor=args.supervisor, agent=args.agent,
+            team=args.team, since=args.since, until=args.until, reason=args.reason,
+            unexplained=args.unexplained,
+            newest=args.limit if args.limit is not None or form != "table" else 50)
+    except audit_query.QueryError as exc:
+        print(f"fastagi-spy: {exc}", file=sys.stderr)
+        return 2
+    found = audit_query.rows(db, query)
+    if form == "csv":
+        audit_query.write_csv(found, sys.stdout)
+    elif form == "jsonl":
+        audit_query.write_jsonl(found, sys.stdout)
+    else:
+        columns = ("id", "started_at", "via", "supervisor", "device", "auth_result",
+                   "requested_target", "agent", "server", "modes", "spy_started_at",
+                   "spy_stopped_at", "end_reason")
+        newest_first = reversed(list(found))
+        print_table(columns, [[_cell(row[c]) for c in columns] for row in newest_first])
+    return 0
+
+
+def _verify_chain(db: Any, open_bound: float) -> int:
+    """Walk the audit chain; exit status 1 at the first broken row (named)."""
+    from fastagi_spy.store import chain
+
+    with db.snapshot() as conn:
+        report = chain.verify(conn, time.time(), open_bound)
+    print(f"audit chain: {report.checked} closed rows checked; head seq {report.head_seq} "
+          f"{report.head_hash}")
+    if report.open_too_long:
+        print(f"not chained yet (open longer than {open_bound:.0f} s): rows "
+              f"{', '.join(map(str, report.open_too_long))}")
+    if report.broken is not None:
+        print(f"fastagi-spy: audit chain BROKEN at {report.broken}", file=sys.stderr)
+        return 1
+    print("audit chain OK")
     return 0
 
 
