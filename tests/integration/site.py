@@ -24,12 +24,14 @@ TONE = {"customer": 440, "agent": 600, "supervisor": 1000}
 def site_config(sandbox: AsteriskSandbox, workdir: Path, *, notice: str = "",
                 lockout_failures: int = 4, ami_secret: str = "change-me-fastagi-spy",
                 agi_peers: str = '["127.0.0.1"]', server: str = "", extra: str = "",
-                map_rules: str = "") -> Config:
+                map_rules: str = "", devices: dict[str, str] | None = None) -> Config:
     """``server``: settings added to [server]; ``extra``: tables added after [[asterisk]];
-    ``map_rules``: settings added to [map]."""
+    ``map_rules``: settings added to [map]; ``devices``: an agent's own device instead of
+    Local/<n>@fsp-agents (e.g. {"1001": "PJSIP/1001"})."""
+    own = devices or {}
     agents = "".join(
         f'[[agents]]\nnumber = "{n}"\nname = "Agent {n}"\nteam = "{t}"\n'
-        f'devices = ["Local/{n}@fsp-agents"]\n\n' for n, t in AGENTS.items())
+        f'devices = ["{own.get(n, f"Local/{n}@fsp-agents")}"]\n\n' for n, t in AGENTS.items())
     path = workdir / "site.toml"
     path.write_text(f"""
 never_spy = ["1004"]
