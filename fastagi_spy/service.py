@@ -37,10 +37,14 @@ from fastagi_spy.supervise.crossing import Crossing
 from fastagi_spy.supervise.echo import echo_test
 from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
 from fastagi_spy.supervise.pincheck import PinChecker
+from fastagi_spy.supervise.reconcile import Reconciler
+from fastagi_spy.supervise.running import RunningSpies
+from fastagi_spy.supervise.shutdown import SpyShutdown
 from fastagi_spy.supervise.spywatch import SpyWatches
 from fastagi_spy.web.api import make_root
 from fastagi_spy.web.guard import AuthThrottle, make_site
 from fastagi_spy.wire.agi import AGIEnvironment
+from fastagi_spy.wire.ami import AMIMessage
 
 log = Logger()
 CHECKPOINT_EVERY = 5.0  # seconds between background WAL checkpoints
@@ -91,6 +95,13 @@ class SpyService(MultiService):
         self.spies = SpyWatches(self.now)
         self.clients: dict[str, AMIClient] = {}
         self.syncs: dict[str, LiveSync] = {}
+        # Our spies running now (for the shutdown's hang-ups) and the records a crashed run
+        # left open (reconciled with each server's live channels once its AMI is up).
+        self.running_spies = RunningSpies(self.spies.watched, self.now)
+        self.spy_shutdown = SpyShutdown(self.running_spies, self.stores.audit, self.clients.get,
+                                        reactor, self.now)
+        self.reconciler = Reconciler(self.stores.audit, self.running_spies,
+                                     tuple(s.name for s in config.asterisk), reactor, self.now)
         for server in config.asterisk:
             client = AMIClient(
                 server.name,
@@ -100,8 +111,10 @@ class SpyService(MultiService):
                 ping_interval=server.ping_interval,
                 ping_timeout=server.ping_timeout,
             )
-            sync = LiveSync(self.live_map, server.name, self.now, also=self.spies.feed)
+            sync = LiveSync(self.live_map, server.name, self.now,
+                            also=self._spy_events(server.name))
             sync.attach(client)
+            client.on_ready = self._then_reconcile(server.name, client.on_ready)
             self.clients[server.name] = client
             self.syncs[server.name] = sync
             client.service.setServiceParent(self)
@@ -172,22 +185,48 @@ class SpyService(MultiService):
             ("Async", "true"),
         ])
 
+    def _spy_events(self, server: str) -> Callable[[AMIMessage], None]:
+        def feed(message: AMIMessage) -> None:
+            # Running spies first: on a ChanSpyStop the shutdown closes its record with the
+            # stop time before the flow (woken by the watch) can close it without one.
+            try:
+                self.running_spies.feed(server, message)
+            finally:
+                self.spies.feed(message)
+
+        return feed
+
+    def _then_reconcile(self, server: str, on_ready: Any) -> Callable[[AMIClient], Any]:
+        """After each resync of ``server``: the records a crashed run left open there (once,
+        in the background: service does not wait for it)."""
+        def ready(client: AMIClient) -> defer.Deferred[None]:
+            def reconcile(_: object) -> None:
+                self.reconciler.server_up(server, client)  # not awaited: it logs its failures
+
+            synced: defer.Deferred[None] = defer.maybeDeferred(on_ready, client)
+            return synced.addCallback(reconcile)
+
+        return ready
+
     def startService(self) -> None:
         if not bound_io_per_iteration(self.reactor):
             log.info("Reactor is not epoll based: I/O per iteration left unbounded")
         self.hash_worker.start().addErrback(_hash_worker_not_started)
         self.checkpoints.start(CHECKPOINT_EVERY, now=False)
         freeze_startup_garbage()
-        closed = self.stores.audit.close_interrupted(self.now())
-        if closed:
-            log.warn("Closed {count} audit records left open by a previous run as interrupted",
-                     count=closed)
+        left = self.reconciler.begin()  # before any call of this run opens a record
+        if left:
+            log.warn("{count} audit records left open by a previous run: each is reconciled "
+                     "with its server's live channels once that server's AMI is up", count=left)
         MultiService.startService(self)
 
     def stopService(self) -> defer.Deferred[None]:
         async def stop() -> None:
             # Stop accepting first, then let calls in progress finish (up to the limit).
             await self.agi_service.stopService()
+            # Spies end before the calls drain and while AMI is still up: hung up, their
+            # records closed server_shutdown (bounded; what failed is logged).
+            await self.spy_shutdown.stop_all()
             await self.agi.drain(self.config.drain_timeout)
             await defer.maybeDeferred(super(SpyService, self).stopService)
             self.hash_worker.stop()

@@ -1,7 +1,8 @@
 """The durable audit log: one row per supervision attempt, denied and abandoned ones too.
 
 The row is committed before the spy starts and updated as the attempt goes on, so a kill -9
-leaves an open row that `close_interrupted` marks at the next start-up.
+leaves an open row that the next start-up reconciles with the live channels
+(``supervise/reconcile.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class EndReason(enum.StrEnum):
     INVALID_TARGET = "invalid_target"
     ABANDONED = "abandoned"
     INTERRUPTED = "interrupted"
+    SERVER_SHUTDOWN = "server_shutdown"  # our server stopped and hung the spy up first
     ERROR = "error"
     COMPLETED = "completed"
 
@@ -211,19 +213,33 @@ class AuditLog:
 
         A None detail keeps any detail already written. ``fields`` (as :meth:`update` takes
         them) are written by the same statement, so only while the record is still open.
+        A reason :meth:`claim_end` set stays, with its detail, whoever closes the record.
         """
         assignments, values = _assignments(fields) if fields else ("", ())
+        reason = EndReason(reason)
         with self._db.transaction() as conn:
             cursor = conn.execute(
                 f"UPDATE audit SET {assignments}{', ' if assignments else ''}"
-                "ended_at = ?, end_reason = ?, detail = COALESCE(?, detail) "
+                "ended_at = ?, end_reason = COALESCE(end_reason, ?), "
+                "detail = CASE WHEN end_reason IS NULL OR end_reason = ? "
+                "THEN COALESCE(?, detail) ELSE detail END "
                 "WHERE id = ? AND ended_at IS NULL",
-                (*values, ended_at, EndReason(reason).value, detail, record_id),
+                (*values, ended_at, reason.value, reason.value, detail, record_id),
             )
             closed = cursor.rowcount > 0
             if closed:
                 chain.link(conn, record_id)  # final now: it joins the chain as it closes
         return closed
+
+    def claim_end(self, record_id: int, reason: EndReason, detail: str) -> bool:
+        """Fix how an open record will end before it does (the shutdown, about to hang a spy
+        up, so the flow's own close when its line drops cannot say otherwise). The first
+        claim wins; returns whether this one did."""
+        cursor = self._db.execute(
+            "UPDATE audit SET end_reason = ?, detail = ? "
+            "WHERE id = ? AND ended_at IS NULL AND end_reason IS NULL",
+            (EndReason(reason).value, detail, record_id))
+        return cursor.rowcount > 0
 
     def close_interrupted(self, now: float) -> int:
         """Close every open record as "interrupted" (start-up after a crash); returns how many.
@@ -238,6 +254,20 @@ class AuditLog:
             )
             chain.seal_closed(conn)
         return cursor.rowcount
+
+    def open_records(self) -> builtins.list[AuditRecord]:
+        """Every record not closed yet, oldest first: what a crashed run left behind."""
+        with self._db.transaction() as conn:
+            rows = conn.execute(f"{_SELECT} WHERE ended_at IS NULL ORDER BY id").fetchall()
+        return [AuditRecord(*row) for row in rows]
+
+    def open_record_of(self, uniqueid: str, channel: str) -> int | None:
+        """The open record of the call with this uniqueid and channel (a spyer's), if any."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT id FROM audit WHERE ended_at IS NULL AND uniqueid = ? AND channel = ? "
+                "ORDER BY id DESC LIMIT 1", (uniqueid, channel)).fetchone()
+        return None if row is None else int(row[0])
 
     def get(self, record_id: int) -> AuditRecord | None:
         """One record by id."""

@@ -50,6 +50,10 @@ class SpyWatches:
 
         return unwatch
 
+    def watched(self, spyer_uniqueid: str) -> bool:
+        """Whether a flow of ours is running ChanSpy on this channel now."""
+        return spyer_uniqueid in self._by_spyer
+
     def feed(self, event: Event) -> None:
         name = event.event
         if name == "ChanSpyStart":

@@ -1,0 +1,124 @@
+"""Start-up after a crash: the records a previous run left open, set against the live channels.
+
+A run killed with ``kill -9`` leaves its open records behind, and Asterisk keeps running the
+ChanSpy of any spy that was going on (it only notices the dead AGI when ChanSpy returns).
+Once a server's AMI link is up and its map synced, each left-open record whose call is still
+alive there (same uniqueid and channel, in ``CoreShowChannels``) is hung up and closed
+``interrupted`` with ``ChanSpyStop``'s time. Records found on no server are closed once every
+server has been looked at, with the time of reconciliation, said to be uncertain: the spy
+ended while nobody was watching. A server whose AMI is not up yet keeps its records waiting;
+nothing else waits for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from fastagi_spy.store.audit import AuditLog, AuditRecord, EndReason
+from fastagi_spy.supervise.hangup import AMICaller, hang_up_spy
+from fastagi_spy.supervise.running import RunningSpies
+
+RECONCILE_WAIT = 5.0  # seconds for each Hangup action, and again for its ChanSpyStop
+UNCERTAIN = "left open by a previous run, no spy running at start-up: stop time uncertain " \
+            "(time of reconciliation)"
+
+
+class Reconciler:
+    log = Logger()
+
+    def __init__(self, audit: AuditLog, running: RunningSpies, servers: tuple[str, ...],
+                 clock: IReactorTime, now: Callable[[], float],
+                 wait: float = RECONCILE_WAIT) -> None:
+        self._audit = audit
+        self._running = running
+        self._servers = frozenset(servers)
+        self._clock = clock
+        self._now = now
+        self._wait = wait
+        self._pending: dict[int, AuditRecord] = {}
+        self._checked: set[str] = set()
+        self._busy: set[str] = set()
+
+    def begin(self) -> int:
+        """Take the records left open, before this run opens any; returns how many."""
+        self._pending = {r.id: r for r in self._audit.open_records()}
+        self._checked = set()
+        return len(self._pending)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def server_up(self, server: str, ami: AMICaller) -> defer.Deferred[None]:
+        """``server``'s map is synced: reconcile its part (once), in the background."""
+        if not self._pending or server in self._checked or server in self._busy:
+            return defer.succeed(None)
+        return defer.ensureDeferred(self._reconcile(server, ami)).addErrback(
+            lambda f: self.log.failure("Reconciling left-open records on {server} failed", f,
+                                       server=server))
+
+    async def _reconcile(self, server: str, ami: AMICaller) -> None:
+        self._busy.add(server)  # a reconnect meanwhile does not start a second pass
+        try:
+            await self._pass(server, ami)
+        finally:
+            self._busy.discard(server)
+
+    async def _pass(self, server: str, ami: AMICaller) -> None:
+        try:
+            listed = await ami.call("CoreShowChannels", timeout=30)
+        except Exception as exc:  # tried again at the next reconnect
+            self.log.warn("Reconcile on {server}: channels not listed ({error})",
+                          server=server, error=exc)
+            return
+        alive = {(e.get("Uniqueid"), e.get("Channel")) for e in listed.events
+                 if e.event == "CoreShowChannel"}
+        found = [r for r in self._pending.values()
+                 if r.uniqueid and r.channel and (r.uniqueid, r.channel) in alive]
+        for record in found:
+            del self._pending[record.id]  # ours now: no other server's pass closes it
+        await defer.DeferredList([defer.ensureDeferred(self._hang_up(server, ami, r))
+                                  for r in found])
+        self._checked.add(server)
+        if self._checked >= self._servers:
+            self._close_the_rest()
+
+    async def _hang_up(self, server: str, ami: AMICaller, record: AuditRecord) -> None:
+        assert record.uniqueid is not None and record.channel is not None
+        asked = self._now()
+        outcome = await hang_up_spy(ami, self._running, self._clock, server, record.channel,
+                                    record.uniqueid, self._wait)
+        if outcome.stopped_at is not None:
+            at, detail = outcome.stopped_at, "left open by a previous run: spy still running " \
+                "at start-up, hung up"
+        elif outcome.hung_up:
+            at, detail = asked, "left open by a previous run: call still up at start-up, " \
+                "hung up; no ChanSpyStop seen, stop time uncertain"
+        else:
+            self.log.error("Reconcile: could not hang up {channel} on {server} ({error}); a "
+                           "spy a previous run started may still be running",
+                           channel=record.channel, server=server, error=outcome.error)
+            at, detail = asked, f"left open by a previous run: still up at start-up, NOT " \
+                f"hung up ({outcome.error}); stop time uncertain"[:200]
+        self.log.warn("Reconcile: {channel} on {server} (audit record {id}) {what}",
+                      channel=record.channel, server=server, id=record.id,
+                      what="hung up" if outcome.hung_up else "not hung up")
+        ended = outcome.stopped_at is not None or (
+            outcome.hung_up and record.spy_started_at is not None)
+        fields = {"spy_stopped_at": at} if ended else {}
+        self._audit.close(record.id, at, EndReason.INTERRUPTED, detail, **fields)
+
+    def _close_the_rest(self) -> None:
+        now = self._now()
+        for record in self._pending.values():
+            fields = ({"spy_stopped_at": now} if record.spy_started_at is not None
+                      and record.spy_stopped_at is None else {})
+            self._audit.close(record.id, now, EndReason.INTERRUPTED, UNCERTAIN, **fields)
+        if self._pending:
+            self.log.warn("Closed {count} audit records left open by a previous run as "
+                          "interrupted", count=len(self._pending))
+        self._pending = {}
