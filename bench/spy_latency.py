@@ -53,7 +53,7 @@ def main() -> None:
         set_pins(service)
         service.startService()
         await wait_ready(service)
-        driver = Driver(box)
+        driver = Driver(box, reactor)
         await driver.connect()
         try:
             await agent_call(driver, "1001")
@@ -75,7 +75,7 @@ def main() -> None:
 
                 latencies.append((ts(start) - ts(agi)) - (ts(pin_end) - ts(pin_start)))
                 await driver.hangup(sup.line)
-                await sleep(0.3)
+                await sleep(reactor, 0.3)
         finally:
             await driver.hangup_all()
             await driver.close()

@@ -8,6 +8,8 @@ you can watch a real ChanSpy start, the live map, and the audit record it leaves
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -85,7 +87,9 @@ def run_demo(seconds: float) -> int:
                                     [LogLevelFilterPredicate(LogLevel.info)])
     globalLogBeginner.beginLoggingTo([observer])
     workdir = Path(tempfile.mkdtemp(prefix="fastagi-spy-demo-"))
-    sandbox = AsteriskSandbox(name="fsp-demo", teams={n: f"team_{t}" for n, (_, t) in AGENTS.items()})
+    # One instance directory per process: two demos (or a demo and a test) never share one.
+    sandbox = AsteriskSandbox(name=f"fsp-demo-{os.getpid()}",
+                              teams={n: f"team_{t}" for n, (_, t) in AGENTS.items()})
     print("Starting the Asterisk 22 sandbox (first run builds it: about a minute) ...")
     sandbox.start()
     http_port = free_port()
@@ -97,6 +101,8 @@ def run_demo(seconds: float) -> int:
         return int(exit_.code or 0)
     finally:
         sandbox.stop()
+        if sandbox.install is not None:  # Asterisk's logs and recordings of this run
+            shutil.rmtree(sandbox.host_path(sandbox.base), ignore_errors=True)
     return 0
 
 
@@ -107,14 +113,18 @@ async def _scenario(reactor: Any, sandbox: AsteriskSandbox, config_path: Path, h
     from fastagi_spy.service import make_service, pin_hasher
 
     config = load(config_path)
-    from fastagi_spy.sandbox_driver import Driver, is_event, sleep
+    from fastagi_spy.sandbox_driver import Driver, is_event
+    from fastagi_spy.sandbox_driver import sleep as sleep_on
     from fastagi_spy.terminal import print_snapshot
+
+    def sleep(seconds: float) -> defer.Deferred[None]:
+        return sleep_on(reactor, seconds)
 
     service = make_service(config, reactor)
     service.stores.pins.set_hash(
         SUPERVISOR, pin_hasher(config).hash_pin(SUPERVISOR, SUPERVISOR_PIN), time.time())
     service.startService()
-    driver = Driver(sandbox)
+    driver = Driver(sandbox, reactor)
 
     async def wind_down() -> None:
         await driver.hangup_all()

@@ -1,15 +1,19 @@
 """Drives the sandbox Asterisk like the Asterisk testsuite does (for the demo and the tests):
-AMI Originate of Local channels, events awaited by predicate, DTMF typed by SendDTMF."""
+AMI Originate of Local channels, events awaited by predicate, DTMF typed by SendDTMF.
+
+The reactor is passed in, never imported: importing this module (the demo does, from an
+installed wheel) has no side effect. The tests' global-reactor wrapper is
+tests/integration/driver.py.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IReactorTime
 
@@ -18,13 +22,6 @@ from fastagi_spy.sandbox import TESTER_SECRET, TESTER_USER, AsteriskSandbox
 from fastagi_spy.wire.ami import ActionResult, AMIMessage
 
 Predicate = Callable[[AMIMessage], bool]
-clock: IReactorTime = reactor
-_tags = itertools.count(1)
-
-
-def tag(prefix: str = "t") -> str:
-    """A unique marker for one test's channels and recordings."""
-    return f"{prefix}{next(_tags)}"
 
 
 @dataclass
@@ -38,6 +35,7 @@ class Driver:
     """A privileged AMI connection (the sandbox's fsp-tester account) plus an event log."""
 
     sandbox: AsteriskSandbox
+    reactor: Any  # IReactorTCP and IReactorTime: the one the caller runs
     client: AMIClient | None = None
     events: list[AMIMessage] = field(default_factory=list)
     _waiters: list[_Waiter] = field(default_factory=list)
@@ -46,15 +44,15 @@ class Driver:
         ready: defer.Deferred[None] = defer.Deferred()
         self.client = AMIClient(
             "tester",
-            TCP4ClientEndpoint(reactor, "127.0.0.1", self.sandbox.ami_port),
+            TCP4ClientEndpoint(self.reactor, "127.0.0.1", self.sandbox.ami_port),
             AMICredentials(TESTER_USER, TESTER_SECRET),
-            clock,
+            self.reactor,
             max_backoff=1.0,
             on_ready=lambda _c: None if ready.called else ready.callback(None),
         )
         self.client.add_listener(self._events)
         self.client.start()
-        await with_timeout(ready, 30, "tester AMI login")
+        await with_timeout(self.reactor, ready, 30, "tester AMI login")
 
     async def reconnected(self) -> None:
         """After an Asterisk restart: wait until the tester is logged in again."""
@@ -66,7 +64,7 @@ class Driver:
                     return
                 except Exception:  # noqa: S110 - the old connection may still be dying
                     pass
-            await sleep(0.1)
+            await sleep(self.reactor, 0.1)
         raise AssertionError("tester AMI did not reconnect")
 
     async def close(self) -> None:
@@ -94,7 +92,7 @@ class Driver:
         waiter = _Waiter(predicate, d)
         self._waiters.append(waiter)
         try:
-            return await with_timeout(d, timeout, what)
+            return await with_timeout(self.reactor, d, timeout, what)
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
@@ -139,7 +137,7 @@ class Driver:
                 name = item.get("Channel") or ""
                 if name.startswith(prefix) and name.endswith(suffix):
                     return name
-            await sleep(0.1)
+            await sleep(self.reactor, 0.1)
         raise AssertionError(f"no channel {prefix}*{suffix}")
 
     async def hangup(self, channel: str) -> None:
@@ -170,7 +168,8 @@ def is_event(name: str, **fields: str) -> Predicate:
 R = TypeVar("R")
 
 
-async def with_timeout(d: defer.Deferred[R], seconds: float, what: str) -> R:
+async def with_timeout(clock: IReactorTime, d: defer.Deferred[R], seconds: float,
+                       what: str) -> R:
     d.addTimeout(seconds, clock)
     try:
         return await d
@@ -178,7 +177,7 @@ async def with_timeout(d: defer.Deferred[R], seconds: float, what: str) -> R:
         raise AssertionError(f"timed out after {seconds}s waiting for {what}") from None
 
 
-def sleep(seconds: float) -> defer.Deferred[None]:
+def sleep(clock: IReactorTime, seconds: float) -> defer.Deferred[None]:
     d: defer.Deferred[None] = defer.Deferred()
     clock.callLater(seconds, d.callback, None)
     return d

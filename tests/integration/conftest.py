@@ -17,8 +17,8 @@ from twisted.internet import reactor
 from twisted.logger import globalLogPublisher
 
 from fastagi_spy.sandbox import AsteriskSandbox
-from fastagi_spy.sandbox_driver import Driver
 from fastagi_spy.service import SpyService, make_service
+from tests.integration.driver import Driver
 from tests.integration.site import set_pins, site_config, wait_ready
 
 # agent number -> SPYGROUP token, as a site's dialplan sets it on agent legs

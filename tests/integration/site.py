@@ -8,10 +8,10 @@ from pathlib import Path
 
 from fastagi_spy.config import Config, load
 from fastagi_spy.sandbox import AsteriskSandbox, free_port
-from fastagi_spy.sandbox_driver import Driver, Predicate, is_event, sleep
 from fastagi_spy.service import SpyService, pin_hasher
 from fastagi_spy.store.audit import AuditRecord
 from fastagi_spy.wire.ami import AMIMessage
+from tests.integration.driver import Driver, Predicate, is_event, sleep
 
 AGENTS = {  # number: team ("support" agents are outside supervisor 2001's teams)
     "10": "sales", "100": "sales", "1001": "sales", "1002": "sales",

@@ -16,9 +16,9 @@ from twisted.internet import reactor
 
 from fastagi_spy.config import Config
 from fastagi_spy.sandbox import AsteriskSandbox, free_port
-from fastagi_spy.sandbox_driver import Driver, is_event, sleep
 from fastagi_spy.service import SpyService, make_service
 from fastagi_spy.wire.ami import AMIMessage
+from tests.integration.driver import Driver, is_event, sleep
 from tests.integration.site import (
     Supervisor,
     agent_call,

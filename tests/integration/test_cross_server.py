@@ -19,13 +19,13 @@ import pytest_twisted
 
 from fastagi_spy.config import Config
 from fastagi_spy.sandbox import AsteriskSandbox
-from fastagi_spy.sandbox_driver import Driver, Predicate, is_event, sleep, tag
 from fastagi_spy.service import SpyService
 from fastagi_spy.store.audit import AuditRecord
 from fastagi_spy.store.tokens import new_token
 from fastagi_spy.wire.ami import AMIMessage
 from tests.integration.audio import heard
 from tests.integration.conftest import TEAMS
+from tests.integration.driver import Driver, Predicate, is_event, sleep, tag
 from tests.integration.site import TONE, agent_call, answer, site_config, supervisor_dials
 from tests.integration.test_agi_peers import running, set_global
 

@@ -12,11 +12,11 @@ import pytest
 import pytest_twisted
 
 from fastagi_spy.sandbox import AsteriskSandbox
-from fastagi_spy.sandbox_driver import Driver, is_event, sleep, tag
 from fastagi_spy.service import SpyService
 from fastagi_spy.store.audit import AuditRecord
 from tests.integration.audio import heard
 from tests.integration.conftest import failures
+from tests.integration.driver import Driver, is_event, sleep, tag
 from tests.integration.site import (
     TONE,
     agent_call,

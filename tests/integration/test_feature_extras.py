@@ -13,12 +13,12 @@ from twisted.internet import reactor, threads
 
 from fastagi_spy.config import load
 from fastagi_spy.sandbox import AsteriskSandbox
-from fastagi_spy.sandbox_driver import Driver, is_event, sleep, tag
 from fastagi_spy.service import SpyService, make_service
 from fastagi_spy.store.audit import AuditLog
 from fastagi_spy.store.database import Database
 from tests.integration.audio import heard
 from tests.integration.conftest import failures
+from tests.integration.driver import Driver, is_event, sleep, tag
 from tests.integration.site import (
     TONE,
     agent_call,

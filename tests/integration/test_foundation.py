@@ -12,9 +12,9 @@ from twisted.internet.interfaces import IListeningPort
 from fastagi_spy.net.ami import AMIClient, AMICredentials
 from fastagi_spy.net.fastagi import FastAGIFactory
 from fastagi_spy.sandbox import AsteriskSandbox
-from fastagi_spy.sandbox_driver import Driver, is_event, sleep, tag
 from fastagi_spy.supervise.echo import echo_test
 from tests.integration.conftest import failures
+from tests.integration.driver import Driver, is_event, sleep, tag
 
 PRODUCT_USER = AMICredentials("fastagi-spy", "change-me-fastagi-spy")
 

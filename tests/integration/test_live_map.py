@@ -17,8 +17,8 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 
 from fastagi_spy.sandbox import AsteriskSandbox
-from fastagi_spy.sandbox_driver import Driver, sleep
 from fastagi_spy.service import SpyService, make_service
+from tests.integration.driver import Driver, sleep
 from tests.integration.site import agent_call, site_config, wait_ready
 
 

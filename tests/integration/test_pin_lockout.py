@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from fastagi_spy.sandbox_driver import Driver, is_event
 from fastagi_spy.service import SpyService
+from tests.integration.driver import Driver, is_event
 from tests.integration.site import (
     Supervisor,
     agent_call,

@@ -17,8 +17,8 @@ import pytest
 import pytest_twisted
 
 from fastagi_spy.sandbox import AsteriskSandbox, free_udp_port
-from fastagi_spy.sandbox_driver import Driver, Predicate, is_event
 from tests.integration.conftest import TEAMS
+from tests.integration.driver import Driver, Predicate, is_event
 from tests.integration.site import (
     TONE,
     answer,

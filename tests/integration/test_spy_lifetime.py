@@ -22,7 +22,7 @@ from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.store.audit import AuditLog, AuditRecord
 from fastagi_spy.store.database import Database
 from fastagi_spy.wire.ami import AMIMessage
-from fastagi_spy.sandbox_driver import Driver, is_event, sleep
+from tests.integration.driver import Driver, is_event, sleep
 from tests.integration.site import Supervisor, agent_call, answer, site_config, supervisor_dials
 
 READY = "Live map for sandbox rebuilt"

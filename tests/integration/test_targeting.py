@@ -12,9 +12,9 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from fastagi_spy.sandbox import AsteriskSandbox
-from fastagi_spy.sandbox_driver import Driver, is_event, sleep, tag
 from fastagi_spy.service import SpyService, make_service
 from tests.integration.audio import heard
+from tests.integration.driver import Driver, is_event, sleep, tag
 from tests.integration.site import (
     TONE,
     agent_call,
