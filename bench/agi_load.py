@@ -203,8 +203,7 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
         directory=directory, resolver=live_map,
         pin_checker=PinChecker(pins, LockoutStore(db, LockoutPolicy()), audit, db),
         audit=audit, verify_pin=hash_worker.verify,
-        spies=SpyWatches(time.time), security=SecurityRules(), now=time.time,
-        sleep=lambda s: task.deferLater(reactor, s, lambda: None)))
+        spies=SpyWatches(time.time), security=SecurityRules(), clock=reactor))
     factory = FastAGIFactory({"spy/listen": lambda s: flow(s, Mode.LISTEN)}, reactor)
     TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(factory).addCallback(
         lambda _: print("READY", flush=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import getpass
 import json
 import sys
@@ -16,10 +17,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastagi_spy.config import Config, ConfigError, load
 from fastagi_spy.terminal import print_snapshot, print_table
+
+if TYPE_CHECKING:
+    from fastagi_spy.store.audit import AuditLog
 
 DEFAULT_CONFIG = "/etc/fastagi-spy/fastagi-spy.toml"
 
@@ -96,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="check the tamper-evident chain; exit 1 naming the first broken row")
     p.add_argument("--open-bound", type=float, default=86400.0, metavar="SECONDS",
                    help="with --verify: list rows open longer than this (not chained yet)")
+    p.add_argument("--id", type=int, dest="record_id",
+                   help="one record in full, with its events (PIN tries, mode changes, refusals)")
     return parser
 
 
@@ -242,6 +248,8 @@ def _locks(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     _, stores = _stores(args)
+    if args.record_id is not None:
+        return _audit_record(stores.audit, args.record_id)
     if args.verify:
         return _verify_chain(stores.db, args.open_bound)
     return _audit_list(args, stores.db)
@@ -290,6 +298,23 @@ def _verify_chain(db: Any, open_bound: float) -> int:
         print(f"fastagi-spy: audit chain BROKEN at {report.broken}", file=sys.stderr)
         return 1
     print("audit chain OK")
+    return 0
+
+
+def _audit_record(audit: AuditLog, record_id: int) -> int:
+    """``audit --id N``: every column of one record, then what happened in it, in order."""
+    record = audit.get(record_id)
+    if record is None:
+        print(f"fastagi-spy: no audit record {record_id}", file=sys.stderr)
+        return 1
+    print_table(("column", "value"), [[name, _cell(value)]
+                                      for name, value in dataclasses.asdict(record).items()])
+    events = audit.events(record_id)
+    print()
+    print_table(("at", "event", "detail"),
+                [[_cell(e.at), e.kind, _cell(e.detail)] for e in events])
+    if not events:
+        print("no events")
     return 0
 
 

@@ -78,6 +78,9 @@ class SecurityRules:
     lockout_duration: float = 900.0
     enforce_spy_group: bool = True
     notice: str = ""  # sound played to the monitored parties on join; "" = none
+    # "best_effort": played as the spy starts, the spy goes on either way; "required": played
+    # to the end before the spy starts, and no spy when it cannot be played
+    notice_mode: str = "best_effort"
     pin_cost: str = "production"  # "production" or "cheap" (tests and benchmarks only)
     # Failures against a supervisor number from phones other than their own: an alert when
     # reached, never a lock on the supervisor's own phone.
@@ -356,12 +359,17 @@ def _http_limits(server: Mapping[str, Any]) -> HttpLimits:
 
 def _security(t: Mapping[str, Any]) -> SecurityRules:
     _only(t, "security.", {"pin_tries_per_call", "lockout_failures", "lockout_window",
-                           "lockout_duration", "enforce_spy_group", "notice", "pin_cost",
+                           "lockout_duration", "enforce_spy_group", "notice", "notice_mode", "pin_cost",
                            "supervisor_lockout_failures", "max_pin_attempts_in_flight",
                            "pin_verify_timeout"})
     notice = _get(t, "security.notice", str, "")
     _check(re.match(r"^[A-Za-z0-9/_-]{0,64}$", notice), "security.notice",
            "a sound name such as 'beep' or 'custom/monitored'")
+    notice_mode = _get(t, "security.notice_mode", str, "best_effort")
+    _check(notice_mode in ("best_effort", "required"), "security.notice_mode",
+           "'required' or 'best_effort'")
+    _check(notice_mode != "required" or notice, "security.notice_mode",
+           "'required' needs a sound in security.notice")
     cost = _get(t, "security.pin_cost", str, "production")
     _check(cost in ("production", "cheap"), "security.pin_cost", "'production' or 'cheap'")
     failures = int(_number(t, "security.lockout_failures", 5, 1, 1000, integer=True))
@@ -380,6 +388,7 @@ def _security(t: Mapping[str, Any]) -> SecurityRules:
         lockout_duration=_number(t, "security.lockout_duration", 900.0, 1, 86400 * 30),
         enforce_spy_group=_get(t, "security.enforce_spy_group", bool, True),
         notice=notice,
+        notice_mode=notice_mode,
         pin_cost=cost,
     )
 

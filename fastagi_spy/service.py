@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -36,6 +37,7 @@ from fastagi_spy.supervise.chanspy import chanspy_argument
 from fastagi_spy.supervise.crossing import Crossing
 from fastagi_spy.supervise.echo import echo_test
 from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
+from fastagi_spy.supervise.notice import RequiredNotice
 from fastagi_spy.supervise.pincheck import PinChecker
 from fastagi_spy.supervise.reconcile import Reconciler
 from fastagi_spy.supervise.running import RunningSpies
@@ -114,6 +116,7 @@ class SpyService(MultiService):
             sync = LiveSync(self.live_map, server.name, self.now,
                             also=self._spy_events(server.name))
             sync.attach(client)
+            _also_when_down(client, partial(self.spies.link_lost, server.name))
             client.on_ready = self._then_reconcile(server.name, client.on_ready)
             self.clients[server.name] = client
             self.syncs[server.name] = sync
@@ -129,10 +132,13 @@ class SpyService(MultiService):
             audit=self.stores.audit,
             spies=self.spies,
             security=config.security,
-            now=self.now,
+            clock=reactor,
             verify_pin=self.hash_worker.verify,
-            sleep=lambda seconds: task.deferLater(reactor, seconds, lambda: None),
-            notice=self.play_notice if config.security.notice else None,
+            notice=(self.play_notice
+                    if config.security.notice and config.security.notice_mode == "best_effort"
+                    else None),
+            required_notice=self.required_notice().play
+            if config.security.notice_mode == "required" else None,
             servers=self.live_map.server_names,
             crossing=Crossing(config.cross_server, TokenStore(self.stores.db), self.now),
         ))
@@ -173,6 +179,17 @@ class SpyService(MultiService):
         record = audit.open(now, Via.PHONE.value, channel=env.channel, uniqueid=env.uniqueid,
                             device=device_of_channel(env.channel))
         audit.close(record, now, EndReason.DENIED, f"agi server: {why}"[:200])
+
+    def required_notice(self) -> RequiredNotice:
+        """notice_mode "required": the notice over this server's AMI links, to the end."""
+        async def action(server: str, name: str, headers: list[tuple[str, str]]) -> object:
+            return await self.clients[server].call(name, headers)
+
+        def listen(server: str, listener: Callable[[Sequence[AMIMessage]], None]
+                   ) -> Callable[[], None]:
+            return self.clients[server].add_listener(listener)
+
+        return RequiredNotice(self.config.security.notice, action, listen, self.reactor)
 
     async def play_notice(self, server: str, channel: str) -> None:
         """Barge a short sound into the monitored call (ChanSpy's own beep reaches only the spy)."""
@@ -236,6 +253,18 @@ class SpyService(MultiService):
             self.stores.db.close()
 
         return defer.ensureDeferred(stop())
+
+
+def _also_when_down(client: AMIClient, then: Callable[[], None]) -> None:
+    """Chain ``then`` after the client's existing link-down hook (the live map's)."""
+    first = client.on_down
+
+    def down(c: AMIClient) -> None:
+        if first is not None:
+            first(c)
+        then()
+
+    client.on_down = down
 
 
 def _hash_worker_not_started(failure: Failure) -> None:

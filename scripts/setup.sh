@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh machine (run as root):
-# debootstrap (builds the cached Asterisk 22 root when no asterisk is on PATH) and the package.
+# debootstrap (builds the cached Asterisk 22 root when no asterisk is on PATH), venv with
+# ensurepip (the installed-wheel test makes a fresh venv; Debian splits it into python3-venv)
+# and the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+apt_packages=()
 if ! command -v asterisk >/dev/null 2>&1 && ! command -v debootstrap >/dev/null 2>&1; then
+  apt_packages+=(debootstrap)
+fi
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  apt_packages+=(python3-venv)
+fi
+if ((${#apt_packages[@]})); then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 python3 -m pip install -q -e '.[test,bench]'

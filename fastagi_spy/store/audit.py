@@ -40,6 +40,7 @@ class EndReason(enum.StrEnum):
     SERVER_SHUTDOWN = "server_shutdown"  # our server stopped and hung the spy up first
     ERROR = "error"
     COMPLETED = "completed"
+    NOTICE_FAILED = "notice_failed"  # a required notice could not be played: no spy
 
 
 class AuthResult(enum.StrEnum):
@@ -85,6 +86,7 @@ class AuditRecord:
     ended_at: float | None
     end_reason: str | None
     detail: str | None
+    times_uncertain: int | None = None  # 1: spy times guessed (AMI lost meanwhile)
 
 
 _COLUMNS = tuple(f.name for f in dataclass_fields(AuditRecord))
@@ -127,6 +129,23 @@ def _assignments(fields: dict[str, FieldValue]) -> tuple[str, tuple[FieldValue, 
         raise ValueError(f"unknown auth_result {auth_result!r}")
     names = tuple(fields)
     return ", ".join(f"{name} = ?" for name in names), tuple(fields[name] for name in names)
+
+
+class EventKind(enum.StrEnum):
+    """What an attempt's event (the audit_events table) records."""
+
+    PIN = "pin"  # one typed PIN: "<claimed supervisor or -> <auth result>"
+    MODE = "mode"  # a mode the spy switched to
+    REFUSED = "refused"  # a target asked for and refused: "<target> <reason>: <detail>"
+    NOTICE = "notice"  # the notice to the monitored parties: played, or why not
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    audit_id: int
+    at: float
+    kind: str
+    detail: str | None
 
 
 class AuditLog:
@@ -187,6 +206,20 @@ class AuditLog:
                 return
             history.append(mode)
             conn.execute("UPDATE audit SET modes = ? WHERE id = ?", (",".join(history), record_id))
+
+    def add_event(self, record_id: int, at: float, kind: EventKind, detail: str) -> None:
+        """Append one event to an attempt's history (the row itself is not changed)."""
+        self._db.execute(
+            "INSERT INTO audit_events (audit_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+            (record_id, at, EventKind(kind).value, detail[:200]))
+
+    def events(self, record_id: int) -> builtins.list[AuditEvent]:
+        """An attempt's events, oldest first."""
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT audit_id, at, kind, detail FROM audit_events WHERE audit_id = ? "
+                "ORDER BY at, id", (record_id,)).fetchall()
+        return [AuditEvent(*row) for row in rows]
 
     def mark_spy_started(self, record_id: int, at: float) -> None:
         """Note when ChanSpy started; the first start is kept."""

@@ -56,6 +56,15 @@ _SCHEMA = (
         detail TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS audit_started_at ON audit (started_at)",
+    # What happened within one attempt, in order: each PIN try, mode change, refusal.
+    """CREATE TABLE IF NOT EXISTS audit_events (
+        id INTEGER PRIMARY KEY,
+        audit_id INTEGER NOT NULL REFERENCES audit (id),
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_events_audit_id ON audit_events (audit_id)",
     # One-time cross-server tokens (tokens.py): only a token's SHA-256 is kept.
     """CREATE TABLE IF NOT EXISTS cross_tokens (
         digest TEXT PRIMARY KEY,
@@ -81,6 +90,8 @@ _ADDED_COLUMNS = (
     ("audit", "seq", "INTEGER"),  # the tamper-evident chain (chain.py)
     ("audit", "prev_hash", "TEXT"),
     ("audit", "row_hash", "TEXT"),
+    # 1: the spy's start/stop times are our best guess (AMI was lost meanwhile); else NULL
+    ("audit", "times_uncertain", "INTEGER"),
 )
 
 

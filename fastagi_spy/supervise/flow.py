@@ -1,6 +1,7 @@
 """The feature-code flow: who is calling, their PIN, which agent, whether they may, and the spy.
 
-One audit record per attempt, written before anything can be heard. Every way out plays a
+One audit record per attempt (``AuditAttempt`` writes it), on disk before anything can be
+heard. Every way out plays a
 prompt first: nothing ends in silence. A wrong supervisor number, a wrong PIN and a locked-out
 caller all sound the same, so the phone reveals nothing about which one it was.
 """
@@ -12,17 +13,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import CancelledError, TimeoutError, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from fastagi_spy.config import SecurityRules
 from fastagi_spy.domain import Directory, Mode, SupervisorEntry, device_of_channel
-from fastagi_spy.store.audit import AuditLog, AuthResult, EndReason, Via
+from fastagi_spy.store.audit import AuditLog, EndReason, Via
 from fastagi_spy.store.errors import StoreError
 from fastagi_spy.store.tokens import TokenGrant, TokenRefused
+from fastagi_spy.supervise.attempt import AuditAttempt, Stage
 from fastagi_spy.supervise.chanspy import chanspy_argument, parse_target_digits, spy_group_for_team
 from fastagi_spy.supervise.crossing import Crossing, Handover
 from fastagi_spy.supervise.line import AGILine, LineGone
+from fastagi_spy.supervise.notice import NoticeFailed
 from fastagi_spy.supervise.picker import START_KEY, pick_agent
 from fastagi_spy.supervise.pincheck import PinChecker, PinCheckUnavailable, PinVerdict
 from fastagi_spy.supervise.rights import may_spy, may_switch_modes
@@ -60,6 +64,9 @@ PIN_TIMEOUT_MS = 10000
 ENTRY_DIGITS = 64
 SILENT_PIN_PROMPTS = 3  # silent (or '#' alone) supervisor/PIN prompts before we give up
 TARGET_TIMEOUT_MS = 10000
+# After ChanSpy returns, how long its ChanSpyStop may take to arrive over AMI.
+STOP_GRACE = 1.0
+_GUESSED = "AMI lost during the spy: times from ChanSpy's return"
 
 
 class Resolution(Protocol):
@@ -90,14 +97,18 @@ class FlowDeps:
     audit: AuditLog
     spies: SpyWatches
     security: SecurityRules
-    now: Callable[[], float]
+    clock: IReactorTime  # the reactor (task.Clock in tests): the time and the timeouts
     # (device, supervisor, pin, stored hash): slow, away from the reactor, queued per device;
     # fails with PinCheckUnavailable when it cannot answer in time.
     verify_pin: Callable[[str, str, str, str | None], Awaitable[bool]]
-    sleep: Callable[[float], Awaitable[None]]
     notice: Callable[[str, str], Awaitable[None]] | None = None  # (server, channel)
+    # notice_mode "required": played to the end before ChanSpy, or NoticeFailed (no spy)
+    required_notice: Callable[[str, str], Awaitable[None]] | None = None
     servers: tuple[str, ...] = ()  # every configured server: where else a target may live
     crossing: Crossing | None = None  # [[cross_server]] trunks and their tokens
+
+    def now(self) -> float:
+        return self.clock.seconds()
 
 
 @dataclass
@@ -105,11 +116,9 @@ class _Call:
     line: AGILine
     mode: Mode
     device: str
-    record: int = 0
+    attempt: AuditAttempt
     supervisor: SupervisorEntry | None = None
-    stage: str = "start"
-    target: str | None = None  # the digits of the current attempt
-    found: Resolution | None = None  # what they resolved to
+    stage: Stage = Stage.START
 
     @property
     def server(self) -> str | None:
@@ -138,30 +147,33 @@ class SupervisionFlow:
     async def _serve(self, line: AGILine, mode: Mode, via: Via,
                      run: Callable[[_Call], Awaitable[None]]) -> None:
         d = self.deps
-        call = _Call(line, mode, device_of_channel(line.env.channel))
+        device = device_of_channel(line.env.channel)
         # ANSWER goes out first; the record is on disk before its reply is even read, so
         # before anything can be heard.
         answered = ensureDeferred(line.answer()) if not line.hung_up else None
         try:
-            call.record = d.audit.open(
-                d.now(), via.value, channel=line.env.channel,
-                uniqueid=line.env.uniqueid, device=call.device)
+            attempt = AuditAttempt(d.audit, d.now, via, channel=line.env.channel,
+                                   uniqueid=line.env.uniqueid, device=device)
         except Exception:
             # No record, no service: the bundle's fail-closed branch plays the error.
             if answered is not None:
                 answered.addErrback(lambda _: None)
             raise
-        if answered is not None:
-            with contextlib.suppress(LineGone):  # the record still gets written and closed
-                await answered
+        call = _Call(line, mode, device, attempt)
         try:
+            if answered is not None:
+                with contextlib.suppress(LineGone):  # the record still gets written and closed
+                    await answered
             await run(call)
             await self._done(call)
         except Exception as exc:
+            # Whatever failed, and wherever (ANSWER timing out included), the row is closed.
             hung_up = line.hung_up or _is_hangup(exc)
-            reason = EndReason.SUPERVISOR_HANGUP if call.stage == "spy" else EndReason.ABANDONED
-            detail = f"hung up at {call.stage}" if hung_up else f"{type(exc).__name__}: {exc}"
-            self._close(call, reason if hung_up else EndReason.ERROR, detail)
+            reason = (EndReason.SUPERVISOR_HANGUP if call.stage is Stage.SPY
+                      else EndReason.ABANDONED)
+            detail = (f"hung up at {call.stage.value}" if hung_up
+                      else f"{type(exc).__name__}: {exc}"[:200])
+            call.attempt.close(reason if hung_up else EndReason.ERROR, detail)
             if not hung_up:
                 raise
 
@@ -172,9 +184,10 @@ class SupervisionFlow:
         raw_target = args[0] if args else ""
         if len(args) > 1 or (raw_target and parse_target_digits(raw_target) is None):
             # A comma in the dialled text adds AGI arguments; anything but digits is hostile.
-            self.deps.audit.update(call.record, requested_target=",".join(args)[:64])
+            call.attempt.requested(",".join(args)[:64])
             await self._say(call, Prompts.INVALID, Prompts.GOODBYE)
-            self._close(call, EndReason.INVALID_TARGET, "target in the AGI arguments")
+            call.attempt.refused(EndReason.INVALID_TARGET, "target in the AGI arguments",
+                                 go_on=False)
             return
         supervisor = await self._authenticate(call)
         if supervisor is None:
@@ -191,7 +204,7 @@ class SupervisionFlow:
         while tries < d.security.pin_tries_per_call:
             claimed = known.number if known else None
             if known is None:
-                call.stage = "supervisor prompt"
+                call.stage = Stage.SUPERVISOR_PROMPT
                 typed = await self._ask(call, Prompts.SUPERVISOR, ENTRY_DIGITS)
                 if typed is None:
                     silent += 1
@@ -200,7 +213,7 @@ class SupervisionFlow:
                     continue
                 claimed = parse_target_digits(typed)
             supervisor = d.directory.supervisor(claimed) if claimed else None
-            call.stage = "pin prompt"
+            call.stage = Stage.PIN_PROMPT
             pin = await self._ask(call, Prompts.PIN, ENTRY_DIGITS)
             if pin is None:
                 silent += 1
@@ -213,6 +226,7 @@ class SupervisionFlow:
                 return None
             if verdict.ok and supervisor is not None:
                 call.supervisor = supervisor
+                call.attempt.signed_in(supervisor.number)
                 return supervisor
             locked = locked or verdict.locked
             await self._say(call, Prompts.LOGIN_INCORRECT)
@@ -225,9 +239,9 @@ class SupervisionFlow:
             return None
         await self._say(call, Prompts.GOODBYE)
         if locked:
-            self._close(call, EndReason.LOCKED_OUT, "locked out")
+            call.attempt.close(EndReason.LOCKED_OUT, "locked out")
         else:
-            self._close(call, EndReason.BAD_PIN, f"{tries} failed tries")
+            call.attempt.close(EndReason.BAD_PIN, f"{tries} failed tries")
         return None
 
     async def _check_pin(self, call: _Call, claimed: str | None,
@@ -242,19 +256,19 @@ class SupervisionFlow:
         except PinCheckUnavailable as exc:
             checker.abandon(attempt)
             self.log.error("PIN check failed: {error}", error=exc)
-            d.audit.update(call.record, supervisor=claimed)
+            call.attempt.claimed(claimed)
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            self._close(call, EndReason.SERVICE_UNAVAILABLE, f"PIN check: {exc}"[:200])
+            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"PIN check: {exc}"[:200])
             return None
         except BaseException:
             checker.abandon(attempt)
             raise
-        return checker.finish(call.record, attempt, supervisor, valid, d.now())
+        return checker.finish(call.attempt, attempt, supervisor, valid, d.now())
 
     async def _no_pin(self, call: _Call) -> None:
-        self.deps.audit.update(call.record, auth_result=AuthResult.NO_INPUT.value)
+        call.attempt.no_pin()
         await self._say(call, Prompts.GOODBYE)
-        self._close(call, EndReason.ABANDONED, "no PIN entered")
+        call.attempt.close(EndReason.ABANDONED, "no PIN entered")
 
     async def _targets(self, call: _Call, supervisor: SupervisorEntry, first: str | None) -> None:
         d = self.deps
@@ -262,26 +276,26 @@ class SupervisionFlow:
         pending = first
         while True:
             if pending is None:
-                call.stage = "target prompt"
+                call.stage = Stage.TARGET_PROMPT
                 typed = await self._ask(call, Prompts.TARGET, 10)
                 if not typed:
                     silent += 1
                     if silent >= TARGET_PROMPTS:
                         await self._say(call, Prompts.GOODBYE)
-                        self._close(call, EndReason.ABANDONED, "no target entered")
+                        call.attempt.close(EndReason.ABANDONED, "no target entered")
                         return
                     continue
                 pending = typed
             target, typed_text, pending = parse_target_digits(pending), pending, None
             if target is None:
-                d.audit.update(call.record, requested_target=_shorten(typed_text))
+                call.attempt.requested(_shorten(typed_text))
                 await self._say(call, Prompts.INVALID)
-                self._next_record(call, EndReason.INVALID_TARGET, "typed target not digits")
+                call.attempt.refused(EndReason.INVALID_TARGET, "typed target not digits")
                 continue
             if target == START_KEY:
                 # Choosing by ear ends in the agent's number, and from there on it is as if
                 # that number had been typed: one resolve, one rights check, one record.
-                call.stage = "picking"
+                call.stage = Stage.PICKING
                 target = await pick_agent(call.line, self._offered(call, supervisor))
                 if target is None:
                     continue
@@ -290,22 +304,21 @@ class SupervisionFlow:
                          if found.reason in ("not_found", "not_logged_in", "not_on_call") else None)
             if elsewhere is not None:
                 # Over a [[cross_server]] trunk to `elsewhere` when one goes there; else refused.
-                call.target = target
+                call.attempt.aim(target)
                 if not await self._elsewhere(call, supervisor, target, elsewhere):
                     return
                 continue
-            call.target = target
+            call.attempt.aim(target)
             if found.reason == "stale":
                 await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-                self._close(call, EndReason.SERVICE_UNAVAILABLE, "AMI down or state stale")
+                call.attempt.close(EndReason.SERVICE_UNAVAILABLE, "AMI down or state stale")
                 return
-            if found.agent_number is not None:
-                call.found = found
+            _aim(call, target, found)
             refused = self._refusal(call, supervisor, target, found)
             if refused is not None:
                 prompt, reason, detail = refused
                 await self._say(call, prompt)
-                self._next_record(call, reason, detail)
+                call.attempt.refused(reason, detail)
                 continue
             agent = d.directory.agent(found.agent_number or "")
             assert agent is not None and found.channel is not None
@@ -313,7 +326,10 @@ class SupervisionFlow:
                                     spy_group_for_team(agent.team))
             if ended is None:
                 return
-            self._next_record(call, ended, None)
+            if ended is EndReason.DENIED:  # refused inside Asterisk (SPYGROUP)
+                call.attempt.refused(ended, None)
+            else:
+                call.attempt.next(ended, None)
 
     async def _elsewhere(self, call: _Call, supervisor: SupervisorEntry, target: str,
                          server: str) -> bool:
@@ -322,41 +338,39 @@ class SupervisionFlow:
         route = d.crossing.route(call.server, server) if d.crossing is not None else None
         if d.crossing is None or route is None or call.server is None:
             await self._say(call, Prompts.DENIED)
-            self._next_record(call, EndReason.DENIED, f"other_server {server}")
+            call.attempt.refused(EndReason.DENIED, f"other_server {server}")
             return True
         found = d.resolver.resolve(target, server=server)
-        if found.agent_number is not None:
-            call.found = found
+        _aim(call, target, found)
         refused = self._refusal(call, supervisor, target, found)
         if refused is not None:  # refused here, before any token exists
             prompt, reason, detail = refused
             await self._say(call, prompt)
-            self._next_record(call, reason, f"{detail}; on {server}")
+            call.attempt.refused(reason, f"{detail}; on {server}")
             return True
         note = f"cross_server to {server}"
-        d.audit.update(call.record, **self._target_fields(call), modes=call.mode.value,
-                       detail=note)
-        call.stage = "spy"
+        call.attempt.spying(call.mode, note)
+        call.stage = Stage.SPY
         grant = TokenGrant(call.server, server, supervisor.number, call.mode, target, call.device)
         try:
             handover = await d.crossing.send(call.line, route, grant)
         except StoreError as exc:
             self.log.error("Cross-server token not issued: {error}", error=exc)
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            self._close(call, EndReason.SERVICE_UNAVAILABLE, f"{note}: token store: {exc}"[:200])
+            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}: token store: {exc}"[:200])
             return False
         except LineGone:
-            self._close(call, EndReason.SUPERVISOR_HANGUP, None)  # the detail stays the note
+            call.attempt.close(EndReason.SUPERVISOR_HANGUP, None)  # the detail stays the note
             return False
         if handover.outcome is not Handover.SERVED:
             # The trunk is down, or the other side never presented the token: nobody spied.
             why = ("token never presented" if handover.outcome is Handover.UNUSED
                    else f"trunk {handover.dial_status}")
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            self._close(call, EndReason.SERVICE_UNAVAILABLE, f"{note}: {why}")
+            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}: {why}")
             return False
-        call.stage = "after spy"
-        self._next_record(call, EndReason.COMPLETED, None)  # the other server's record says how
+        call.stage = Stage.AFTER_SPY
+        call.attempt.next(EndReason.COMPLETED, None)  # the other server's record says how
         return True
 
     async def _crossed(self, call: _Call) -> None:
@@ -370,43 +384,43 @@ class SupervisionFlow:
             grant = d.crossing.redeem(args[0] if len(args) == 1 else "", call.server)
         except TokenRefused as exc:
             await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
-            self._close(call, EndReason.DENIED, f"cross_server token {exc.reason}")
+            call.attempt.refused(EndReason.DENIED, f"cross_server token {exc.reason}",
+                                 go_on=False)
             return
         except StoreError as exc:
             self.log.error("Cross-server token not checked: {error}", error=exc)
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            self._close(call, EndReason.SERVICE_UNAVAILABLE, f"token store: {exc}"[:200])
+            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"token store: {exc}"[:200])
             return
         note = f"cross_server from {grant.origin}"
         supervisor = d.directory.supervisor(grant.supervisor)
         target = parse_target_digits(grant.target)
-        call.mode, call.target = grant.mode, target
-        d.audit.update(call.record, supervisor=grant.supervisor, device=grant.device,
-                       auth_result=AuthResult.OK.value, detail=note)
+        call.mode = grant.mode
+        call.attempt.aim(target)
+        call.attempt.authenticated(grant.supervisor, device=grant.device, detail=note)
         if supervisor is None or target is None:  # taken out of the directory since
             await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
-            self._close(call, EndReason.DENIED, f"{note}; supervisor not in directory")
+            call.attempt.close(EndReason.DENIED, f"{note}; supervisor not in directory")
             return
         call.supervisor = supervisor
         found = d.resolver.resolve(target, server=call.server)
         if found.reason == "stale":
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            self._close(call, EndReason.SERVICE_UNAVAILABLE, f"{note}; AMI down or state stale")
+            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}; AMI down or state stale")
             return
-        if found.agent_number is not None:
-            call.found = found
+        _aim(call, target, found)
         refused = self._refusal(call, supervisor, target, found)
         if refused is not None:
             prompt, reason, detail = refused
             await self._say(call, prompt, Prompts.GOODBYE)
-            self._close(call, reason, f"{note}; {detail}")
+            call.attempt.refused(reason, f"{note}; {detail}", go_on=False)
             return
         agent = d.directory.agent(found.agent_number or "")
         assert agent is not None and found.channel is not None
         ended = await self._spy(call, supervisor, found.channel, found.server or "",
                                 spy_group_for_team(agent.team))
         if ended is not None:
-            self._close(call, ended, None)
+            call.attempt.close(ended, None)
 
     def _refusal(self, call: _Call, supervisor: SupervisorEntry, target: str,
                  found: Resolution) -> tuple[str, EndReason, str] | None:
@@ -462,41 +476,84 @@ class SupervisionFlow:
         argument = chanspy_argument(
             channel, call.mode, allow_switch=switching,
             spy_group=group if d.security.enforce_spy_group else None)
-        record = call.record
-        # One write with everything the record needs, on disk before ChanSpy starts.
-        d.audit.update(record, **self._target_fields(call), modes=call.mode.value)
+        attempt = call.attempt
+        record = attempt.spying(call.mode)
+        if d.required_notice is not None and not await self._notice_first(call, server, channel):
+            return None
 
         def started(at: float, _spyee: str) -> None:
-            self._background(d.audit.mark_spy_started, record, at)
+            attempt.spy_started(record, at)
             if d.notice is not None:
                 self._background_async(d.notice, server, channel)
 
         watch = SpyWatch(
             call.line.env.uniqueid,
             on_start=started,
-            on_stop=lambda at: self._background(d.audit.mark_spy_stopped, record, at),
-            on_mode=lambda mode, _at: self._background(d.audit.add_mode, record, mode.value),
+            on_stop=lambda at: attempt.spy_stopped(record, at),
+            on_mode=lambda mode, at: attempt.mode(record, mode, at),
             switching=switching,
+            server=server,
         )
         unwatch = d.spies.watch(watch)
-        call.stage = "spy"
+        call.stage = Stage.SPY
+        sent = d.now()
         try:
             reply = await call.line.exec("ChanSpy", argument)
         finally:
+            returned = d.now()
             if watch.started_at is not None and watch.stopped_at is None:
-                await self._wait(lambda: watch.stopped_at is not None, 1.0)
+                await self._until_stopped(watch)
             unwatch()
-        if watch.started_at is None and not call.line.hung_up:
+            guessed = self._guess_times(watch, record, attempt, sent, returned)
+        if watch.started_at is None and not guessed and not call.line.hung_up:
             # With S, ChanSpy returns at once when it may spy on nothing: SPYGROUP refused
             # the channel inside Asterisk, or the call ended just now. (If the supervisor
-            # hung up instead, this prompt fails and the record says so.)
+            # hung up instead, this prompt fails and the record says so.) Our AMI link was
+            # up all along, so a ChanSpyStart would have been seen.
             await self._say(call, Prompts.DENIED)
             return EndReason.DENIED
         if reply.result == "-1" or call.line.hung_up:
-            self._close(call, EndReason.SUPERVISOR_HANGUP, None)
+            attempt.close(EndReason.SUPERVISOR_HANGUP, _GUESSED if guessed else None)
             return None
-        call.stage = "after spy"
+        call.stage = Stage.AFTER_SPY
+        if guessed:  # the caller's close (or next) then changes nothing in this row
+            attempt.close(EndReason.AGENT_HANGUP, _GUESSED)
         return EndReason.AGENT_HANGUP
+
+    async def _notice_first(self, call: _Call, server: str, channel: str) -> bool:
+        """The required notice, played to the end before any ChanSpy; False when it could
+        not be (the supervisor has heard why, the record is closed: no spy)."""
+        assert self.deps.required_notice is not None
+        call.stage = Stage.NOTICE
+        try:
+            await self.deps.required_notice(server, channel)
+        except NoticeFailed as exc:
+            self.log.error("Required notice not played, no spy: {error}", error=exc)
+            call.attempt.notice(f"failed: {exc}")
+            await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
+            call.attempt.close(EndReason.NOTICE_FAILED, str(exc)[:200])
+            return False
+        call.attempt.notice("played")
+        return True
+
+    def _guess_times(self, watch: SpyWatch, record: int, attempt: AuditAttempt,
+                     sent: float, returned: float) -> bool:
+        """When the AMI link dropped during the spy, the events may be missing: ChanSpy's
+        own return is the word then (it runs for as long as it spies), never "refused".
+        Returns whether the record's times are guesses."""
+        if self.deps.spies.saw_everything(watch) and (
+                watch.started_at is not None or watch.stopped_at is None):
+            return False  # every event arrived (a stop without its start: the link broke)
+        attempt.times_guessed(record, sent if watch.started_at is None else None,
+                              returned if watch.stopped_at is None else None)
+        return True
+
+    async def _until_stopped(self, watch: SpyWatch) -> None:
+        """ChanSpy has returned: give its ChanSpyStop a moment to arrive over AMI."""
+        waiting = watch.when_stopped()
+        waiting.addTimeout(STOP_GRACE, self.deps.clock)
+        with contextlib.suppress(TimeoutError, CancelledError):
+            await waiting
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -513,39 +570,6 @@ class SupervisionFlow:
         if not call.line.hung_up:
             await call.line.set_variable(RESULT_VARIABLE, "done")
 
-    @staticmethod
-    def _target_fields(call: _Call) -> dict[str, str | None]:
-        fields: dict[str, str | None] = {}
-        if call.target is not None:
-            fields["requested_target"] = call.target
-        if call.found is not None:
-            fields.update(agent=call.found.agent_number, resolved_channel=call.found.channel,
-                          server=call.found.server)
-        return fields
-
-    def _close(self, call: _Call, reason: EndReason, detail: str | None) -> None:
-        # Whatever was learnt about the target goes in with the close: one write, not three.
-        fields = self._target_fields(call)
-        call.target = call.found = None
-        self.deps.audit.close(call.record, self.deps.now(), reason, detail, **fields)
-
-    def _next_record(self, call: _Call, reason: EndReason, detail: str | None) -> None:
-        """Close this attempt and open the next one for the same authenticated caller."""
-        d = self.deps
-        self._close(call, reason, detail)
-        call.record = d.audit.open(
-            d.now(), Via.PHONE.value, channel=call.line.env.channel,
-            uniqueid=call.line.env.uniqueid, device=call.device,
-            supervisor=call.supervisor.number if call.supervisor else None,
-            auth_result=AuthResult.OK)
-
-    def _background(self, fn: Callable[..., Any], *args: Any) -> None:
-        """A store step that no caller waits for (AMI-driven marks): logged if it fails."""
-        try:
-            fn(*args)
-        except Exception:
-            self.log.failure("background audit step failed")
-
     def _background_async(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         async def run() -> None:
             await fn(*args)
@@ -553,11 +577,11 @@ class SupervisionFlow:
         ensureDeferred(run()).addErrback(
             lambda f: self.log.failure("background notice step failed", f))
 
-    async def _wait(self, ready: Callable[[], bool], timeout: float) -> None:
-        waited = 0.0
-        while not ready() and waited < timeout:
-            await self.deps.sleep(0.05)
-            waited += 0.05
+
+def _aim(call: _Call, target: str, found: Resolution) -> None:
+    """Remember what ``target`` resolved to, when it named an agent."""
+    if found.agent_number is not None:
+        call.attempt.aim(target, found.agent_number, found.channel, found.server)
 
 
 def _lives_elsewhere(d: FlowDeps, target: str, here: str | None) -> str | None:

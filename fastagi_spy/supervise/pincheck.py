@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from twisted.logger import Logger
 
 from fastagi_spy.domain import SupervisorEntry
-from fastagi_spy.store.audit import AuditLog, AuthResult, EndReason, Via
+from fastagi_spy.store.audit import AuditLog, AuthResult, EndReason
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.lockout import (
     SUPERVISOR_PREFIX,
@@ -31,6 +31,7 @@ from fastagi_spy.store.lockout import (
     supervisor_key,
 )
 from fastagi_spy.store.pins import PinStore
+from fastagi_spy.supervise.attempt import AuditAttempt, closed_row
 
 
 class PinCheckUnavailable(Exception):
@@ -95,9 +96,9 @@ class PinChecker:
         self.in_flight.update(held)
         return PinAttempt(device, claimed, keys, admission, stored_hash, held)
 
-    def finish(self, record: int, attempt: PinAttempt, supervisor: SupervisorEntry | None,
-               valid: bool, now: float) -> PinVerdict:
-        """Settle the attempt with its hash result; the audit row says how it went."""
+    def finish(self, record: AuditAttempt, attempt: PinAttempt,
+               supervisor: SupervisorEntry | None, valid: bool, now: float) -> PinVerdict:
+        """Settle the attempt with its hash result; the audit record says how it went."""
         self._release(attempt)
         claimed = attempt.claimed
         with self.db.transaction():  # counters and audit commit together
@@ -115,7 +116,7 @@ class PinChecker:
                 for key in outcome.newly_locked:
                     if key.startswith(SUPERVISOR_PREFIX):
                         self._alert(key.removeprefix(SUPERVISOR_PREFIX), attempt.device, now)
-            self.audit.update(record, supervisor=claimed, auth_result=result.value)
+            record.pin_result(claimed, result, now)
         return verdict
 
     def abandon(self, attempt: PinAttempt) -> None:
@@ -134,6 +135,5 @@ class PinChecker:
                 f"than their own (the last from {device}); the number is locked on other "
                 f"phones, the supervisor's own phone still works")
         self.log.error("PIN lockout {text}", text=text)
-        row = self.audit.open(now, Via.PHONE.value, supervisor=number, device=device,
-                              auth_result=AuthResult.LOCKED_OUT)
-        self.audit.close(row, now, EndReason.LOCKED_OUT, text)
+        closed_row(self.audit, now, EndReason.LOCKED_OUT, text, supervisor=number,
+                   device=device, auth_result=AuthResult.LOCKED_OUT)

@@ -8,8 +8,10 @@ switches the ``d`` option allows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from twisted.internet.defer import Deferred, succeed
 
 from fastagi_spy.domain import Mode
 
@@ -34,6 +36,26 @@ class SpyWatch:
     started_at: float | None = None
     stopped_at: float | None = None
     switching: bool = False  # only count 4/5/6 when the d option is on
+    server: str = ""  # the Asterisk server the spy runs on (its AMI link's name)
+    link_losses: int = 0  # that link's losses when the watch began (set by SpyWatches)
+    _waiting: list[Deferred[float]] = field(default_factory=list, repr=False)
+
+    def when_stopped(self) -> Deferred[float]:
+        """Fires with the stop time once ChanSpyStop is seen (at once if it was already);
+        cancel it to stop waiting."""
+        if self.stopped_at is not None:
+            return succeed(self.stopped_at)
+        waiting: Deferred[float] = Deferred(
+            lambda d: self._waiting.remove(d) if d in self._waiting else None)
+        self._waiting.append(waiting)
+        return waiting
+
+    def _stopped(self, at: float) -> None:
+        self.stopped_at = at
+        self.on_stop(at)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(at)
 
 
 class SpyWatches:
@@ -42,8 +64,18 @@ class SpyWatches:
     def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
         self._by_spyer: dict[str, SpyWatch] = {}
+        self._losses: dict[str, int] = {}
+
+    def link_lost(self, server: str) -> None:
+        """The AMI link to ``server`` dropped: events of spies running there may be lost."""
+        self._losses[server] = self._losses.get(server, 0) + 1
+
+    def saw_everything(self, watch: SpyWatch) -> bool:
+        """Whether the watch's AMI link stayed up since it began (no event can be missing)."""
+        return self._losses.get(watch.server, 0) == watch.link_losses
 
     def watch(self, watch: SpyWatch) -> Callable[[], None]:
+        watch.link_losses = self._losses.get(watch.server, 0)
         self._by_spyer[watch.spyer_uniqueid] = watch
         def unwatch() -> None:
             self._by_spyer.pop(watch.spyer_uniqueid, None)
@@ -66,8 +98,7 @@ class SpyWatches:
         elif name == "ChanSpyStop":
             watch = self._by_spyer.get(event.get("SpyerUniqueid") or "")
             if watch is not None:
-                watch.stopped_at = self._time(event)
-                watch.on_stop(watch.stopped_at)
+                watch._stopped(self._time(event))
         elif name == "DTMFEnd":
             watch = self._by_spyer.get(event.get("Uniqueid") or "")
             mode = _SWITCH_DIGITS.get(event.get("Digit") or "")

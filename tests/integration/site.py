@@ -22,6 +22,7 @@ TONE = {"customer": 440, "agent": 600, "supervisor": 1000}
 
 
 def site_config(sandbox: AsteriskSandbox, workdir: Path, *, notice: str = "",
+                notice_mode: str = "best_effort",
                 lockout_failures: int = 4, ami_secret: str = "change-me-fastagi-spy",
                 agi_peers: str = '["127.0.0.1"]', server: str = "", extra: str = "",
                 map_rules: str = "", devices: dict[str, str] | None = None) -> Config:
@@ -62,6 +63,7 @@ dialer_dial_prefixes = ["9"]
 [security]
 pin_cost = "cheap"
 notice = "{notice}"
+notice_mode = "{notice_mode}"
 lockout_failures = {lockout_failures}
 lockout_window = 600
 lockout_duration = 600

@@ -148,8 +148,7 @@ class Site:
         return SupervisionFlow(FlowDeps(
             directory=DIRECTORY, resolver=NoTargets(), pin_checker=self.checker,
             audit=self.audit, spies=SpyWatches(self.clock.seconds), security=rules,
-            now=self.clock.seconds, verify_pin=verify,
-            sleep=lambda s: task.deferLater(self.clock, s, lambda: None)))
+            clock=self.clock, verify_pin=verify))
 
     def records(self) -> list[AuditRecord]:
         return list(reversed(self.audit.list(limit=500)))

@@ -558,7 +558,7 @@ def test_audit_csv_export(db: Database) -> None:
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     header, row = rows
     assert header[:3] == ["id", "started_at", "channel"]
-    assert len(header) == 18
+    assert len(header) == 19
     cell = dict(zip(header, row, strict=True))
     assert cell["started_at"] == "1970-01-01T00:00:00.000+00:00"
     assert cell["ended_at"] == "1970-01-01T00:00:01.500+00:00"
