@@ -29,6 +29,7 @@ from fastagi_spy.net.fastagi import AGILimits, AGISession, FastAGIFactory, PeerS
 from fastagi_spy.net.hashworker import HashPool, HashWorkerStopped
 from fastagi_spy.net.livesync import LiveSync
 from fastagi_spy.store.audit import AuditLog, EndReason, Via
+from fastagi_spy.store.audit_query import explains_spy
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
 from fastagi_spy.store.pins import PinHasher, PinStore
@@ -43,12 +44,14 @@ from fastagi_spy.supervise.reconcile import Reconciler
 from fastagi_spy.supervise.running import RunningSpies
 from fastagi_spy.supervise.shutdown import SpyShutdown
 from fastagi_spy.supervise.spywatch import SpyWatches
+from fastagi_spy.supervise.unexplained import UnexplainedSpies
 from fastagi_spy.web.api import make_root
 from fastagi_spy.web.guard import AuthThrottle, make_site
 from fastagi_spy.wire.agi import AGIEnvironment
 from fastagi_spy.wire.ami import AMIMessage
 
 log = Logger()
+_CHANSPY_EVENTS = frozenset({"ChanSpyStart", "ChanSpyStop"})
 CHECKPOINT_EVERY = 5.0  # seconds between background WAL checkpoints
 
 
@@ -95,6 +98,11 @@ class SpyService(MultiService):
         for name in self.live_map.server_names:
             self.live_map.mark_stale(name, self.now())
         self.spies = SpyWatches(self.now)
+        # ChanSpy runs on our servers that no authorised attempt of ours explains (another
+        # dialplan, the CLI): each is an "unexplained" audit row and an error in the log.
+        self.unexplained = UnexplainedSpies(self.stores.audit, self._explains,
+                                            self.live_map.channel_agent, self.now,
+                                            watched=self.spies.watched)
         self.clients: dict[str, AMIClient] = {}
         self.syncs: dict[str, LiveSync] = {}
         # Our spies running now (for the shutdown's hang-ups) and the records a crashed run
@@ -116,6 +124,7 @@ class SpyService(MultiService):
             sync = LiveSync(self.live_map, server.name, self.now,
                             also=self._spy_events(server.name))
             sync.attach(client)
+            client.add_listener(partial(self._unexplained_read, server.name))
             _also_when_down(client, partial(self.spies.link_lost, server.name))
             client.on_ready = self._then_reconcile(server.name, client.on_ready)
             self.clients[server.name] = client
@@ -190,6 +199,14 @@ class SpyService(MultiService):
             return self.clients[server].add_listener(listener)
 
         return RequiredNotice(self.config.security.notice, action, listen, self.reactor)
+
+    def _explains(self, server: str, spyer: str, spyee: str, at: float, notice: bool) -> bool:
+        return explains_spy(self.stores.db, server, spyer, spyee, at, notice=notice)
+
+    def _unexplained_read(self, server: str, messages: Sequence[AMIMessage]) -> None:
+        for message in messages:
+            if message.event in _CHANSPY_EVENTS:
+                self.unexplained.feed(server, message)
 
     async def play_notice(self, server: str, channel: str) -> None:
         """Barge a short sound into the monitored call (ChanSpy's own beep reaches only the spy)."""

@@ -118,6 +118,12 @@ class LiveMap:
             return Resolution.refuse("stale", server)
         return resolve((state,), target)
 
+    def channel_agent(self, server: str, uniqueid: str) -> str | None:
+        """The agent channel ``uniqueid`` on ``server`` belongs to, as far as the map knows
+        (None for a server not configured, or an unknown channel)."""
+        state = self._servers.get(server)
+        return None if state is None else state.channel_agent(uniqueid)
+
     def on_call_agents(self, server: str) -> list[tuple[str, float]]:
         """Agents on an answered call on ``server``, with its answer time, longest call first.
 

@@ -25,6 +25,7 @@ __all__ = [
     "Reason",
     "Resolution",
     "SpyTarget",
+    "channel_agent",
     "facing_call",
     "lookup",
     "order",
@@ -99,6 +100,19 @@ def _peers(tables: Tables, channel: Channel) -> set[str]:
         peers.update(tables.rooms.get(channel.room, ()))
     peers.discard(channel.uniqueid)
     return peers
+
+
+def channel_agent(tables: Tables, uniqueid: str) -> str | None:
+    """The agent a channel belongs to: its own agent, else the one agent on a call with it
+    (a customer's leg); None when it is unknown, or nobody or several could be meant."""
+    channel = tables.channels.get(uniqueid)
+    if channel is None:
+        return None
+    if channel.agent is not None:
+        return channel.agent
+    owners = {peer.agent for u in _peers(tables, channel)
+              if (peer := tables.channels.get(u)) is not None and peer.agent is not None}
+    return owners.pop() if len(owners) == 1 else None
 
 
 def facing_call(tables: Tables, agent: Agent, candidates: list[Channel]) -> list[Channel]:

@@ -10,7 +10,7 @@ from fastagi_spy.model.config import ModelConfig
 from fastagi_spy.model.devices import UNREGISTERED_STATES
 from fastagi_spy.model.events import EventLike, Malformed
 from fastagi_spy.model.handlers import HANDLERS
-from fastagi_spy.model.resolve import SpyTarget, lookup, spy_target
+from fastagi_spy.model.resolve import SpyTarget, channel_agent, lookup, spy_target
 from fastagi_spy.model.resync import load
 from fastagi_spy.model.tables import Tables
 from fastagi_spy.model.views import (
@@ -269,6 +269,10 @@ class ServerState:
             ):
                 problems.append(f"agent {number} session {agent.session_id} not indexed")
         return problems
+
+    def channel_agent(self, uniqueid: str) -> str | None:
+        """The agent the live channel ``uniqueid`` belongs to (see resolve.channel_agent)."""
+        return channel_agent(self._tables, uniqueid)
 
     def on_call_agents(self) -> list[tuple[str, float]]:
         """Agents on an answered call here now, with its answer time: longest call first.

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TextIO
 
 from fastagi_spy.domain import Directory
-from fastagi_spy.store.audit import AuditRecord, EndReason, Via
+from fastagi_spy.store.audit import AuditRecord, AuthResult, EndReason, Via
 from fastagi_spy.store.chain import CHAIN_COLUMNS
 from fastagi_spy.store.database import Database
 
@@ -26,6 +26,9 @@ TIME_COLUMNS = frozenset({"started_at", "spy_started_at", "spy_stopped_at", "end
 # Spreadsheets run cells starting with these as formulas (OWASP CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 FORMATS = ("csv", "jsonl")
+# An attempt's row is opened at most this long before its ChanSpy starts (PIN and target
+# prompts are bounded by their timeouts): how far back a spy's explanation is looked for.
+EXPLAIN_WINDOW = 6 * 3600.0
 
 Row = dict[str, object]
 
@@ -121,6 +124,20 @@ def rows(db: Database, query: AuditQuery) -> Iterator[Row]:
         while batch := cursor.fetchmany(500):
             for values in batch:
                 yield dict(zip(COLUMNS, values, strict=True))
+
+
+def explains_spy(db: Database, server: str, spyer_uniqueid: str, spyee_channel: str,
+                 at: float, *, notice: bool) -> bool:
+    """Whether an authorised attempt of ours on record explains a ChanSpy on ``server``:
+    the attempt's own channel spying on the channel it resolved; or, for the join notice's
+    ChanSpy (``notice``), any open authorised attempt spying on that channel. The row is on
+    disk before EXEC ChanSpy, so this holds however late AMI's event arrives."""
+    row = db.execute(
+        "SELECT 1 FROM audit WHERE started_at >= ? AND server = ? AND auth_result = ? "
+        "AND resolved_channel = ? AND (uniqueid = ? OR (? AND ended_at IS NULL)) LIMIT 1",
+        (at - EXPLAIN_WINDOW, server, AuthResult.OK.value, spyee_channel, spyer_uniqueid,
+         notice)).fetchone()
+    return row is not None
 
 
 def iso(ts: float) -> str:
