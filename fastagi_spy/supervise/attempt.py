@@ -117,6 +117,11 @@ class AuditAttempt:
         """The required notice to the monitored call: played, or why not."""
         self._audit.add_event(self.record, self._now(), EventKind.NOTICE, outcome)
 
+    @property
+    def times_are_guesses(self) -> bool:
+        """Whether this attempt's spy times were guessed (see :meth:`times_guessed`)."""
+        return self._uncertain
+
     def times_guessed(self, record: int, started: float | None, stopped: float | None) -> None:
         """AMI was lost during the spy: what its events did not say is taken from EXEC
         ChanSpy (sent at ``started``, returned at ``stopped``), and the row says so."""

@@ -329,7 +329,7 @@ class SupervisionFlow:
             if ended is EndReason.DENIED:  # refused inside Asterisk (SPYGROUP)
                 call.attempt.refused(ended, None)
             else:
-                call.attempt.next(ended, None)
+                call.attempt.next(ended, _GUESSED if call.attempt.times_are_guesses else None)
 
     async def _elsewhere(self, call: _Call, supervisor: SupervisorEntry, target: str,
                          server: str) -> bool:
@@ -420,7 +420,7 @@ class SupervisionFlow:
         ended = await self._spy(call, supervisor, found.channel, found.server or "",
                                 spy_group_for_team(agent.team))
         if ended is not None:
-            call.attempt.close(ended, None)
+            call.attempt.close(ended, _GUESSED if call.attempt.times_are_guesses else None)
 
     def _refusal(self, call: _Call, supervisor: SupervisorEntry, target: str,
                  found: Resolution) -> tuple[str, EndReason, str] | None:
@@ -516,8 +516,6 @@ class SupervisionFlow:
             attempt.close(EndReason.SUPERVISOR_HANGUP, _GUESSED if guessed else None)
             return None
         call.stage = Stage.AFTER_SPY
-        if guessed:  # the caller's close (or next) then changes nothing in this row
-            attempt.close(EndReason.AGENT_HANGUP, _GUESSED)
         return EndReason.AGENT_HANGUP
 
     async def _notice_first(self, call: _Call, server: str, channel: str) -> bool:
@@ -534,6 +532,8 @@ class SupervisionFlow:
             call.attempt.close(EndReason.NOTICE_FAILED, str(exc)[:200])
             return False
         call.attempt.notice("played")
+        if call.line.hung_up:  # gone while it played: no spy, and the record says where
+            raise LineGone("hung up during the notice")
         return True
 
     def _guess_times(self, watch: SpyWatch, record: int, attempt: AuditAttempt,

@@ -188,3 +188,16 @@ def test_notice_mode_defaults_to_best_effort_and_takes_required(tmp_path: Path) 
     assert load(write(tmp_path, text)).security.notice_mode == "required"
 
 
+
+
+def test_a_supervisor_gone_during_the_notice_gets_no_spy(tmp_path: Path) -> None:
+    fake = FakeAMI()
+    site = required_site(tmp_path, fake)
+    line = SpyLine([(PIN_ASK, PIN), (TARGET_ASK, "1001")])
+    done = start(site, line)
+    line.hung_up = True
+    fake.plays()
+    finished(done)
+    assert not any(c.startswith("EXEC") for c in line.sent)
+    (record,) = site.records()
+    assert (record.end_reason, record.detail) == ("abandoned", "hung up at notice")
