@@ -165,6 +165,8 @@ async def test_a_supervisor_spies_over_the_trunk_and_its_token_cannot_be_replaye
         assert (on_b.supervisor, on_b.agent, on_b.resolved_channel) == ("2001", "1001",
                                                                          call.agent_leg)
         assert on_b.spy_started_at is not None
+        # The trunk's ChanSpy on second is ours (watched, and on record): never unexplained.
+        assert [r for r in service.stores.audit.list(limit=50) if r.via == "unexplained"] == []
         on_a = await record_where(service, sup.line)
         assert (on_a.via, on_a.server, on_a.detail) == ("phone", SECOND, f"cross_server to {SECOND}")
         assert on_a.end_reason == "supervisor_hangup"
