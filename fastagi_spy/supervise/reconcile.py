@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from fastagi_spy.store.audit import AuditLog, AuditRecord, EndReason
+from fastagi_spy.store.audit import AuditLog, AuditRecord, EndReason, Via
 from fastagi_spy.supervise.hangup import AMICaller, hang_up_spy
 from fastagi_spy.supervise.running import RunningSpies
 
@@ -78,7 +78,8 @@ class Reconciler:
         alive = {(e.get("Uniqueid"), e.get("Channel")) for e in listed.events
                  if e.event == "CoreShowChannel"}
         found = [r for r in self._pending.values()
-                 if r.uniqueid and r.channel and (r.uniqueid, r.channel) in alive]
+                 if r.uniqueid and r.channel and (r.uniqueid, r.channel) in alive
+                 and r.via != Via.UNEXPLAINED]  # a spy we only audited is not ours to end
         for record in found:
             del self._pending[record.id]  # ours now: no other server's pass closes it
         await defer.DeferredList([defer.ensureDeferred(self._hang_up(server, ami, r))

@@ -7,12 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from twisted.internet import task
 from twisted.logger import LogLevel, globalLogPublisher
 
 from fastagi_spy.model import LiveMap
 from fastagi_spy.store import audit_query
 from fastagi_spy.store.audit import AuditLog, AuditRecord, AuthResult, EndReason, Via
 from fastagi_spy.store.database import Database
+from fastagi_spy.supervise.reconcile import Reconciler
+from fastagi_spy.supervise.running import RunningSpies
 from fastagi_spy.supervise.unexplained import UnexplainedSpies
 from fastagi_spy.wire.ami import AMIMessage
 from tests.unit.model_events import Sim, outgoing
@@ -176,3 +179,30 @@ def test_the_live_map_names_the_agent_a_channel_belongs_to() -> None:
     assert live.channel_agent(SERVER, trunk) == "1001"  # the customer's leg of 1001's call
     assert live.channel_agent(SERVER, "nope") is None
     assert live.channel_agent("unknown-server", phone) is None
+
+
+def test_a_restart_never_hangs_up_a_spy_it_only_audited(db: Database) -> None:
+    """A crashed run left an unexplained row open and that ChanSpy still runs: the start-up
+    reconciliation closes the row (interrupted) but hangs up only spies of ours."""
+    spies = detector(db)
+    spyer = "PJSIP/9999-00000001"
+    spies.feed(SERVER, chanspy("ChanSpyStart", spyer, at=T0))
+    actions: list[str] = []
+
+    class Listed:
+        events = (AMIMessage((("Event", "CoreShowChannel"), ("Channel", spyer),
+                              ("Uniqueid", "1733130000.50"))),)
+
+    class AMI:
+        async def call(self, action: str, headers: object = (), timeout: object = None) -> Listed:
+            actions.append(action)
+            return Listed()
+
+    clock = task.Clock()
+    reconciler = Reconciler(AuditLog(db), RunningSpies(lambda _u: False, clock.seconds),
+                            (SERVER,), clock, lambda: T0 + 60)
+    assert reconciler.begin() == 1
+    reconciler.server_up(SERVER, AMI())
+    assert actions == ["CoreShowChannels"]  # no Hangup
+    (row,) = rows(db)
+    assert (row.via, row.end_reason, row.ended_at) == ("unexplained", "interrupted", T0 + 60)
