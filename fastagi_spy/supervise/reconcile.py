@@ -110,14 +110,17 @@ class Reconciler:
                       what="hung up" if outcome.hung_up else "not hung up")
         ended = outcome.stopped_at is not None or (
             outcome.hung_up and record.spy_started_at is not None)
-        fields = {"spy_stopped_at": at} if ended else {}
+        fields: dict[str, float | int] = {"spy_stopped_at": at} if ended else {}
+        if outcome.stopped_at is None:
+            fields["times_uncertain"] = 1  # the stop time is ours, not Asterisk's
         self._audit.close(record.id, at, EndReason.INTERRUPTED, detail, **fields)
 
     def _close_the_rest(self) -> None:
         now = self._now()
         for record in self._pending.values():
-            fields = ({"spy_stopped_at": now} if record.spy_started_at is not None
-                      and record.spy_stopped_at is None else {})
+            fields: dict[str, float | int] = {"times_uncertain": 1}
+            if record.spy_started_at is not None and record.spy_stopped_at is None:
+                fields["spy_stopped_at"] = now
             self._audit.close(record.id, now, EndReason.INTERRUPTED, UNCERTAIN, **fields)
         if self._pending:
             self.log.warn("Closed {count} audit records left open by a previous run as "

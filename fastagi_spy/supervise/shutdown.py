@@ -91,9 +91,11 @@ class SpyShutdown:
                 self._audit.close(record, at, reason, HUNG_UP, spy_stopped_at=at)
             elif outcome.hung_up:
                 self._audit.close(record, asked, reason, f"{HUNG_UP}; no ChanSpyStop seen, "
-                                  "stop time is when we hung up (uncertain)", spy_stopped_at=asked)
+                                  "stop time is when we hung up (uncertain)", spy_stopped_at=asked,
+                                  times_uncertain=1)
             else:
                 self._audit.close(record, self._now(), reason,
-                                  f"server stopped: spy NOT hung up ({outcome.error})"[:200])
+                                  f"server stopped: spy NOT hung up ({outcome.error})"[:200],
+                                  times_uncertain=1)
         except Exception:
             self.log.failure("Shutdown: audit record {record} not closed", record=record)

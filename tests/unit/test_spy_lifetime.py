@@ -129,6 +129,7 @@ def test_shutdown_hangs_the_spyer_up_and_closes_server_shutdown_with_chanspystop
     row = get(audit, record)
     assert row.end_reason == EndReason.SERVER_SHUTDOWN
     assert row.spy_stopped_at == T0 + 7.25 and row.ended_at == T0 + 7.25
+    assert not row.times_uncertain  # Asterisk's own stop time
 
 
 def test_the_flows_own_close_on_hang_up_cannot_overwrite_server_shutdown(
@@ -166,6 +167,7 @@ def test_no_chanspystop_in_time_the_stop_is_when_we_hung_up_and_said_uncertain(
     row = get(audit, record)
     assert row.end_reason == EndReason.SERVER_SHUTDOWN
     assert row.spy_stopped_at == asked and row.detail is not None and "uncertain" in row.detail
+    assert row.times_uncertain
 
 
 def test_a_refused_hangup_is_logged_and_said_in_the_record(audit: AuditLog) -> None:
@@ -242,6 +244,7 @@ def test_a_spy_still_running_is_hung_up_and_closed_interrupted_with_its_stop_tim
     row = get(audit, record)
     assert row.end_reason == EndReason.INTERRUPTED
     assert row.spy_stopped_at == T0 + 99 and row.ended_at == T0 + 99
+    assert not row.times_uncertain
     assert get(audit, mine).ended_at is None  # this run's own record is not touched
 
 
@@ -261,6 +264,7 @@ def test_records_wait_for_every_server_and_then_close_with_an_uncertain_time(
     row = get(audit, gone)
     assert row.end_reason == EndReason.INTERRUPTED and row.ended_at == T0 + 42
     assert row.spy_stopped_at == T0 + 42 and row.detail is not None and "uncertain" in row.detail
+    assert row.times_uncertain
     assert get(audit, never_spied).spy_stopped_at is None
     assert one.hangups() == two.hangups() == []
 
