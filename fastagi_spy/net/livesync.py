@@ -117,8 +117,11 @@ class LiveSync:
         try:
             listed = await client.call("Agents", timeout=30)
         except AMIError as exc:
-            self.log.warn("Agents on {server} failed ({error}): no AgentLogin login is "
-                          "counted until the next resync", server=self.server, error=exc)
+            # Most sites do not use AgentLogin, and the shipped account has no write=agent:
+            # say it plainly, once per login, without crying wolf in every log.
+            self.log.info("AgentLogin logins not tracked on {server} ({error}); a site that "
+                          "uses AgentLogin needs write = agent on the AMI account",
+                          server=self.server, error=exc)
             return []
         return [e for e in listed.events if e.event == "Agents"]
 

@@ -53,7 +53,7 @@ def warnings() -> Iterator[list[dict[str, Any]]]:
     seen: list[dict[str, Any]] = []
 
     def observe(event: dict[str, Any]) -> None:
-        if event.get("log_level") == LogLevel.warn:
+        if event.get("log_level") in (LogLevel.info, LogLevel.warn):
             seen.append(event)
 
     globalLogPublisher.addObserver(observe)
@@ -87,7 +87,7 @@ def test_a_server_that_will_not_list_agents_keeps_no_pool_login(
     warnings: list[dict[str, Any]],
 ) -> None:
     """No app_agent_pool (or no right to ask): nobody counts as logged in by AgentLogin,
-    one warning says so, and the rest of the resync stands."""
+    one log line says so (and what the account needs), and the rest of the resync stands."""
     live = LiveMap(directory(), {SERVER: config(logged_in_by="login")})
     sync = LiveSync(live, SERVER, lambda: T0)
     lists = pool_lists(Sim())
@@ -96,4 +96,4 @@ def test_a_server_that_will_not_list_agents_keeps_no_pool_login(
     sync.resync(client)  # type: ignore[arg-type]
     assert sync.resyncs == 1
     assert live.resolve("1001", SERVER).reason == "not_logged_in"
-    assert [w for w in warnings if "Agents on" in str(w.get("log_format"))]
+    assert [w for w in warnings if "write = agent" in str(w.get("log_format"))]
