@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from twisted.internet.endpoints import serverFromString
 
-from fastagi_spy.domain import AgentEntry, Directory, Mode, SupervisorEntry
+from fastagi_spy.domain import AgentEntry, Directory, Mode, PhoneEntry, SupervisorEntry
 from fastagi_spy.model.config import LOGGED_IN_BY, ModelConfig
 from fastagi_spy.wire.names import DEVICE_NAME
 
@@ -116,6 +116,7 @@ class Config:
     http: HttpLimits = HttpLimits()
     cross_server: tuple[CrossServerRoute, ...] = ()
     source: str = ""
+    phones: tuple[PhoneEntry, ...] = ()  # [[phones]]: what blind_monitor's phone_login names
 
 
 def load(path: str | Path) -> Config:
@@ -137,7 +138,7 @@ def load(path: str | Path) -> Config:
 
 def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> Config:
     _only(raw, "", {"server", "asterisk", "map", "security", "agents", "supervisors",
-                    "customers", "never_spy", "api_users", "cross_server"})
+                    "customers", "never_spy", "api_users", "cross_server", "phones"})
     server = _table(raw, "server")
     _only(server, "server.", {"agi_listen", "http_listen", "database", "pin_pepper",
                               "pin_pepper_file", "command_timeout", "drain_timeout",
@@ -173,6 +174,7 @@ def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> C
         http=_http_limits(server),
         cross_server=_cross_server_routes(raw, servers),
         source=source,
+        phones=_phones(raw, servers),
     )
 
 
@@ -184,9 +186,12 @@ def _asterisk(i: int, t: Mapping[str, Any]) -> AsteriskServer:
                    "ami_tls", "ping_interval", "ping_timeout", "agi_peers"})
     name = _get(t, key + "name", str)
     _check(NAME.match(name), key + "name", "letters, digits, '.', '_' or '-' only")
-    ip = _get(t, key + "server_ip", str, "127.0.0.1")
-    _check(re.match(r"^[-.:_0-9a-zA-Z]{1,64}$", ip), key + "server_ip", "not an address")
     ami_host = _get(t, key + "ami_host", str, "127.0.0.1")
+    # VICIdial's server_ip, which blind_monitor's server_ip is matched against: by default
+    # the address we reach the AMI on.
+    ip = _get(t, key + "server_ip", str, ami_host)
+    _check(re.match(r"^[-.:_0-9a-zA-Z]{1,64}$", ip), key + "server_ip",
+           f"not an address such as '10.10.10.16', got {ip!r} (it defaults to ami_host)")
     return AsteriskServer(
         name=name,
         server_ip=ip,
@@ -261,6 +266,35 @@ def _cross_server_routes(raw: Mapping[str, Any], servers: tuple[AsteriskServer, 
             token_ttl=_number(t, key + "token_ttl", 30.0, 5, 300)))
     _unique([f"{r.origin} -> {r.destination}" for r in routes], "cross_server[]")
     return tuple(routes)
+
+
+def _phones(raw: Mapping[str, Any], servers: tuple[AsteriskServer, ...],
+            ) -> tuple[PhoneEntry, ...]:
+    """[[phones]]: blind_monitor's phone_login -> the device it rings and its server."""
+    names = {s.name for s in servers}
+    phones = []
+    for i, t in enumerate(_tables(raw, "phones")):
+        key = f"phones[{i}]."
+        _only(t, key, {"login", "dial", "server"})
+        login = _get(t, key + "login", str)
+        _check(_PHONE_LOGIN.fullmatch(login), key + "login",
+               f"expected a phone_login (letters, digits, '_' or '-', up to 20), got {login!r}")
+        dial = _get(t, key + "dial", str)
+        _check(DEVICE.match(dial), key + "dial",
+               f"expected a device such as 'PJSIP/350a', got {dial!r}")
+        server = _get(t, key + "server", str, servers[0].name if len(servers) == 1 else "")
+        _check(server in names, key + "server",
+               f"{server!r} is not the name of an [[asterisk]] server ({', '.join(sorted(names))})")
+        phones.append(PhoneEntry(login, dial, server))
+    _unique([p.login for p in phones], "phones[].login")
+    if phones:
+        # blind_monitor's server_ip must name one server, never "one of these".
+        _unique([s.server_ip for s in servers], "asterisk[].server_ip")
+    return tuple(phones)
+
+
+# VICIdial strips anything else from phone_login.
+_PHONE_LOGIN = re.compile(r"[-_0-9A-Za-z]{1,20}")
 
 
 def _agent(i: int, t: Mapping[str, Any]) -> AgentEntry:

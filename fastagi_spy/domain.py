@@ -47,6 +47,16 @@ class SupervisorEntry:
     devices: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class PhoneEntry:
+    """A supervisor's phone that blind_monitor rings: VICIdial's `phone_login`, the device it
+    is dialled as (e.g. "PJSIP/350a") and the [[asterisk]] server it registers on."""
+
+    login: str
+    dial: str
+    server: str
+
+
 def device_of_channel(channel_name: str) -> str:
     """Map a live channel name to its device name.
 

@@ -92,6 +92,11 @@ _ADDED_COLUMNS = (
     ("audit", "row_hash", "TEXT"),
     # 1: the spy's start/stop times are our best guess (AMI was lost meanwhile); else NULL
     ("audit", "times_uncertain", "INTEGER"),
+    # blind_monitor's tokens (tokens.py): NULL purpose is a cross-server token
+    ("cross_tokens", "purpose", "TEXT"),
+    ("cross_tokens", "stage", "TEXT"),
+    ("cross_tokens", "spy_server", "TEXT"),
+    ("cross_tokens", "note", "TEXT"),
 )
 
 

@@ -1,4 +1,5 @@
-"""One-time tokens that carry an authorised supervisor over a trunk to another server's bundle.
+"""One-time tokens that stand in for a PIN: a supervisor sent over a trunk to another server's
+bundle (purpose "cross"), or a supervisor's phone rung by blind_monitor (purpose "api").
 
 The server issues a token on the supervisor's own server after the PIN and the rights check,
 and the other server's bundle hands it back as its only AGI argument. A token is random (about
@@ -42,6 +43,10 @@ class TokenGrant:
     mode: Mode
     target: str  # the digits the supervisor typed
     device: str | None = None  # the supervisor's phone, on the origin server
+    purpose: str = "cross"  # "cross" (a [[cross_server]] trunk) or "api" (blind_monitor)
+    stage: str | None = None  # api: VICIdial's stage (MONITOR, BARGE, ..., HIJACK)
+    spy_server: str | None = None  # api: the server the agent's session is on
+    note: str | None = None  # api: what the audit row says about the request
 
 
 def new_token() -> str:
@@ -68,16 +73,19 @@ class TokenStore:
             conn.execute("DELETE FROM cross_tokens WHERE expires_at < ?", (now - KEEP_SPENT,))
             conn.execute(
                 "INSERT INTO cross_tokens (digest, origin, destination, supervisor, mode, target,"
-                " device, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " device, issued_at, expires_at, purpose, stage, spy_server, note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (_digest(token), grant.origin, grant.destination, grant.supervisor,
-                 grant.mode.value, grant.target, grant.device, now, now + ttl))
+                 grant.mode.value, grant.target, grant.device, now, now + ttl, grant.purpose,
+                 grant.stage, grant.spy_server, grant.note))
         return token
 
-    def redeem(self, token: str, now: float) -> TokenGrant:
+    def redeem(self, token: str, now: float, purpose: str = "cross") -> TokenGrant:
         """Spend ``token`` and return its grant; TokenRefused says why not.
 
         Checked and spent in one transaction, so two calls racing with one token cannot both
-        get in. An expired token is spent too: it can only ever be refused.
+        get in. An expired token is spent too: it can only ever be refused. A token issued
+        for another purpose is refused ("wrong_purpose") and spent as well.
         """
         if TOKEN.fullmatch(token) is None:
             raise TokenRefused("forged")  # not even shaped like one of ours
@@ -85,17 +93,22 @@ class TokenStore:
         with self._db.transaction() as conn:
             row = conn.execute(
                 "SELECT origin, destination, supervisor, mode, target, device, expires_at,"
-                " used_at FROM cross_tokens WHERE digest = ?", (digest,)).fetchone()
+                " used_at, purpose, stage, spy_server, note FROM cross_tokens WHERE digest = ?",
+                (digest,)).fetchone()
             if row is None:
                 raise TokenRefused("forged")
-            origin, destination, supervisor, mode, target, device, expires_at, used_at = row
+            (origin, destination, supervisor, mode, target, device, expires_at, used_at,
+             issued_for, stage, spy_server, note) = row
             if used_at is not None:
                 raise TokenRefused("replayed")
             conn.execute("UPDATE cross_tokens SET used_at = ? WHERE digest = ?", (now, digest))
         # Spent either way (committed above): an expired token can only ever be refused.
         if expires_at <= now:
             raise TokenRefused("expired")
-        return TokenGrant(origin, destination, supervisor, Mode(mode), target, device)
+        if (issued_for or "cross") != purpose:
+            raise TokenRefused("wrong_purpose")
+        return TokenGrant(origin, destination, supervisor, Mode(mode), target, device,
+                          issued_for or "cross", stage, spy_server, note)
 
     def revoke(self, token: str, now: float) -> bool:
         """End ``token``'s life now (a later use reads "expired"); returns whether it had
