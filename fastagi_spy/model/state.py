@@ -294,3 +294,15 @@ class ServerState:
                 found.append((number, call.answered_at))
         found.sort(key=lambda item: (item[1], item[0]))
         return found
+
+    def agent_now(self, number: str) -> AgentView | None:
+        """Agent ``number``'s view from the tables as they are now (None: not known here).
+
+        Worked out afresh, not taken from the last report, like ``on_call_agents``.
+        """
+        agent = self._tables.agents.get(number)
+        return None if agent is None else agent_view(self._tables, agent)
+
+    def agent_numbers(self) -> list[str]:
+        """Every agent known here (the directory's and those learned from AMI), sorted."""
+        return sorted(self._tables.agents)
