@@ -1,5 +1,5 @@
-"""``fastagi-spy``: init, check-config, doctor, dialplan, serve, demo, status, set-pin, unlock,
-locks, audit.
+"""``fastagi-spy``: init, check-config, doctor, dialplan, serve, demo, status, set-pin,
+set-password, unlock, locks, audit.
 
 Only this module (and the demo it starts) touches the global reactor.
 """
@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import getpass
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from fastagi_spy.store.audit import AuditLog
 
 DEFAULT_CONFIG = "/etc/fastagi-spy/fastagi-spy.toml"
+STATUS_ENV = "FASTAGI_SPY_PASSWORD"  # `status`: the --user's password, when set
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -69,19 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="the TOML config file")
     p = command("demo", _demo, "bring up a real Asterisk 22 sandbox with simulated agents")
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
-    p = command("status", _status, "print the live map of a running server as a table")
+    p = command("status", _status, "print the live map of a running server as a table "
+                f"(the password from ${STATUS_ENV}, else the terminal or stdin)")
     p.add_argument("--config", required=True)
+    p.add_argument("--user", required=True, help="a person with a password (set-password)")
     p.add_argument("--json", action="store_true", help="print the raw JSON instead")
-    p = command("set-pin", _set_pin, "set a supervisor's PIN (read from the terminal or stdin)")
-    p.add_argument("--config", required=True)
-    p.add_argument("supervisor", help="the supervisor number")
-    p = command("unlock", _unlock, "lift a PIN lockout")
-    p.add_argument("--config", required=True)
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--supervisor")
-    group.add_argument("--device", help="e.g. PJSIP/2001")
-    p = command("locks", _locks, "list current PIN lockouts")
-    p.add_argument("--config", required=True)
+    _people_commands(command)
     p = command("audit", _audit, "list or export audit records, or check their chain")
     p.add_argument("--config", required=True)
     p.add_argument("--format", choices=("table", "csv", "jsonl"), default="table",
@@ -103,6 +98,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--id", type=int, dest="record_id",
                    help="one record in full, with its events (PIN tries, mode changes, refusals)")
     return parser
+
+
+def _people_commands(command: Any) -> None:
+    """set-pin, set-password, unlock, locks: the people's secrets and their lockouts."""
+    p = command("set-pin", _set_pin, "set a supervisor's PIN (read from the terminal or stdin)")
+    p.add_argument("--config", required=True)
+    p.add_argument("supervisor", help="the supervisor number")
+    p = command("set-password", _set_password, "set a person's password for the HTTP API "
+                "(read from the terminal or stdin)")
+    p.add_argument("--config", required=True)
+    p.add_argument("user", help="the person's number (their VICIdial user)")
+    p = command("unlock", _unlock, "lift a PIN lockout, or a password lockout (--user)")
+    p.add_argument("--config", required=True)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--supervisor")
+    group.add_argument("--device", help="e.g. PJSIP/2001")
+    group.add_argument("--user", help="a person locked out of the HTTP API")
+    p = command("locks", _locks, "list current PIN lockouts")
+    p.add_argument("--config", required=True)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -164,7 +178,7 @@ def _check(args: argparse.Namespace) -> int:
               f"as {server.ami_username}")
     d = config.directory
     print(f"  {len(d.agents)} agents, {len(d.supervisors)} supervisors, "
-          f"{len(d.never_spy)} never-spy, {len(config.api_users)} API users")
+          f"{len(d.never_spy)} never-spy, {sum(p.api for p in d.supervisors)} with API access")
     from fastagi_spy.amiperms import needs
 
     need = needs(config)
@@ -225,10 +239,47 @@ def _set_pin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_password(args: argparse.Namespace) -> int:
+    from fastagi_spy.service import pin_hasher
+
+    config, stores = _stores(args)
+    if config.directory.person(args.user) is None:
+        print(f"fastagi-spy: no person {args.user!r} in {args.config} ([[supervisors]] "
+              f"number)", file=sys.stderr)
+        return 1
+    password = _secret("New password: ", confirm=True)
+    if password is None:
+        print("fastagi-spy: the passwords differ", file=sys.stderr)
+        return 1
+    try:
+        stored = pin_hasher(config).hash_password(args.user, password)
+    except ValueError as exc:
+        print(f"fastagi-spy: {exc}", file=sys.stderr)
+        return 1
+    stores.passwords.set_hash(args.user, stored, time.time())
+    print(f"password set for {args.user}")
+    return 0
+
+
+def _secret(prompt: str, confirm: bool = False) -> str | None:
+    """A secret from the terminal (twice when `confirm`; None if they differ) or, when stdin
+    is not a terminal, its first line."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    value = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Again: ") != value:
+        return None
+    return value
+
+
 def _unlock(args: argparse.Namespace) -> int:
     from fastagi_spy.store.lockout import device_key, supervisor_key
 
     _, stores = _stores(args)
+    if args.user:
+        removed = stores.logins.unlock(args.user)
+        print(f"user {args.user}: {'unlocked' if removed else 'was not locked'}")
+        return 0
     key = supervisor_key(args.supervisor) if args.supervisor else device_key(args.device)
     removed = stores.lockouts.unlock(key)
     print(f"{key}: {'unlocked' if removed else 'was not locked'}")
@@ -320,17 +371,22 @@ def _audit_record(audit: AuditLog, record_id: int) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     config = load(args.config)
-    if not config.api_users:
-        print("fastagi-spy: status needs an [[api_users]] entry in the config", file=sys.stderr)
-        return 1
-    user = config.api_users[0]
+    password = os.environ.get(STATUS_ENV)
+    if password is None:
+        password = _secret(f"Password for {args.user}: ") or ""
     host, port = _http_address(config.http_listen)
     request = urllib.request.Request(f"http://{host}:{port}/api/live")
-    token = base64.b64encode(f"{user.user}:{user.password}".encode()).decode()
+    token = base64.b64encode(f"{args.user}:{password}".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own URL
             snapshot = json.load(response)
+    except urllib.error.HTTPError as exc:
+        why = {401: "wrong user or password", 403: "too many failed logins: locked for 15 "
+               "minutes", 429: "too many failed logins from this address; try later"}
+        print(f"fastagi-spy: the server refused {args.user!r}: "
+              f"{why.get(exc.code, f'HTTP {exc.code}')}", file=sys.stderr)
+        return 1
     except (urllib.error.URLError, OSError) as exc:
         print(f"fastagi-spy: cannot reach the server at {host}:{port}: {exc}", file=sys.stderr)
         return 1

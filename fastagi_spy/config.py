@@ -65,12 +65,6 @@ class CrossServerRoute:
 
 
 @dataclass(frozen=True)
-class ApiUser:
-    user: str
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
 class SecurityRules:
     pin_tries_per_call: int = 3
     lockout_failures: int = 5
@@ -109,7 +103,6 @@ class Config:
     directory: Directory
     map_rules: ModelConfig  # the live map's rules, in the config's own words
     security: SecurityRules
-    api_users: tuple[ApiUser, ...]
     command_timeout: float = 30.0
     drain_timeout: float = 10.0
     max_agi_sessions: int = 100
@@ -137,8 +130,9 @@ def load(path: str | Path) -> Config:
 
 
 def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> Config:
+    _check("api_users" not in raw, "api_users", API_USERS_GONE)
     _only(raw, "", {"server", "asterisk", "map", "security", "agents", "supervisors",
-                    "customers", "never_spy", "api_users", "cross_server", "phones"})
+                    "customers", "never_spy", "cross_server", "phones"})
     server = _table(raw, "server")
     _only(server, "server.", {"agi_listen", "http_listen", "database", "pin_pepper",
                               "pin_pepper_file", "command_timeout", "drain_timeout",
@@ -167,7 +161,6 @@ def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> C
         directory=directory,
         map_rules=_map_rules(_table(raw, "map")),
         security=_security(_table(raw, "security")),
-        api_users=tuple(_api_user(i, t) for i, t in enumerate(_tables(raw, "api_users"))),
         command_timeout=_number(server, "server.command_timeout", 30.0, 1, 600),
         drain_timeout=_number(server, "server.drain_timeout", 10.0, 0, 3600),
         max_agi_sessions=int(_number(server, "server.max_agi_sessions", 100, 1, 10000, integer=True)),
@@ -277,7 +270,7 @@ def _phones(raw: Mapping[str, Any], servers: tuple[AsteriskServer, ...],
         key = f"phones[{i}]."
         _only(t, key, {"login", "dial", "server"})
         login = _get(t, key + "login", str)
-        _check(_PHONE_LOGIN.fullmatch(login), key + "login",
+        _check(PHONE_LOGIN.fullmatch(login), key + "login",
                f"expected a phone_login (letters, digits, '_' or '-', up to 20), got {login!r}")
         dial = _get(t, key + "dial", str)
         _check(DEVICE.match(dial), key + "dial",
@@ -293,10 +286,6 @@ def _phones(raw: Mapping[str, Any], servers: tuple[AsteriskServer, ...],
     return tuple(phones)
 
 
-# VICIdial strips anything else from phone_login.
-_PHONE_LOGIN = re.compile(r"[-_0-9A-Za-z]{1,20}")
-
-
 def _agent(i: int, t: Mapping[str, Any]) -> AgentEntry:
     key = f"agents[{i}]."
     _only(t, key, {"number", "name", "team", "devices"})
@@ -308,30 +297,57 @@ def _agent(i: int, t: Mapping[str, Any]) -> AgentEntry:
 
 def _supervisor(i: int, t: Mapping[str, Any]) -> SupervisorEntry:
     key = f"supervisors[{i}]."
-    _only(t, key, {"number", "name", "teams", "modes", "devices"})
+    _only(t, key, {"number", "name", "teams", "modes", "devices", "user_level", "api",
+                   "functions", "active", "view_reports", "phone"})
     number = _digits(t, key + "number")
     teams = _list(t, key + "teams", str, default=[])
     modes = _list(t, key + "modes", str, default=["listen"])
     valid = {m.value for m in Mode}
     for j, mode in enumerate(modes):
         _check(mode in valid, f"{key}modes[{j}]", f"expected one of {sorted(valid)}, got {mode!r}")
+    phone = _get(t, key + "phone", str, "") or None
+    _check(phone is None or PHONE_LOGIN.fullmatch(phone), key + "phone",
+           f"expected a phone_login (letters, digits, '_' or '-', up to 20), got {phone!r}")
     return SupervisorEntry(
         number,
         _get(t, key + "name", str, number),
         frozenset(teams),
         frozenset(Mode(m) for m in modes),
         _devices(t, key),
+        # VICIdial's own default level is 1; a person with teams supervises, hence 7.
+        user_level=int(_number(t, key + "user_level", 7 if teams else 1, 0, 9, integer=True)),
+        api=_get(t, key + "api", bool, False),
+        functions=_functions(t, key + "functions"),
+        active=_get(t, key + "active", bool, True),
+        view_reports=_get(t, key + "view_reports", bool, True),
+        phone=phone,
     )
 
 
-def _api_user(i: int, t: Mapping[str, Any]) -> ApiUser:
-    key = f"api_users[{i}]."
-    _only(t, key, {"user", "password"})
-    user = _nonempty(t, key + "user")
-    _check(NAME.match(user), key + "user", "letters, digits, '.', '_' or '-' only")
-    password = _nonempty(t, key + "password")
-    _check(len(password) >= 8, key + "password", "must be at least 8 characters")
-    return ApiUser(user, password)
+# VICIdial's function names: lower case letters, digits and "_" (blind_monitor, version).
+FUNCTION = re.compile(r"[a-z][a-z0-9_]{0,63}")
+PHONE_LOGIN = re.compile(r"[-_0-9A-Za-z]{1,20}")  # VICIdial strips anything else
+
+
+def _functions(t: Mapping[str, Any], key: str) -> frozenset[str] | None:
+    """api_allowed_functions: absent (or ["ALL_FUNCTIONS"]) means all of them."""
+    if key.rsplit(".", 1)[-1] not in t:
+        return None
+    names = _list(t, key, str, default=[])
+    if names == ["ALL_FUNCTIONS"]:
+        return None
+    for j, name in enumerate(names):
+        _check(FUNCTION.fullmatch(name), f"{key}[{j}]",
+               f"expected a function name such as 'blind_monitor', got {name!r}")
+    return frozenset(names)
+
+
+# [[api_users]] kept plaintext passwords in the config; people now have hashed ones.
+API_USERS_GONE = (
+    "[[api_users]] is no longer read: API users are people now, with hashed passwords. "
+    "For each one add a [[supervisors]] entry (number = their user, digits; api = true; "
+    "user_level = 7 or more), remove [[api_users]], then run `fastagi-spy set-password "
+    "--config <this file> <user>`")
 
 
 def _map_rules(t: Mapping[str, Any]) -> ModelConfig:

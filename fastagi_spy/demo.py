@@ -22,7 +22,7 @@ from fastagi_spy.sandbox import AsteriskSandbox, free_port
 AGENTS = {"1001": ("Alice Agent", "sales"), "1002": ("Bob Agent", "sales"),
           "1003": ("Carol Agent", "support")}
 SUPERVISOR, SUPERVISOR_PIN = "2001", "1234"
-API_USER, API_PASSWORD = "demo", "demo-password"
+API_USER, API_PASSWORD = "9000", "demo-password"  # a person with a password (no PIN)
 
 
 def demo_config(sandbox: AsteriskSandbox, workdir: Path, http_port: int) -> Path:
@@ -64,9 +64,11 @@ devices = ["Local/{SUPERVISOR}@fsp-phones"]
 "5559876" = "Globex"
 "5553000" = "Initech"
 
-[[api_users]]
-user = "{API_USER}"
-password = "{API_PASSWORD}"
+[[supervisors]]
+number = "{API_USER}"
+name = "Demo API client"
+api = true
+user_level = 8
 """
     path = workdir / "demo.toml"
     path.write_text(text)
@@ -123,6 +125,8 @@ async def _scenario(reactor: Any, sandbox: AsteriskSandbox, config_path: Path, h
     service = make_service(config, reactor)
     service.stores.pins.set_hash(
         SUPERVISOR, pin_hasher(config).hash_pin(SUPERVISOR, SUPERVISOR_PIN), time.time())
+    service.stores.passwords.set_hash(
+        API_USER, pin_hasher(config).hash_password(API_USER, API_PASSWORD), time.time())
     service.startService()
     driver = Driver(sandbox, reactor)
 

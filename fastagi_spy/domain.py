@@ -38,13 +38,29 @@ class AgentEntry:
 
 @dataclass(frozen=True)
 class SupervisorEntry:
-    """A supervisor, the teams they may supervise and the modes they may use."""
+    """A person: a supervisor on the phones (teams, modes, devices, a PIN in the store) and/or
+    a user of the HTTP API (a password in the store). `number` is also their VICIdial `user`.
+
+    The fields after `devices` are VICIdial's (vicidial_users): `user_level` 0-9, `api`
+    (vdc_agent_api_access), `functions` (api_allowed_functions; None = ALL_FUNCTIONS),
+    `active`, `view_reports`, and `phone`, the phone_login of their own phone.
+    """
 
     number: str
     name: str
     teams: frozenset[str]
     modes: frozenset[Mode]
     devices: tuple[str, ...] = ()
+    user_level: int = 7
+    api: bool = False
+    functions: frozenset[str] | None = None
+    active: bool = True
+    view_reports: bool = True
+    phone: str | None = None
+
+    def may_use(self, function: str) -> bool:
+        """Whether api_allowed_functions lets this person call `function`."""
+        return self.functions is None or function in self.functions
 
 
 @dataclass(frozen=True)
@@ -144,6 +160,10 @@ class Directory:
     def supervisor(self, number: str) -> SupervisorEntry | None:
         """The supervisor with exactly this number."""
         return self._supervisors.get(number)
+
+    def person(self, user: str) -> SupervisorEntry | None:
+        """The person whose VICIdial `user` (their number) is exactly `user`."""
+        return self._supervisors.get(user)
 
     def supervisor_for_device(self, device: str) -> SupervisorEntry | None:
         """The supervisor owning exactly this device (use `device_of_channel` on channel names)."""

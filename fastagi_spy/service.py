@@ -32,6 +32,8 @@ from fastagi_spy.store.audit import AuditLog, EndReason, Via
 from fastagi_spy.store.audit_query import explains_spy
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
+from fastagi_spy.store.logins import LoginLockout
+from fastagi_spy.store.passwords import PasswordStore
 from fastagi_spy.store.pins import PinHasher, PinStore
 from fastagi_spy.store.tokens import TokenStore
 from fastagi_spy.supervise.chanspy import chanspy_argument
@@ -39,6 +41,7 @@ from fastagi_spy.supervise.crossing import Crossing
 from fastagi_spy.supervise.echo import echo_test
 from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
 from fastagi_spy.supervise.notice import RequiredNotice
+from fastagi_spy.supervise.passwords import PasswordChecker
 from fastagi_spy.supervise.pincheck import PinChecker
 from fastagi_spy.supervise.reconcile import Reconciler
 from fastagi_spy.supervise.running import RunningSpies
@@ -61,6 +64,8 @@ class Stores:
     pins: PinStore
     lockouts: LockoutStore
     audit: AuditLog
+    passwords: PasswordStore
+    logins: LoginLockout
 
 
 def open_stores(config: Config, background_checkpoints: bool = False) -> Stores:
@@ -68,7 +73,8 @@ def open_stores(config: Config, background_checkpoints: bool = False) -> Stores:
     s = config.security
     policy = LockoutPolicy(s.lockout_failures, s.lockout_window, s.lockout_duration,
                            supervisor_max_failures=s.supervisor_lockout_failures)
-    return Stores(db, PinStore(db), LockoutStore(db, policy), AuditLog(db))
+    return Stores(db, PinStore(db), LockoutStore(db, policy), AuditLog(db), PasswordStore(db),
+                  LoginLockout(db))
 
 
 def pin_hasher(config: Config) -> PinHasher:
@@ -160,10 +166,13 @@ class SpyService(MultiService):
         self.agi_service = StreamServerEndpointService(
             serverFromString(reactor, config.agi_listen), self.agi)
         self.agi_service.setServiceParent(self)
-        users = {u.user: u.password for u in config.api_users}
+        # People's passwords (the HTTP API, VICIdial's API): checked in the hash workers.
+        self.password_checker = PasswordChecker(config.directory, self.stores.passwords,
+                                                self.stores.logins, self.hash_worker.verify,
+                                                self.now)
         throttle = AuthThrottle(config.http.auth_failures, config.http.auth_window, self.now)
-        self.site = make_site(make_root(lambda: self.live_map.snapshot(self.now()), users,
-                                        throttle), config.http, reactor)
+        self.site = make_site(make_root(lambda: self.live_map.snapshot(self.now()),
+                                        self.password_checker, throttle), config.http, reactor)
         self.http_service = StreamServerEndpointService(
             serverFromString(reactor, config.http_listen), self.site)
         self.http_service.setServiceParent(self)

@@ -147,13 +147,16 @@ class HashWorker:
             with contextlib.suppress(ProcessExitedAlready):
                 self.protocol.transport.signalProcess("KILL")
 
-    def verify(self, supervisor: str, pin: str, stored_hash: str | None) -> defer.Deferred[bool]:
+    def verify(self, supervisor: str, pin: str, stored_hash: str | None,
+               kind: str = "pin") -> defer.Deferred[bool]:
+        """`kind` "pin" checks a supervisor's PIN, "password" a person's password."""
         if self.protocol is None or self.protocol.transport is None:
             return defer.fail(HashWorkerGone("the PIN hash worker is not running"))
         request_id = next(self.ids)
         d: defer.Deferred[bool] = defer.Deferred()
         self.pending[request_id] = d
-        line = json.dumps({"id": request_id, "s": supervisor, "p": pin, "h": stored_hash})
+        line = json.dumps({"id": request_id, "s": supervisor, "p": pin, "h": stored_hash,
+                           "k": kind})
         self.protocol.transport.write(line.encode() + b"\n")
         return d
 
@@ -200,6 +203,7 @@ class _Request:
     supervisor: str
     pin: str
     stored_hash: str | None
+    kind: str = "pin"
     result: defer.Deferred[bool] = field(default_factory=defer.Deferred)
     deadline: IDelayedCall | None = None
 
@@ -236,10 +240,11 @@ class HashPool:
             self._fail(request, HashWorkerGone("the PIN hash workers are stopping"))
 
     def verify(self, lane: str, supervisor: str, pin: str,
-               stored_hash: str | None) -> defer.Deferred[bool]:
-        """Queue a verification in `lane` (the calling device); fails with HashWorkerTimeout
-        when it has not answered within the timeout, queueing included."""
-        request = _Request(lane, supervisor, pin, stored_hash)
+               stored_hash: str | None, kind: str = "pin") -> defer.Deferred[bool]:
+        """Queue a verification in `lane` (the calling device, or an HTTP client's address);
+        fails with HashWorkerTimeout when it has not answered within the timeout, queueing
+        included. `kind` "password" checks a person's password instead of a PIN."""
+        request = _Request(lane, supervisor, pin, stored_hash, kind)
         request.deadline = self.reactor.callLater(self.timeout, self._expired, request)
         self.lanes.setdefault(lane, deque()).append(request)
         self._dispatch()
@@ -261,7 +266,8 @@ class HashPool:
             else:
                 del self.lanes[lane]
             self.busy[worker] = request
-            worker.verify(request.supervisor, request.pin, request.stored_hash).addCallbacks(
+            worker.verify(request.supervisor, request.pin, request.stored_hash,
+                          request.kind).addCallbacks(
                 lambda ok, w=worker, r=request: self._answered(w, r, ok),
                 lambda failure, w=worker, r=request: self._worker_failed(w, r, failure))
 
@@ -330,7 +336,8 @@ def _serve() -> None:
     out.flush()
     for line in sys.stdin:
         request = json.loads(line)
-        ok = hasher.verify(request["s"], request["p"], request["h"])
+        check = hasher.verify_password if request.get("k") == "password" else hasher.verify
+        ok = check(request["s"], request["p"], request["h"])
         out.write(json.dumps({"id": request["id"], "ok": ok}) + "\n")
         out.flush()
 

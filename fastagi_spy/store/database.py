@@ -78,6 +78,19 @@ _SCHEMA = (
         expires_at REAL NOT NULL,
         used_at REAL
     )""",
+    # People's passwords for the HTTP API (passwords.py): one peppered Argon2id hash each.
+    """CREATE TABLE IF NOT EXISTS passwords (
+        user TEXT PRIMARY KEY,
+        hash TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    # VICIdial's login lockout per user (logins.py): failures in a row, and the lock.
+    """CREATE TABLE IF NOT EXISTS login_failures (
+        user TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_at REAL NOT NULL,
+        locked_until REAL
+    )""",
     # Every index costs each commit a page write, and the audit row is written four times per
     # attempt on the reactor; lookups by uniqueid and open rows (once, at start-up) scan.
     "DROP INDEX IF EXISTS audit_uniqueid",

@@ -22,6 +22,7 @@ _MIN_PEPPER_BYTES = 16
 # A PIN nobody can type (letters), hashed once per hasher so unknown supervisors cost the same.
 _DUMMY_SUPERVISOR = "\x00dummy"
 _DUMMY_PIN = "not-a-pin"
+MIN_PASSWORD, MAX_PASSWORD = 8, 128
 
 
 class PinHasher:
@@ -83,6 +84,28 @@ class PinHasher:
         except (VerificationError, InvalidHashError):
             return False
         return well_formed and matched
+
+    # Passwords (the HTTP API's people) share the pepper and the cost. The HMAC message starts
+    # with "password" and a NUL, which no PIN message can (a supervisor number is digits).
+    def hash_password(self, user: str, password: str) -> str:
+        """The stored form of `password` for `user`; ValueError names what is wrong with it."""
+        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+            raise ValueError(f"a password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+        if any(ord(c) < 32 or ord(c) == 127 for c in password):
+            raise ValueError("a password must not contain control characters (CR, LF, tab, NUL)")
+        if not user or "\0" in user:
+            raise ValueError("user must be a non-empty string without NUL")
+        return self._hasher.hash(self._keyed(f"password\0{user}", password))
+
+    def verify_password(self, user: str, password: str, stored_hash: str | None) -> bool:
+        """Whether `password` is right; always one Argon2 verify (a dummy one for an unknown
+        user, or a password no hash could match), so the time says nothing about the user."""
+        target = stored_hash if stored_hash is not None else self._dummy_hash
+        try:
+            matched = self._hasher.verify(target, self._keyed(f"password\0{user}", password))
+        except (VerificationError, InvalidHashError):
+            return False
+        return stored_hash is not None and matched
 
     def needs_rehash(self, stored_hash: str) -> bool:
         """Whether a stored hash uses older parameters and should be replaced on next login."""

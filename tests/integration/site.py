@@ -18,6 +18,7 @@ AGENTS = {  # number: team ("support" agents are outside supervisor 2001's teams
     "1003": "support", "1004": "sales",
 }
 PINS = {"2001": "1234", "2002": "5678", "2009": "4321"}
+API_USER, API_PASSWORD = "9100", "tester-password"  # a person with a password, no PIN
 TONE = {"customer": 440, "agent": 600, "supervisor": 1000}
 
 
@@ -89,17 +90,22 @@ name = "Support, no desk phone"
 teams = ["support"]
 modes = ["listen", "whisper", "barge"]
 
-[[api_users]]
-user = "tester"
-password = "tester-password"
+[[supervisors]]
+number = "{API_USER}"
+name = "API client"
+api = true
+user_level = 8
 """)
     return load(path)
 
 
 def set_pins(service: SpyService) -> None:
+    """The supervisors' PINs, and the API person's password (as set-pin and set-password)."""
     hasher = pin_hasher(service.config)
     for supervisor, pin in PINS.items():
         service.stores.pins.set_hash(supervisor, hasher.hash_pin(supervisor, pin), time.time())
+    service.stores.passwords.set_hash(
+        API_USER, hasher.hash_password(API_USER, API_PASSWORD), time.time())
 
 
 async def wait_ready(service: SpyService) -> None:

@@ -19,16 +19,16 @@ from twisted.internet import reactor, threads
 from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.service import SpyService, make_service
 from tests.integration.driver import Driver, sleep
-from tests.integration.site import agent_call, site_config, wait_ready
+from tests.integration.site import API_PASSWORD, API_USER, agent_call, site_config, wait_ready
 
 
 def http_port(service: SpyService) -> int:
     return int(service.config.http_listen.split(":")[1])
 
 
-async def get_live(service: SpyService, password: str = "tester-password") -> tuple[int, Any]:
+async def get_live(service: SpyService, password: str = API_PASSWORD) -> tuple[int, Any]:
     """GET /api/live as an API client would, from a thread (the reactor keeps serving)."""
-    token = base64.b64encode(f"tester:{password}".encode()).decode()
+    token = base64.b64encode(f"{API_USER}:{password}".encode()).decode()
     request = urllib.request.Request(f"http://127.0.0.1:{http_port(service)}/api/live",
                                      headers={"Authorization": f"Basic {token}"})
 
@@ -290,7 +290,8 @@ async def test_two_servers_keep_separate_sessions(
 
 @pytest_twisted.ensureDeferred
 async def test_status_command_prints_the_live_table(driver: Driver, site: SpyService) -> None:
-    """`fastagi-spy status --config` prints each agent's row from the running server."""
+    """`fastagi-spy status --config --user` (the password on stdin, as a script would give
+    it) prints each agent's row from the running server."""
     await agent_call(driver, "1001", caller="5551234")
 
     async def talking() -> bool:
@@ -300,7 +301,8 @@ async def test_status_command_prints_the_live_table(driver: Driver, site: SpySer
     await until(talking)
     done = await threads.deferToThread(
         subprocess.run, [sys.executable, "-m", "fastagi_spy.cli", "status", "--config",
-                         site.config.source], capture_output=True, text=True, timeout=30)
+                         site.config.source, "--user", API_USER], input=API_PASSWORD + "\n",
+        capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if " 1001 " in f" {line} ")
     assert "Talking" in row and "5551234" in row and "incoming" in row

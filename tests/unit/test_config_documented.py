@@ -51,7 +51,6 @@ TABLES: dict[str, Callable[[dict[str, Any]], None]] = {
     "security": _in_table("security"),
     "agents": _in_array("agents"),
     "supervisors": _in_array("supervisors"),
-    "api_users": _in_array("api_users"),
     "cross_server": _in_array("cross_server"),
 }
 

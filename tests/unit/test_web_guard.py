@@ -14,13 +14,15 @@ from twisted.python.failure import Failure
 from fastagi_spy.config import HttpLimits
 from fastagi_spy.web.api import make_root
 from fastagi_spy.web.guard import AuthThrottle, ConnectionCap, make_site
+from tests.unit.people import people
 
 LIMITS = HttpLimits(max_connections=3, idle_timeout=20.0, auth_failures=3, auth_window=60.0)
 
 
 def api(clock: Clock, limits: HttpLimits = LIMITS) -> ConnectionCap:
     throttle = AuthThrottle(limits.auth_failures, limits.auth_window, clock.seconds)
-    root = make_root(lambda: {"servers": {}}, {"admin": "right"}, throttle)
+    root = make_root(lambda: {"servers": {}}, people({"9001": "right-password"}).checker,
+                     throttle)
     return make_site(root, limits, clock)
 
 
@@ -41,7 +43,9 @@ def get(factory: ConnectionCap, password: str | None, host: str = "127.0.0.2") -
     proto, transport = connection
     auth = ""
     if password is not None:
-        token = base64.b64encode(f"admin:{password}".encode()).decode()
+        # "right" stands for the person's real password, anything else is a wrong one.
+        secret = "right-password" if password == "right" else password
+        token = base64.b64encode(f"9001:{secret}".encode()).decode()
         auth = f"Authorization: Basic {token}\r\n"
     proto.dataReceived(
         f"GET /api/live HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n".encode())
