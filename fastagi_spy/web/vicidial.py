@@ -304,7 +304,7 @@ class NonAgentApiResource(Resource):
     def _render(self, request: Request) -> int | bytes:
         client = client_address(request)
         try:
-            params = read_params(request.uri, request.args or {})
+            params = read_params(request.uri, request.args or {}, request.method)
         except BadParameter as bad:
             _log_answer(client, {}, Answer("", "ERROR", f"INVALID PARAMETER {bad.name}: {bad.why}"))
             return _body(request, _error("INVALID PARAMETER", f" - {bad.name}", 400))

@@ -10,7 +10,6 @@ NUL, ...) or is longer than ``MAX_VALUE`` is refused outright, before anything u
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -52,9 +51,9 @@ class BadParameter(ValueError):
         self.why = why
 
 
-def _has_control(value: str) -> bool:
-    # Cc covers C0 (CR, LF, NUL, TAB...), DEL and C1; a header or log line must never get one.
-    return any(unicodedata.category(ch) == "Cc" for ch in value)
+# Unicode's Cc category, exactly: C0 (CR, LF, NUL, TAB...), DEL and C1. A header, a log
+# line or an answer must never get one.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _decode(name: str, raw: bytes) -> str:
@@ -66,18 +65,20 @@ def _decode(name: str, raw: bytes) -> str:
         raise BadParameter(name, "not UTF-8") from None
     if len(value) > MAX_VALUE:
         raise BadParameter(name, "too long")
-    if _has_control(value):
+    if _CONTROL.search(value):
         raise BadParameter(name, "control character")
     return value
 
 
-def read_params(uri: bytes, args: Mapping[bytes, Sequence[bytes]]) -> dict[str, str]:
+def read_params(uri: bytes, args: Mapping[bytes, Sequence[bytes]],
+                method: bytes = b"POST") -> dict[str, str]:
     """Every known field, query string first, then ``args`` (the form body), sanitised.
 
     A field given in neither is "" (PHP's unset variable prints as nothing). Unknown fields
     are ignored, as VICIdial ignores them. Raises BadParameter for a value we refuse.
+    For a GET, ``args`` is the query string already parsed (Twisted's request.args).
     """
-    query = parse_qs(urlsplit(uri).query, 1)
+    query = args if method == b"GET" else parse_qs(urlsplit(uri).query, 1)
     params: dict[str, str] = {}
     for name, strip in _KEEP.items():
         key = name.encode()

@@ -64,7 +64,9 @@ def vicidial_status(view: AgentView) -> str:
 def _clean(value: str | None, dl: str) -> str:
     # Our own data (names, numbers from AMI) must not break a row: no delimiter, no line end.
     text = value or ""
-    return "".join(" " if ch in (dl, "\r", "\n") else ch for ch in text)
+    if dl in text or "\r" in text or "\n" in text:
+        return text.replace(dl, " ").replace("\r", " ").replace("\n", " ")
+    return text
 
 
 def _fields(agent: LiveAgent) -> tuple[str, str, str, str]:
