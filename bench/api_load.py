@@ -101,7 +101,7 @@ def serve_ours(port: int) -> None:
     freeze_startup_garbage()
     TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(site)
     print("ready", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 def serve_bare(port: int) -> None:
@@ -117,9 +117,9 @@ def serve_bare(port: int) -> None:
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return FIXED_LINE
 
-    TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(Site(Fixed()))
+    TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(Site(Fixed()))  # type: ignore[no-untyped-call]
     print("ready", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 # -- the load ---------------------------------------------------------------------------------
