@@ -15,7 +15,8 @@ source; ``../shared/reference/mission.md`` §2):
 Our own answers, for what VICIdial has no string for (documented in the README):
 a value we refuse to read (``ERROR: INVALID PARAMETER - <name>``, HTTP 400), the login
 check not answering (``ERROR: SERVICE UNAVAILABLE``, HTTP 503), a blind_monitor the
-launcher refused after VICIdial's checks (``ERROR: blind_monitor NOT LAUNCHED - <reason>|<user>``)
+launcher refused after VICIdial's checks (``ERROR: blind_monitor <REASON> - <session_id>|<user>``,
+the launcher's REFUSED_* reasons)
 and a live map that cannot say (``ERROR: agent_status LIVE STATUS UNAVAILABLE: ...``).
 """
 
@@ -52,6 +53,7 @@ __all__ = ["Answer", "NonAgentApi", "NonAgentApiResource", "VicidialDeps", "moun
 
 log = Logger()
 
+UNAVAILABLE = "SERVICE UNAVAILABLE, TRY AGAIN LATER"
 STAGES = ("MONITOR", "BARGE", "BARGESWAP", "HIJACK", "WHISPER")
 ALL_FUNCTIONS = "ALL_FUNCTIONS"
 
@@ -206,7 +208,7 @@ class NonAgentApi:
                           f": |{user}|0|")
         launcher = self.deps.launcher
         if launcher is None:
-            return _error("blind_monitor NOT LAUNCHED", f" - not configured|{user}")
+            return _error(f"blind_monitor {UNAVAILABLE}", f" - {p['session_id']}|{user}")
         session_id, server_ip = p["session_id"], p["server_ip"]
         server = launcher.server_for_ip(server_ip) if server_ip else None
         if (server is None or len(session_id) != 7
@@ -223,13 +225,15 @@ class NonAgentApi:
             launched = await launcher.launch(person, phone, server, session_id,
                                              self.deps.stage_type(stage), p["source"])
         except self.deps.refusal as refusal:
-            reason = str(getattr(refusal, "reason", "refused"))
-            return _error("blind_monitor NOT LAUNCHED", f" - {reason}|{user}")
+            # The launcher's own fixed strings (REFUSED_*), never the caller's text.
+            reason = str(getattr(refusal, "reason", UNAVAILABLE))
+            return _error(f"blind_monitor {reason}", f" - {session_id}|{user}")
         except Exception:
             log.failure("VICIdial API: blind_monitor launch failed for {user}", user=user)
-            return _error("blind_monitor NOT LAUNCHED", f" - service unavailable|{user}")
+            return _error(f"blind_monitor {UNAVAILABLE}", f" - {session_id}|{user}")
+        # VICIdial prints <dialstring><prefix><session_id>; we have no conference prefix.
         text = (f"SUCCESS: blind_monitor HAS BEEN LAUNCHED - {phone_login}|"
-                f"{launched.dialstring}|{launched.dialplan_number}|{session_id}|"
+                f"{launched.dialstring}{session_id}|{launched.dialplan_number}|{session_id}|"
                 f"{launched.man_id}|{user}\n")
         return Answer(text, "SUCCESS", "blind_monitor HAS BEEN LAUNCHED")
 

@@ -99,7 +99,7 @@ class FakeLauncher:
         if self.refuse is not None:
             raise LaunchRefused(self.refuse)
         self.launches.append((person.number, phone, server, session_id, stage, source))
-        return Launched("17", "010*010*010*016*08600051", "350")
+        return Launched("17", "010*010*010*016*", "350")
 
 
 def _call(call: AgentCall | None = None, paused: bool = False) -> AgentView:
@@ -204,7 +204,7 @@ def test_the_documented_request_launches_and_prints_vicidials_success_line(env: 
     assert request.responseHeaders.getRawHeaders(b"content-type") == [
         b"text/plain; charset=utf-8"]
     assert text == ("SUCCESS: blind_monitor HAS BEEN LAUNCHED - "
-                    "350a|010*010*010*016*08600051|350|8600051|17|6666\n")
+                    "350a|010*010*010*016*8600051|350|8600051|17|6666\n")
     assert env.launcher.launches == [("6666", "PJSIP/350a", "pbx1", "8600051", "MONITOR", "test")]
 
 
@@ -309,15 +309,16 @@ def test_stages_reach_the_launcher_as_vicidial_reads_them(env: Env, given: str,
 
 
 def test_a_refusal_after_vicidials_checks_is_a_clear_error(env: Env) -> None:
-    env.launcher.refuse = "agent is on the never-spy list"
+    env.launcher.refuse = "USER MAY NOT MONITOR THIS AGENT"
     _, text, _ = env.get(DOCS_EXAMPLE)
-    assert text == ("ERROR: blind_monitor NOT LAUNCHED - agent is on the never-spy list|6666\n")
+    assert text == "ERROR: blind_monitor USER MAY NOT MONITOR THIS AGENT - 8600051|6666\n"
 
 
 def test_a_launcher_failure_fails_closed(env: Env) -> None:
     env.launcher.crash = True
     _, text, _ = env.get(DOCS_EXAMPLE)
-    assert text == "ERROR: blind_monitor NOT LAUNCHED - service unavailable|6666\n"
+    assert text == ("ERROR: blind_monitor SERVICE UNAVAILABLE, TRY AGAIN LATER - "
+                    "8600051|6666\n")
 
 
 @pytest.mark.parametrize("function", ["", "add_lead", "blind_monitor2"])
