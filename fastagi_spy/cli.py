@@ -115,7 +115,7 @@ def _people_commands(command: Any) -> None:
     group.add_argument("--supervisor")
     group.add_argument("--device", help="e.g. PJSIP/2001")
     group.add_argument("--user", help="a person locked out of the HTTP API")
-    p = command("locks", _locks, "list current PIN lockouts")
+    p = command("locks", _locks, "list current PIN lockouts and locked users (user:N)")
     p.add_argument("--config", required=True)
 
 
@@ -290,6 +290,7 @@ def _locks(args: argparse.Namespace) -> int:
     _, stores = _stores(args)
     now = time.time()
     rows = stores.lockouts.list_locked(now)
+    rows += [(f"user:{user}", until) for user, until in stores.logins.list_locked(now)]
     for key, until in rows:
         print(f"{key}\tlocked for {until - now:.0f}s more")
     if not rows:

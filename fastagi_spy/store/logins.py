@@ -101,5 +101,11 @@ class LoginLockout:
         with self._db.transaction() as conn:
             return conn.execute("DELETE FROM login_failures WHERE user = ?", (user,)).rowcount > 0
 
+    def list_locked(self, now: float) -> list[tuple[str, float]]:
+        """Every user locked at `now`, with the end of the lock, sorted by user."""
+        rows = self._db.execute("SELECT user, locked_until FROM login_failures "
+                                "WHERE locked_until > ? ORDER BY user", (now,)).fetchall()
+        return [(str(user), float(until)) for user, until in rows]
+
     def _locked(self, user: str, now: float) -> bool:
         return self.locked_until(user, now) is not None

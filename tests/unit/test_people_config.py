@@ -4,6 +4,7 @@ the migration note for [[api_users]], and `set-password` on a real config and da
 from __future__ import annotations
 
 import copy
+import time
 import tomllib
 from typing import Any
 
@@ -105,13 +106,18 @@ def test_set_password_stores_a_hash_that_logs_in(tmp_path: Any) -> None:
 
 
 def test_unlock_user_lifts_a_password_lockout(tmp_path: Any) -> None:
+    """`locks` lists a locked user as user:N; `unlock --user N` lifts it."""
     path = tmp_path / "c.toml"
     path.write_text(CONFIG)
     logins = open_stores(load(path)).logins
+    now = time.time()  # `locks` compares with the real time
     for _ in range(10):
-        assert logins.admit("9001", 100.0)
-        logins.settle_failure("9001", 100.0)
-    assert logins.locked_until("9001", 101.0) == 1000.0
+        assert logins.admit("9001", now)
+        logins.settle_failure("9001", now)
+    assert logins.locked_until("9001", now + 1) == now + 900
+    assert [logins.admit("9001", now + n) for n in range(3)] == [False] * 3
+    assert "user:9001" in cli(path, "locks").stdout
     assert "unlocked" in cli(path, "unlock", "--user", "9001").stdout
-    assert logins.locked_until("9001", 101.0) is None
+    assert logins.locked_until("9001", now + 1) is None
     assert "was not locked" in cli(path, "unlock", "--user", "9001").stdout
+    assert "no lockouts" in cli(path, "locks").stdout
