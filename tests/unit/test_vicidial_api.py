@@ -87,6 +87,8 @@ class FakeLauncher:
         return {"10.10.10.16": "pbx1"}.get(server_ip)
 
     def session_exists(self, server: str, session_id: str) -> bool:
+        # The endpoint asks only about 7-digit sessions: anything else is refused before.
+        assert len(session_id) == 7 and session_id.isdigit(), session_id
         return (server, session_id) == ("pbx1", "8600051")
 
     def phone(self, login: str) -> str | None:
@@ -178,6 +180,7 @@ def env() -> Env:
         "5555": ("pw", Person("5555", functions=frozenset({"version", "agent_status"}))),
         "4444": ("pw", Person("4444", view_reports=False)),
         "3333": ("pw", Person("3333", active=False)),
+        "5556": ("pw", Person("5556", user_level=6, functions=frozenset({"version"}))),
     }, locked={"9999"})
     launcher = FakeLauncher()
     agents = FakeAgents()
@@ -287,7 +290,11 @@ def test_checks_come_in_vicidials_order(env: Env) -> None:
     assert text.startswith("ERROR: Login incorrect")
     _, text, _ = env.get(bm(user="5555", pass_="pw", **everything_wrong))
     assert text.startswith("ERROR: Invalid Source - t\n")
+    _, text, _ = env.get(bm(user="7777", pass_="pw", source="t"))
+    assert text.startswith("ERROR: Invalid Source - t\n")
     _, text, _ = env.get(bm(user="5555", pass_="pw", session_id="1"))
+    assert "PERMISSION TO USE THIS FUNCTION" in text
+    _, text, _ = env.get(bm(user="5556", pass_="pw"))
     assert "PERMISSION TO USE THIS FUNCTION" in text
     _, text, _ = env.get(bm(user="7777", pass_="pw", session_id="1"))
     assert "PERMISSION TO BLIND MONITOR" in text
