@@ -40,6 +40,8 @@ from fastagi_spy.supervise.chanspy import chanspy_argument
 from fastagi_spy.supervise.crossing import Crossing
 from fastagi_spy.supervise.echo import echo_test
 from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
+from fastagi_spy.supervise.hijack import Hijack
+from fastagi_spy.supervise.launch import LaunchRefused, MonitorLauncher, Stage
 from fastagi_spy.supervise.notice import RequiredNotice
 from fastagi_spy.supervise.passwords import PasswordChecker
 from fastagi_spy.supervise.pincheck import PinChecker
@@ -50,6 +52,8 @@ from fastagi_spy.supervise.spywatch import SpyWatches
 from fastagi_spy.supervise.unexplained import UnexplainedSpies
 from fastagi_spy.web.api import make_root
 from fastagi_spy.web.guard import AuthThrottle, make_site
+from fastagi_spy.web.vicidial import NonAgentApi, NonAgentApiResource, VicidialDeps, mount
+from fastagi_spy.web.vicidial_agents import LiveAgents
 from fastagi_spy.wire.agi import AGIEnvironment
 from fastagi_spy.wire.ami import AMIMessage
 
@@ -136,6 +140,8 @@ class SpyService(MultiService):
             self.clients[server.name] = client
             self.syncs[server.name] = sync
             client.service.setServiceParent(self)
+        tokens = TokenStore(self.stores.db)
+        crossing = Crossing(config.cross_server, tokens, self.now)
         self.hash_worker = HashPool(reactor, config.pin_pepper, config.security.pin_cost,
                                     timeout=config.security.pin_verify_timeout)
         self.flow = SupervisionFlow(FlowDeps(
@@ -155,8 +161,15 @@ class SpyService(MultiService):
             required_notice=self.required_notice().play
             if config.security.notice_mode == "required" else None,
             servers=self.live_map.server_names,
-            crossing=Crossing(config.cross_server, TokenStore(self.stores.db), self.now),
+            crossing=crossing,
+            tokens=tokens,
+            hijack=Hijack(self._ami_action, self._ami_listen, self.live_map.bridge_peers),
         ))
+        # blind_monitor (non_agent_api.php): rings a [[phones]] phone into [fastagi-spy-api].
+        self.launcher = MonitorLauncher(
+            config.directory, config.phones, config.asterisk, self.live_map, tokens,
+            self.stores.audit, self._originate, self.now,
+            route=lambda origin, destination: crossing.route(origin, destination) is not None)
         self.agi = FastAGIFactory(
             self.routes(), reactor,
             peers=PeerServers({s.name: s.agi_peers for s in config.asterisk}),
@@ -171,8 +184,13 @@ class SpyService(MultiService):
                                                 self.stores.logins, self.hash_worker.verify,
                                                 self.now)
         throttle = AuthThrottle(config.http.auth_failures, config.http.auth_window, self.now)
-        self.site = make_site(make_root(lambda: self.live_map.snapshot(self.now()),
-                                        self.password_checker, throttle), config.http, reactor)
+        root = make_root(lambda: self.live_map.snapshot(self.now()), self.password_checker,
+                         throttle)
+        # VICIdial's non_agent_api.php at /non_agent_api.php and /vicidial/non_agent_api.php.
+        mount(root, NonAgentApiResource(NonAgentApi(VicidialDeps(
+            checker=self.password_checker, agents=LiveAgents(self.live_map, config.directory),
+            launcher=self.launcher, stage_type=Stage, refusal=(LaunchRefused,), now=self.now))))
+        self.site = make_site(root, config.http, reactor)
         self.http_service = StreamServerEndpointService(
             serverFromString(reactor, config.http_listen), self.site)
         self.http_service.setServiceParent(self)
@@ -186,6 +204,7 @@ class SpyService(MultiService):
             "spy/whisper": spy(Mode.WHISPER),
             "spy/barge": spy(Mode.BARGE),
             "spy/cross": self.flow.crossed,  # sent over a [[cross_server]] trunk
+            "spy/api": self.flow.launched,  # a phone rung by blind_monitor
             "echo-test": echo_test,
         }
 
@@ -208,6 +227,17 @@ class SpyService(MultiService):
             return self.clients[server].add_listener(listener)
 
         return RequiredNotice(self.config.security.notice, action, listen, self.reactor)
+
+    async def _ami_action(self, server: str, name: str, headers: list[tuple[str, str]]
+                          ) -> object:
+        return await self.clients[server].call(name, headers)
+
+    def _ami_listen(self, server: str, listener: Callable[[Sequence[Any]], None]
+                    ) -> Callable[[], None]:
+        return self.clients[server].add_listener(listener)
+
+    async def _originate(self, server: str, headers: list[tuple[str, str]]) -> object:
+        return await self.clients[server].call("Originate", headers)
 
     def _explains(self, server: str, spyer: str, spyee: str, at: float, notice: bool) -> bool:
         return explains_spy(self.stores.db, server, spyer, spyee, at, notice=notice)

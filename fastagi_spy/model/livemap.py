@@ -124,6 +124,14 @@ class LiveMap:
         state = self._servers.get(server)
         return None if state is None else state.channel_agent(uniqueid)
 
+    def bridge_peers(self, server: str, channel_name: str) -> tuple[tuple[str, str], ...]:
+        """(name, uniqueid) of the channels bridged with ``channel_name`` on ``server``;
+        empty for a server not configured or stale, or a channel in no bridge."""
+        state = self._servers.get(server)
+        if state is None or state.stale:
+            return ()
+        return state.bridge_peers(channel_name)
+
     def on_call_agents(self, server: str) -> list[tuple[str, float]]:
         """Agents on an answered call on ``server``, with its answer time, longest call first.
 

@@ -274,6 +274,18 @@ class ServerState:
         """The agent the live channel ``uniqueid`` belongs to (see resolve.channel_agent)."""
         return channel_agent(self._tables, uniqueid)
 
+    def bridge_peers(self, channel_name: str) -> tuple[tuple[str, str], ...]:
+        """(name, uniqueid) of the channels sharing a bridge with live ``channel_name``:
+        whom a HIJACK takes over (the customer facing the agent's leg)."""
+        tables = self._tables
+        uniqueid = tables.by_name.get(channel_name)
+        channel = tables.channels.get(uniqueid) if uniqueid is not None else None
+        if channel is None or channel.bridge is None:
+            return ()
+        peers = (tables.channels.get(u) for u in tables.bridges.get(channel.bridge, ())
+                 if u != uniqueid)
+        return tuple(sorted((p.name, p.uniqueid) for p in peers if p is not None))
+
     def on_call_agents(self) -> list[tuple[str, float]]:
         """Agents on an answered call here now, with its answer time: longest call first.
 

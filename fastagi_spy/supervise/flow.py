@@ -21,10 +21,11 @@ from fastagi_spy.config import SecurityRules
 from fastagi_spy.domain import Directory, Mode, SupervisorEntry, device_of_channel
 from fastagi_spy.store.audit import AuditLog, EndReason, Via
 from fastagi_spy.store.errors import StoreError
-from fastagi_spy.store.tokens import TokenGrant, TokenRefused
+from fastagi_spy.store.tokens import TokenGrant, TokenRefused, TokenStore
 from fastagi_spy.supervise.attempt import AuditAttempt, Stage
 from fastagi_spy.supervise.chanspy import chanspy_argument, parse_target_digits, spy_group_for_team
 from fastagi_spy.supervise.crossing import Crossing, Handover
+from fastagi_spy.supervise.hijack import Hijack, Taken
 from fastagi_spy.supervise.line import AGILine, LineGone
 from fastagi_spy.supervise.notice import NoticeFailed
 from fastagi_spy.supervise.picker import START_KEY, pick_agent
@@ -106,6 +107,8 @@ class FlowDeps:
     required_notice: Callable[[str, str], Awaitable[None]] | None = None
     servers: tuple[str, ...] = ()  # every configured server: where else a target may live
     crossing: Crossing | None = None  # [[cross_server]] trunks and their tokens
+    tokens: TokenStore | None = None  # blind_monitor's tokens (purpose "api")
+    hijack: Hijack | None = None  # blind_monitor's HIJACK stage
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -143,6 +146,11 @@ class SupervisionFlow:
         """The ``spy/cross`` route: a supervisor sent over a [[cross_server]] trunk from
         another server, with our token as the only argument (the mode is the token's)."""
         await self._serve(line, Mode.LISTEN, Via.CROSS_SERVER, self._crossed)
+
+    async def launched(self, line: AGILine) -> None:
+        """The ``spy/api`` route: a supervisor's phone rung by blind_monitor (launch.py),
+        with our token as the only argument; the mode and target are the token's."""
+        await self._serve(line, Mode.LISTEN, Via.API, self._launched)
 
     async def _serve(self, line: AGILine, mode: Mode, via: Via,
                      run: Callable[[_Call], Awaitable[None]]) -> None:
@@ -332,22 +340,23 @@ class SupervisionFlow:
                 call.attempt.next(ended, _GUESSED if call.attempt.times_are_guesses else None)
 
     async def _elsewhere(self, call: _Call, supervisor: SupervisorEntry, target: str,
-                         server: str) -> bool:
-        """A target on a call on another server; False when the call is over."""
+                         server: str, go_on: bool = True) -> bool:
+        """A target on a call on another server; False when the call is over. Without
+        ``go_on`` (blind_monitor) this is the call's only attempt."""
         d = self.deps
         route = d.crossing.route(call.server, server) if d.crossing is not None else None
         if d.crossing is None or route is None or call.server is None:
             await self._say(call, Prompts.DENIED)
-            call.attempt.refused(EndReason.DENIED, f"other_server {server}")
-            return True
+            call.attempt.refused(EndReason.DENIED, f"other_server {server}", go_on=go_on)
+            return go_on
         found = d.resolver.resolve(target, server=server)
         _aim(call, target, found)
         refused = self._refusal(call, supervisor, target, found)
         if refused is not None:  # refused here, before any token exists
             prompt, reason, detail = refused
             await self._say(call, prompt)
-            call.attempt.refused(reason, f"{detail}; on {server}")
-            return True
+            call.attempt.refused(reason, f"{detail}; on {server}", go_on=go_on)
+            return go_on
         note = f"cross_server to {server}"
         call.attempt.spying(call.mode, note)
         call.stage = Stage.SPY
@@ -370,6 +379,9 @@ class SupervisionFlow:
             call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}: {why}")
             return False
         call.stage = Stage.AFTER_SPY
+        if not go_on:
+            call.attempt.close(EndReason.COMPLETED, None)
+            return False
         call.attempt.next(EndReason.COMPLETED, None)  # the other server's record says how
         return True
 
@@ -421,6 +433,90 @@ class SupervisionFlow:
                                 spy_group_for_team(agent.team))
         if ended is not None:
             call.attempt.close(ended, _GUESSED if call.attempt.times_are_guesses else None)
+
+    async def _launched(self, call: _Call) -> None:
+        """Redeem blind_monitor's token, resolve the session again (the agent's call may have
+        ended while the phone rang) and check the person's rights again, then spy, or take
+        the customer over (HIJACK), or go over a [[cross_server]] trunk to the agent's
+        server. One attempt, one row (via api); the launch's own row is "launch=#<id>"."""
+        d = self.deps
+        args = call.line.env.args
+        try:
+            if d.tokens is None:
+                raise TokenRefused("forged")
+            grant = d.tokens.redeem(args[0] if len(args) == 1 else "", d.now(), purpose="api")
+            if call.server is None or grant.destination != call.server:
+                raise TokenRefused("wrong_server")
+        except TokenRefused as exc:
+            await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
+            call.attempt.refused(EndReason.DENIED, f"api token {exc.reason}", go_on=False)
+            return
+        except StoreError as exc:
+            self.log.error("blind_monitor token not checked: {error}", error=exc)
+            await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
+            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"token store: {exc}"[:200])
+            return
+        note = grant.note or "blind_monitor"
+        supervisor = d.directory.supervisor(grant.supervisor)
+        target = parse_target_digits(grant.target)
+        call.mode = grant.mode
+        call.attempt.aim(target)
+        call.attempt.authenticated(grant.supervisor, device=grant.device, detail=note)
+        if supervisor is None or target is None:  # taken out of the directory since
+            await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
+            call.attempt.close(EndReason.DENIED, f"{note}; supervisor not in directory")
+            return
+        call.supervisor = supervisor
+        spy_server = grant.spy_server or call.server
+        if spy_server != call.server:
+            await self._elsewhere(call, supervisor, target, spy_server, go_on=False)
+            return
+        found = d.resolver.resolve(target, server=call.server)
+        if found.reason == "stale":
+            await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
+            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}; AMI down or state stale")
+            return
+        _aim(call, target, found)
+        refused = self._refusal(call, supervisor, target, found)
+        if refused is not None:
+            prompt, reason, detail = refused
+            if reason is EndReason.NOT_ON_CALL:
+                detail = "the agent's call ended before the phone answered"
+            await self._say(call, prompt, Prompts.GOODBYE)
+            call.attempt.refused(reason, f"{note}; {detail}", go_on=False)
+            return
+        agent = d.directory.agent(found.agent_number or "")
+        assert agent is not None and found.channel is not None
+        if grant.stage == "HIJACK":
+            await self._hijack(call, found.channel, found.server or "", note)
+            return
+        ended = await self._spy(call, supervisor, found.channel, found.server or "",
+                                spy_group_for_team(agent.team))
+        if ended is not None:
+            call.attempt.close(ended, _GUESSED if call.attempt.times_are_guesses else None)
+
+    async def _hijack(self, call: _Call, agent_channel: str, server: str, note: str) -> None:
+        """Take the customer over (hijack.py); the row is the spy's, detail "hijack"."""
+        d = self.deps
+        record = call.attempt.spying(call.mode, f"{note}; hijack")
+        if d.hijack is None:
+            await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
+            call.attempt.close(EndReason.DENIED, f"{note}; hijack not available")
+            return
+        call.stage = Stage.SPY
+        result = await d.hijack.take_over(call.line, server, agent_channel, d.now)
+        if result.outcome is not Taken.ENDED:
+            if not call.line.hung_up:
+                await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
+            call.attempt.close(EndReason.DENIED, f"{note}; hijack {result.outcome.value}: "
+                               f"{result.detail}"[:200])
+            return
+        assert result.taken_at is not None
+        call.attempt.spy_started(record, result.taken_at)
+        call.attempt.spy_stopped(record, d.now())
+        call.stage = Stage.AFTER_SPY
+        ended = EndReason.SUPERVISOR_HANGUP if result.supervisor_left else EndReason.COMPLETED
+        call.attempt.close(ended, f"{note}; hijack: {result.detail}"[:200])
 
     def _refusal(self, call: _Call, supervisor: SupervisorEntry, target: str,
                  found: Resolution) -> tuple[str, EndReason, str] | None:
