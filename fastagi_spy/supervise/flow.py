@@ -480,8 +480,10 @@ class SupervisionFlow:
         refused = self._refusal(call, supervisor, target, found)
         if refused is not None:
             prompt, reason, detail = refused
-            if reason is EndReason.NOT_ON_CALL:
-                detail = "the agent's call ended before the phone answered"
+            if reason in (EndReason.NOT_ON_CALL, EndReason.NOT_LOGGED_IN, EndReason.NOT_FOUND):
+                # The launch saw the agent on a call in this session: it ended since.
+                prompt, reason = Prompts.NOT_ON_CALL, EndReason.NOT_ON_CALL
+                detail = f"the agent's call ended before the phone answered ({detail})"
             await self._say(call, prompt, Prompts.GOODBYE)
             call.attempt.refused(reason, f"{note}; {detail}", go_on=False)
             return

@@ -80,11 +80,6 @@ STAGE_MODE = {
 }
 
 
-# VICIdial's extension prefix per stage (MeetMe rooms), for the SUCCESS line only.
-EXTEN_PREFIX = {Stage.MONITOR: "0", Stage.BARGE: "", Stage.BARGESWAP: "",
-                Stage.HIJACK: "", Stage.WHISPER: "47378218"}
-
-
 class LaunchRefused(Exception):
     """No phone is rung; ``reason`` is one of the REFUSED_* strings."""
 
@@ -96,10 +91,10 @@ class LaunchRefused(Exception):
 @dataclass(frozen=True)
 class Launched:
     """What VICIdial's SUCCESS line needs: ``man_id`` (our launch audit row's id),
-    ``dialstring`` (VICIdial's ``<dialstring><stage><session_id>``: the agent server's IPv4
-    address zero-padded, its MeetMe extension prefix for the stage and the session, e.g.
-    "010*010*010*017*08600051" for MONITOR) and ``dialplan_number`` (the phone's number: the
-    device's resource before any "@", e.g. "350a" for PJSIP/350a)."""
+    ``dialstring`` (the agent server's IPv4 address VICIdial-style, "010*010*010*017*", or
+    its server_ip and "*" otherwise; the endpoint appends the session) and
+    ``dialplan_number`` (the phone's number: the device's resource before any "@", e.g.
+    "350a" for PJSIP/350a)."""
 
     man_id: str
     dialstring: str
@@ -198,9 +193,7 @@ class MonitorLauncher:
         # The launch is done; the phone's answer is its own row (via api, "launch=#<id>").
         self._quietly(lambda: self._audit.close(record, self._now(), EndReason.COMPLETED,
                                                 f"{note}: phone rung"))
-        return Launched(str(record),
-                        dialstring(self._server_ip(server)) + EXTEN_PREFIX[stage] + session_id,
-                        dialplan_number(phone))
+        return Launched(str(record), dialstring(self._server_ip(server)), dialplan_number(phone))
 
     def _check(self, person: SupervisorEntry, phone: PhoneEntry, server: str,
                session_id: str, stage: Stage, mode: Mode) -> str:

@@ -1,12 +1,15 @@
 """blind_monitor on the real Asterisk 22: the supervisor's phone is rung, answers, and spies.
 
-The phone is a Local channel into the sandbox's fsp-api-phones context, whose ;2 half is a
+Every launch is VICIdial's documented request over real HTTP, with only the host, the
+credentials and the session changed. The phone is a Local channel into the sandbox's fsp-api-phones context, whose ;2 half is a
 handset that answers at once, plays the supervisor's tone and records what it hears. Who
 hears whom is proven by tone detection, as for the feature codes.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,17 +18,27 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from fastagi_spy.sandbox import AsteriskSandbox
-from fastagi_spy.service import SpyService, make_service
+from fastagi_spy.service import SpyService, make_service, pin_hasher
 from fastagi_spy.store.audit import AuditRecord
 from fastagi_spy.store.tokens import new_token
-from fastagi_spy.supervise.launch import Launched, Stage
+from fastagi_spy.supervise.launch import Stage
 from fastagi_spy.wire.ami import AMIMessage
 from tests.integration.audio import heard
 from tests.integration.driver import Driver, Predicate, is_event, sleep, tag
 from tests.integration.site import TONE, AgentCall, agent_call, set_pins, site_config, wait_ready
 from tests.integration.test_agi_peers import set_global
+from tests.integration.test_vicidial_status import base, fetch
 
-PHONES = """
+USER, PASSWORD = "6666", "blind-monitor-pw"  # VICIdial's docs use user 6666
+PHONES = f"""
+[[supervisors]]
+number = "{USER}"
+name = "Floor manager, API"
+teams = ["sales"]
+modes = ["listen", "whisper", "barge"]
+api = true
+user_level = 8
+phone = "350a"
 [[phones]]
 login = "350a"
 dial = "Local/2001@fsp-api-phones"
@@ -45,6 +58,8 @@ async def site(sandbox: AsteriskSandbox, tmp_path: Path, driver: Driver
                ) -> AsyncIterator[SpyService]:
     service = make_service(site_config(sandbox, tmp_path, extra=PHONES), reactor)
     set_pins(service)
+    hasher = pin_hasher(service.config)
+    service.stores.passwords.set_hash(USER, hasher.hash_password(USER, PASSWORD), time.time())
     service.startService()
     await wait_ready(service)
     yield service
@@ -64,14 +79,18 @@ async def session_of(site: SpyService, agent: str) -> str:
 
 
 async def blind_monitor(site: SpyService, session: str, stage: Stage,
-                        phone: str = "350a") -> Launched:
-    launcher = site.launcher
-    person = site.config.directory.supervisor("2001")
-    entry = launcher.phone(phone)
-    assert person is not None and entry is not None
-    server = launcher.server_for_ip("127.0.0.1")
-    assert server == "sandbox" and launcher.session_exists(server, session)
-    return await launcher.launch(person, entry, server, session, stage, "test")
+                        phone: str = "350a") -> str:
+    """VICIdial's documented request (host, credentials, session changed); the man_id."""
+    url = (f"{base(site)}/vicidial/non_agent_api.php?source=test&user={USER}&pass={PASSWORD}"
+           f"&function=blind_monitor&phone_login={phone}&session_id={session}"
+           f"&server_ip=127.0.0.1&stage={stage.value}")
+    code, _, text = await fetch(url)
+    number = {"350a": "2001", "350b": "2002"}[phone]
+    found = re.fullmatch(
+        rf"SUCCESS: blind_monitor HAS BEEN LAUNCHED - {phone}\|127\*000\*000\*001\*{session}"
+        rf"\|{number}\|{session}\|([0-9]+)\|{USER}\n", text)
+    assert code == 200 and found, (code, text)
+    return found.group(1)
 
 
 def is_spy_on(call: AgentCall) -> Predicate:
@@ -131,7 +150,7 @@ async def test_blind_monitor_rings_the_phone_which_spies_in_the_stages_mode(
     session = await session_of(site, "1001")
     await set_global(driver, "FSP_API_REC", rec)
     mark = driver.mark()
-    launched = await blind_monitor(site, session, stage)
+    man_id = await blind_monitor(site, session, stage)
     start = await driver.wait_for(is_spy_on(call), since=mark, what="ChanSpyStart from the phone")
     await sleep(3.0)
     await driver.hangup_all()
@@ -145,11 +164,10 @@ async def test_blind_monitor_rings_the_phone_which_spies_in_the_stages_mode(
 
     row = await closed_row(site, start.get("SpyerChannel") or "")
     assert (row.via, row.supervisor, row.agent, row.resolved_channel) == (
-        "api", "2001", "1001", call.agent_leg)
-    assert row.detail == (f"blind_monitor {stage.value} source=test phone=350a "
-                          f"launch=#{launched.man_id}")
+        "api", USER, "1001", call.agent_leg)
+    assert row.detail == f"blind_monitor {stage.value} source=test phone=350a launch=#{man_id}"
     assert row.spy_started_at is not None and row.modes
-    launch_row = site.stores.audit.get(int(launched.man_id))
+    launch_row = site.stores.audit.get(int(man_id))
     assert launch_row is not None
     assert (launch_row.via, launch_row.end_reason, launch_row.requested_target) == (
         "api", "completed", session)
