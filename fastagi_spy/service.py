@@ -189,7 +189,8 @@ class SpyService(MultiService):
         # VICIdial's non_agent_api.php at /non_agent_api.php and /vicidial/non_agent_api.php.
         mount(root, NonAgentApiResource(NonAgentApi(VicidialDeps(
             checker=self.password_checker, agents=LiveAgents(self.live_map, config.directory),
-            launcher=self.launcher, stage_type=Stage, refusal=(LaunchRefused,), now=self.now))))
+            launcher=self.launcher, stage_type=Stage, refusal=(LaunchRefused,), now=self.now,
+            throttle=throttle))))
         self.site = make_site(root, config.http, reactor)
         self.http_service = StreamServerEndpointService(
             serverFromString(reactor, config.http_listen), self.site)

@@ -36,6 +36,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from fastagi_spy.domain import AgentEntry
 from fastagi_spy.web.api import client_address
+from fastagi_spy.web.guard import AuthThrottle
 from fastagi_spy.web.vicidial_params import BadParameter, read_params
 from fastagi_spy.web.vicidial_status import (
     AGENT_STATUS_HEADER,
@@ -127,6 +128,8 @@ class VicidialDeps:
     refusal: tuple[type[BaseException], ...] = ()
     now: Callable[[], float] = time.time
     version: str = field(default_factory=_version)
+    # The HTTP API's per-address throttle ([server] http_auth_*), shared with /api/live.
+    throttle: AuthThrottle | None = None
 
 
 def _error(reason: str, data: str, code: int = 200) -> Answer:
@@ -154,6 +157,11 @@ class NonAgentApi:
         if function == "version":
             return self._version()
         user = p["user"]
+        throttle = self.deps.throttle
+        if throttle is not None and throttle.retry_after(client) is not None:
+            # Too many bad logins from this address (any users): VICIdial's lock line,
+            # without a password check.
+            return _error("Too many login attempts, try again in 15 minutes", f": |{user}|LOCK|")
         try:
             login = await self.deps.checker.login(user, p["pass"], client)
         except Exception:
@@ -162,6 +170,11 @@ class NonAgentApi:
         verdict = getattr(login.verdict, "name", str(login.verdict))
         if verdict == "LOCKED":
             return _error("Too many login attempts, try again in 15 minutes", f": |{user}|LOCK|")
+        if throttle is not None:
+            if verdict == "OK":
+                throttle.succeeded(client)
+            else:
+                throttle.failed(client)
         if verdict != "OK" or login.person is None:
             # VICIdial prints |user|pass|auth_message|: the password field stays empty here.
             return _error("Login incorrect, please try again",

@@ -147,3 +147,32 @@ async def test_vicidial_errors_over_http(vsite: SpyService) -> None:
     assert (code, text) == (400, "ERROR: INVALID PARAMETER - phone_login\n")
     code, _, text = await fetch(f"{base(vsite)}/non_agent_api.php?function=version")
     assert code == 200 and text.startswith("VERSION: ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_ten_bad_passwords_lock_the_user_for_15_minutes(
+        sandbox: AsteriskSandbox, tmp_path: Path) -> None:
+    """VICIdial's lockout through non_agent_api.php: ten wrong passwords, then even the
+    right one gets the LOCK line; 15 minutes later (the login's clock moved) it works again."""
+    service = make_service(site_config(sandbox, tmp_path, extra=PERSON,
+                                       server="http_auth_failures = 100"), reactor)
+    clock = [time.time()]
+    service.password_checker.now = lambda: clock[0]
+    hasher = pin_hasher(service.config)
+    service.stores.passwords.set_hash(USER, hasher.hash_password(USER, PASSWORD), time.time())
+    service.startService()
+    try:
+        await wait_ready(service)
+        wrong = status_url(service, "1001").replace(PASSWORD, "wrong-guess")
+        for _ in range(10):
+            assert (await fetch(wrong))[2] == (
+                f"ERROR: Login incorrect, please try again: |{USER}||BAD|\n")
+        locked = f"ERROR: Too many login attempts, try again in 15 minutes: |{USER}|LOCK|\n"
+        assert (await fetch(status_url(service, "1001")))[2] == locked
+        clock[0] += 14 * 60
+        assert (await fetch(status_url(service, "1001")))[2] == locked
+        clock[0] += 60 + 1
+        code, _, text = await fetch(status_url(service, "1001"))
+        assert code == 200 and text.splitlines()[1].split(",")[5] == "Agent 1001", text
+    finally:
+        await service.stopService()

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs as parse_text
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.web.http import parse_qs
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
@@ -19,6 +20,7 @@ from fastagi_spy.model.views import AgentCall, AgentView
 from fastagi_spy.web.vicidial import NonAgentApi, NonAgentApiResource, VicidialDeps
 from fastagi_spy.web.vicidial_status import LiveAgent
 
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 DOCS_EXAMPLE = ("/vicidial/non_agent_api.php?source=test&user=6666&pass=1234&function="
                 "blind_monitor&phone_login=350a&session_id=8600051&server_ip=10.10.10.16"
                 "&stage=MONITOR")
@@ -145,6 +147,7 @@ class Env:
 
     def get(self, uri: str) -> tuple[int, str, DummyRequest]:
         request = DummyRequest([b""])
+        request.getClientAddress = lambda: PEER  # type: ignore[method-assign]
         request.uri = uri.encode()
         request.args = parse_qs(urlsplit(uri.encode()).query, 1)
         return self._render(request)
@@ -153,6 +156,7 @@ class Env:
         """A form POST as Twisted parses it: request.args holds query and body merged,
         the body's values replacing the query's."""
         request = DummyRequest([b""])
+        request.getClientAddress = lambda: PEER  # type: ignore[method-assign]
         request.method = b"POST"
         request.uri = path.encode()
         args = parse_qs(urlsplit(path.encode()).query, 1)
@@ -484,3 +488,24 @@ def test_live_agents_reads_the_map_and_never_a_stale_server() -> None:
         live_map.mark_stale(server, 1.0)
     assert agents.find("1001") == (None, True)
     assert agents.logged_in() == []
+
+
+def test_the_per_address_throttle_answers_vicidials_lock_line_without_a_login(env: Env) -> None:
+    """After ``failures`` bad logins from one address (whatever the users), that address gets
+    the lock line and no password is checked until the window ends; a good login clears it."""
+    from fastagi_spy.web.guard import AuthThrottle
+
+    clock = [1000.0]
+    throttle = AuthThrottle(3, 60.0, lambda: clock[0])
+    env.resource.api.deps.throttle = throttle
+    assert env.get(bm(pass_="x"))[1].startswith("ERROR: Login incorrect")
+    assert env.get(bm(user="1", pass_="x"))[1].startswith("ERROR: Login incorrect")
+    assert env.get(bm())[1].startswith("SUCCESS")  # a good login clears the count
+    for user in ("1", "2", "3"):
+        assert env.get(bm(user=user, pass_="x"))[1].startswith("ERROR: Login incorrect")
+    checked = len(env.checker.calls)
+    assert env.get(bm())[1] == (
+        "ERROR: Too many login attempts, try again in 15 minutes: |6666|LOCK|\n")
+    assert len(env.checker.calls) == checked
+    clock[0] += 60
+    assert env.get(bm())[1].startswith("SUCCESS")
