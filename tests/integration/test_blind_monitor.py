@@ -68,10 +68,10 @@ async def site(sandbox: AsteriskSandbox, tmp_path: Path, driver: Driver
         await set_global(driver, name, "")
 
 
-async def session_of(site: SpyService, agent: str) -> str:
+async def session_of(site: SpyService, agent: str, server: str = "sandbox") -> str:
     """The 7-digit session the live map gave ``agent`` once it is on its call."""
     for _ in range(100):
-        found = site.live_map.resolve(agent, "sandbox")
+        found = site.live_map.resolve(agent, server)
         if found.ok and found.session_id:
             return found.session_id
         await sleep(0.1)
@@ -79,15 +79,16 @@ async def session_of(site: SpyService, agent: str) -> str:
 
 
 async def blind_monitor(site: SpyService, session: str, stage: Stage,
-                        phone: str = "350a") -> str:
+                        phone: str = "350a", server_ip: str = "127.0.0.1") -> str:
     """VICIdial's documented request (host, credentials, session changed); the man_id."""
     url = (f"{base(site)}/vicidial/non_agent_api.php?source=test&user={USER}&pass={PASSWORD}"
            f"&function=blind_monitor&phone_login={phone}&session_id={session}"
-           f"&server_ip=127.0.0.1&stage={stage.value}")
+           f"&server_ip={server_ip}&stage={stage.value}")
     code, _, text = await fetch(url)
     number = {"350a": "2001", "350b": "2002"}[phone]
+    padded = re.escape("".join(f"{int(octet):03d}*" for octet in server_ip.split(".")))
     found = re.fullmatch(
-        rf"SUCCESS: blind_monitor HAS BEEN LAUNCHED - {phone}\|127\*000\*000\*001\*{session}"
+        rf"SUCCESS: blind_monitor HAS BEEN LAUNCHED - {phone}\|{padded}{session}"
         rf"\|{number}\|{session}\|([0-9]+)\|{USER}\n", text)
     assert code == 200 and found, (code, text)
     return found.group(1)
