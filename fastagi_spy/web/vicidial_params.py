@@ -40,6 +40,7 @@ _KEEP: dict[str, re.Pattern[str] | None] = {
     "show_sub_status": re.compile(r"[^0-9a-zA-Z]"),
 }
 FIELDS = tuple(_KEEP)
+_FIELDS = tuple((name, name.encode(), strip) for name, strip in _KEEP.items())
 
 
 class BadParameter(ValueError):
@@ -79,10 +80,10 @@ def read_params(uri: bytes, args: Mapping[bytes, Sequence[bytes]],
     For a GET, ``args`` is the query string already parsed (Twisted's request.args).
     """
     query = args if method == b"GET" else parse_qs(urlsplit(uri).query, 1)
-    params: dict[str, str] = {}
-    for name, strip in _KEEP.items():
-        key = name.encode()
+    params = dict.fromkeys(_KEEP, "")
+    for name, key, strip in _FIELDS:
         values = query.get(key) or args.get(key)
-        value = _decode(name, values[0]) if values else ""
-        params[name] = strip.sub("", value) if strip is not None else value
+        if values:
+            value = _decode(name, values[0])
+            params[name] = strip.sub("", value) if strip is not None else value
     return params

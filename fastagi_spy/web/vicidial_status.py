@@ -83,7 +83,7 @@ def agent_status_line(agent: LiveAgent, dl: str, include_ip: bool) -> str:
            number, "", session]
     if include_ip:
         row.append("")  # computer_ip: we have no agent screen to log in from
-    return dl.join(_clean(v, dl) for v in row)
+    return dl.join([_clean(v, dl) for v in row])
 
 
 def logged_in_line(agent: LiveAgent, dl: str, sub_status: bool) -> str:
@@ -92,7 +92,7 @@ def logged_in_line(agent: LiveAgent, dl: str, sub_status: bool) -> str:
            agent.entry.team, ""]
     if sub_status:
         row += ["", ""]
-    return dl.join(_clean(v, dl) for v in row)
+    return dl.join([_clean(v, dl) for v in row])
 
 
 def header_line(names: Sequence[str], dl: str) -> str:
