@@ -11,7 +11,8 @@ setup(
     # The dialplan bundle and the Asterisk configs the demo boots travel in the wheel:
     # read through importlib.resources, so `fastagi-spy demo` works outside the checkout.
     package_data={
-        "fastagi_spy": ["py.typed", "data/*.toml", "data/dialplan/*.conf", "data/asterisk/*.conf"],
+        "fastagi_spy": ["py.typed", "data/*.toml", "data/dialplan/*.conf", "data/asterisk/*.conf",
+                        "web/static/*"],
     },
     install_requires=[
         "twisted>=26.10",
@@ -25,6 +26,7 @@ setup(
             "ruff>=0.6",
             "mypy>=1.10",
             "mypy-zope>=1.0",
+            "selenium>=4.20",  # drives Debian's chromium in tests/integration/browser
         ],
         "bench": [
             "panoramisk>=1.4",

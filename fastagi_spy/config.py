@@ -298,7 +298,8 @@ def _agent(i: int, t: Mapping[str, Any]) -> AgentEntry:
 def _supervisor(i: int, t: Mapping[str, Any]) -> SupervisorEntry:
     key = f"supervisors[{i}]."
     _only(t, key, {"number", "name", "teams", "modes", "devices", "user_level", "api",
-                   "functions", "active", "view_reports", "phone"})
+                   "functions", "active", "view_reports", "phone", "see_everyone", "spy",
+                   "configure"})
     number = _digits(t, key + "number")
     teams = _list(t, key + "teams", str, default=[])
     modes = _list(t, key + "modes", str, default=["listen"])
@@ -321,6 +322,10 @@ def _supervisor(i: int, t: Mapping[str, Any]) -> SupervisorEntry:
         active=_get(t, key + "active", bool, True),
         view_reports=_get(t, key + "view_reports", bool, True),
         phone=phone,
+        # The web page's scopes: granted one by one, never implied by a level or a mode.
+        see_everyone=_get(t, key + "see_everyone", bool, False),
+        spy=_get(t, key + "spy", bool, False),
+        configure=_get(t, key + "configure", bool, False),
     )
 
 

@@ -44,6 +44,9 @@ class SupervisorEntry:
     The fields after `devices` are VICIdial's (vicidial_users): `user_level` 0-9, `api`
     (vdc_agent_api_access), `functions` (api_allowed_functions; None = ALL_FUNCTIONS),
     `active`, `view_reports`, and `phone`, the phone_login of their own phone.
+    The last three are the web page's scopes (web/scopes.py): `see_everyone` (all teams'
+    agents, not only their own), `spy` (the Listen/Whisper/Barge buttons, for their `modes`),
+    `configure` (the settings page). All default to False: a right is granted, never assumed.
     """
 
     number: str
@@ -57,6 +60,9 @@ class SupervisorEntry:
     active: bool = True
     view_reports: bool = True
     phone: str | None = None
+    see_everyone: bool = False
+    spy: bool = False
+    configure: bool = False
 
     def may_use(self, function: str) -> bool:
         """Whether api_allowed_functions lets this person call `function`."""
