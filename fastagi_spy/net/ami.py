@@ -297,6 +297,20 @@ class AMIClient:
         stopped: defer.Deferred[None] = self.service.stopService()
         return stopped
 
+    def reconfigure(self, endpoint: IStreamClientEndpoint,
+                    credentials: AMICredentials) -> defer.Deferred[None]:
+        """New address or login (the settings page): the current connection, or the wait
+        before the next attempt, ends now and the next attempt uses these. A wrong login
+        then shows as the link down, retried with backoff, as at start-up."""
+        self._endpoint = endpoint
+        self.credentials = credentials
+        if self._loop is None:  # not started: the first attempt will use them
+            return defer.succeed(None)
+        restarted = self._end()
+        # Stopped meanwhile (the server shutting down): stay stopped.
+        restarted.addCallback(lambda _: self._begin() if self.service.running else None)
+        return restarted
+
     def add_listener(self, listener: EventListener) -> Callable[[], None]:
         self.listeners.append(listener)
         return lambda: self.listeners.remove(listener)

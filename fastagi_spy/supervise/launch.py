@@ -49,6 +49,7 @@ API_CONTEXT = "fastagi-spy-api"  # the bundle context the phone is originated in
 TOKEN_TTL = 60.0  # seconds: the phone's ring time (ORIGINATE_TIMEOUT) and a margin
 ORIGINATE_TIMEOUT_MS = 30000  # how long the supervisor's phone rings
 SESSION = re.compile(r"[0-9]{7}")
+TARGET = re.compile(r"[0-9]{1,20}")  # a session id or an agent number: digits only
 SOURCE = re.compile(r"[0-9A-Za-z]{0,20}")  # VICIdial strips everything else from source
 
 # LaunchRefused reasons (VICIdial has no such cases: these are ours).
@@ -78,6 +79,10 @@ STAGE_MODE = {
     Stage.BARGESWAP: Mode.BARGE,
     Stage.HIJACK: Mode.BARGE,
 }
+
+
+# A Live Monitor button's mode as the stage the bundle's token carries.
+MODE_STAGE = {Mode.LISTEN: Stage.MONITOR, Mode.WHISPER: Stage.WHISPER, Mode.BARGE: Stage.BARGE}
 
 
 class LaunchRefused(Exception):
@@ -164,14 +169,52 @@ class MonitorLauncher:
             raise LaunchRefused(REFUSED_INVALID)  # the endpoint sanitised them: not ours
         mode = STAGE_MODE[stage]
         agent_number = self._check(person, phone, server, session_id, stage, mode)
-        now = self._now()
         note = f"blind_monitor {stage.value} source={source or '-'} phone={phone.login}"
+        record = await self._ring(person, phone, server, session_id, agent_number, stage, note,
+                                  Via.API)
+        return Launched(str(record), dialstring(self._server_ip(server)), dialplan_number(phone))
+
+    async def launch_agent(self, person: SupervisorEntry, phone: PhoneEntry,
+                           agent_number: str, mode: Mode) -> int:
+        """A Live Monitor button: ring ``phone`` to spy on agent ``agent_number`` in ``mode``
+        on whichever server the agent's call is. The same rights, token and Originate as
+        :meth:`launch`; the launch row is via web. Returns the launch row's id."""
+        if TARGET.fullmatch(agent_number) is None:
+            raise LaunchRefused(REFUSED_INVALID)
+        agent = self._directory.agent(agent_number)
+        # Rights before status, as on the phones: no hint whether a forbidden agent is busy.
+        if agent is None or not may_spy(person, agent, mode, self._directory.never_spy).allowed:
+            raise LaunchRefused(REFUSED_RIGHTS)
+        server = self._agent_server(agent_number)
+        if phone.server != server and not self._route(phone.server, server):
+            raise LaunchRefused(REFUSED_NO_ROUTE)
+        stage = MODE_STAGE[mode]
+        note = f"web {mode.value} phone={phone.login}"
+        return await self._ring(person, phone, server, agent_number, agent_number, stage, note,
+                                Via.WEB)
+
+    def _agent_server(self, agent_number: str) -> str:
+        """The server where the agent is on a call; fail closed when a stale server could
+        hold it."""
+        stale = False
+        for server in self._servers:
+            found = self._resolver.resolve(agent_number, server.name)
+            if found.reason == "ok" and found.agent_number == agent_number:
+                return server.name
+            stale = stale or found.reason == "stale"
+        raise LaunchRefused(REFUSED_UNAVAILABLE if stale else REFUSED_NOT_ON_CALL)
+
+    async def _ring(self, person: SupervisorEntry, phone: PhoneEntry, server: str, target: str,
+                    agent_number: str, stage: Stage, note: str, via: Via) -> int:
+        """The launch row, the token and the Originate; returns the row's id."""
+        mode = STAGE_MODE[stage]
+        now = self._now()
         try:
-            record = self._audit.open(now, Via.API.value, supervisor=person.number,
+            record = self._audit.open(now, via.value, supervisor=person.number,
                                       device=phone.dial, auth_result=AuthResult.OK)
-            self._audit.update(record, requested_target=session_id, agent=agent_number,
+            self._audit.update(record, requested_target=target, agent=agent_number,
                                server=server, modes=mode.value, detail=note)
-            grant = TokenGrant(phone.server, phone.server, person.number, mode, session_id,
+            grant = TokenGrant(phone.server, phone.server, person.number, mode, target,
                                phone.dial, purpose="api", stage=stage.value, spy_server=server,
                                note=f"{note} launch=#{record}")
             token = self._tokens.issue(grant, now, self._ttl)
@@ -179,8 +222,7 @@ class MonitorLauncher:
             log.error("blind_monitor not launched, store down: {error}", error=exc)
             raise LaunchRefused(REFUSED_UNAVAILABLE) from exc
         try:
-            await self._originate(phone.server, originate_headers(phone, token, session_id,
-                                                                  stage))
+            await self._originate(phone.server, originate_headers(phone, token, target, stage))
         except Exception as exc:
             # AMI down or the Originate refused: the token dies now, the row says why.
             log.error("blind_monitor Originate failed on {server}: {error}",
@@ -193,7 +235,7 @@ class MonitorLauncher:
         # The launch is done; the phone's answer is its own row (via api, "launch=#<id>").
         self._quietly(lambda: self._audit.close(record, self._now(), EndReason.COMPLETED,
                                                 f"{note}: phone rung"))
-        return Launched(str(record), dialstring(self._server_ip(server)), dialplan_number(phone))
+        return record
 
     def _check(self, person: SupervisorEntry, phone: PhoneEntry, server: str,
                session_id: str, stage: Stage, mode: Mode) -> str:
@@ -229,7 +271,7 @@ def originate_headers(phone: PhoneEntry, token: str, session_id: str,
                       stage: Stage) -> list[tuple[str, str]]:
     """The async Originate: the phone's device into the bundle, the token as the extension.
     Everything here is ours; checked again where it meets AMI."""
-    if DEVICE_NAME.match(phone.dial) is None or SESSION.fullmatch(session_id) is None:
+    if DEVICE_NAME.match(phone.dial) is None or TARGET.fullmatch(session_id) is None:
         raise ValueError("unsafe phone or session for Originate")
     if not (token.isascii() and token.isdigit()):
         raise ValueError("a token is digits")

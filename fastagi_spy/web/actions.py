@@ -1,0 +1,186 @@
+"""The Live Monitor's Listen / Whisper / Barge buttons: ``/api/spy``.
+
+- ``GET /api/spy``: the modes whose buttons the signed-in person sees (scope ``spy``, their
+  ``modes``, and only modes whose feature code is configured); ``[]`` hides them all.
+- ``POST /api/spy`` (form fields ``agent``, ``mode``; header ``X-CSRF-Token``): rings the
+  person's own phone by blind_monitor's path (``MonitorLauncher.launch_agent``: rights, the
+  launch's audit row via web, a one-time token, an Originate into the bundle); the flow spies
+  on answer. 202 with the launch's id, or the refusal and its reason.
+- ``GET /api/spy/<id>``: what became of that launch (ringing, answered, connected, ended,
+  refused with the reason, not answered), read from the audit rows; only its own person's.
+
+The server refuses whatever the page shows: no ``spy`` scope or a mode the person lacks is
+403, a missing or wrong CSRF token is 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from typing import Protocol
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from fastagi_spy.domain import Mode, PhoneEntry, SupervisorEntry
+from fastagi_spy.store.audit import AuditLog, AuditRecord, EndReason, Via
+from fastagi_spy.store.database import Database
+from fastagi_spy.store.errors import StoreError
+from fastagi_spy.supervise.launch import TARGET, TOKEN_TTL, LaunchRefused
+from fastagi_spy.web.api import send_json
+
+log = Logger()
+_RECORD_COLUMNS = ", ".join(f.name for f in fields(AuditRecord))
+
+
+class Gate(Protocol):
+    """The signed-in person and CSRF check (web/session.py's WebSessions satisfies it)."""
+
+    def require(self, request: Request, scope: str | None) -> SupervisorEntry | None: ...
+    def csrf_ok(self, request: Request) -> bool: ...
+
+
+class Launcher(Protocol):
+    def phone(self, login: str) -> PhoneEntry | None: ...
+    async def launch_agent(self, person: SupervisorEntry, phone: PhoneEntry,
+                           agent_number: str, mode: Mode) -> int: ...
+
+
+def button_modes(person: SupervisorEntry, codes: Mapping[Mode, str | None]) -> list[Mode]:
+    """The buttons ``person`` sees: scope spy, their own modes, a configured feature code."""
+    if not person.spy:
+        return []
+    return [m for m in Mode if m in person.modes and codes.get(m)]
+
+
+def _field(request: Request, name: str) -> str | None:
+    values = (request.args or {}).get(name.encode())
+    if not values or len(values) != 1:
+        return None
+    try:
+        return str(values[0].decode("ascii"))
+    except UnicodeDecodeError:
+        return None
+
+
+class SpyResource(Resource):
+    """``/api/spy``; its children are the launches' status."""
+
+    def __init__(self, gate: Gate, launcher: Launcher,
+                 codes: Callable[[], Mapping[Mode, str | None]], audit: AuditLog, db: Database, now: Callable[[], float]) -> None:
+        Resource.__init__(self)
+        self.gate = gate
+        self.launcher = launcher
+        self.codes = codes
+        self.audit = audit
+        self.db = db
+        self.now = now
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return SpyStatus(self, path)
+
+    def render_GET(self, request: Request) -> bytes:
+        person = self.gate.require(request, None)
+        if person is None:
+            return b""
+        modes = button_modes(person, self.codes())
+        return send_json(request, 200, {"modes": [m.value for m in modes]})
+
+    def render_POST(self, request: Request) -> bytes | int:
+        person = self.gate.require(request, "spy")
+        if person is None:
+            return b""
+        if not self.gate.csrf_ok(request):
+            return send_json(request, 403, {"error": "missing or wrong CSRF token; reload "
+                                            "the page"})
+        agent, mode_text = _field(request, "agent"), _field(request, "mode")
+        if agent is None or TARGET.fullmatch(agent) is None:
+            return send_json(request, 400, {"error": "agent: an agent number (digits)"})
+        try:
+            mode = Mode(mode_text or "")
+        except ValueError:
+            return send_json(request, 400, {"error": "mode: listen, whisper or barge"})
+        if mode not in person.modes:
+            return send_json(request, 403, {"error": f"you may not {mode.value}"})
+        if not self.codes().get(mode):
+            return send_json(request, 403, {"error": f"the {mode.value} feature code is not "
+                                            "configured (settings)"})
+        phone = self.launcher.phone(person.phone) if person.phone else None
+        if phone is None:
+            return send_json(request, 409, {"error": "your profile has no phone to ring; "
+                                            "ask an administrator to set one"})
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _failure: gone.append(True))
+        defer.ensureDeferred(self._launch(request, gone, person, phone, agent, mode)).addErrback(
+            lambda failure: log.failure("POST /api/spy failed", failure))
+        return NOT_DONE_YET
+
+    async def _launch(self, request: Request, gone: list[bool], person: SupervisorEntry,
+                      phone: PhoneEntry, agent: str, mode: Mode) -> None:
+        try:
+            launch_id = await self.launcher.launch_agent(person, phone, agent, mode)
+        except LaunchRefused as exc:
+            body = send_json(request, 409, {"state": "refused", "reason": exc.reason})
+        except Exception:
+            log.failure("Live Monitor launch failed")
+            body = send_json(request, 500, {"state": "refused", "reason": "internal error"})
+        else:
+            body = send_json(request, 202, {"id": launch_id, "state": "ringing",
+                                            "phone": phone.login})
+        if not gone:
+            request.write(body)
+            request.finish()
+
+
+class SpyStatus(Resource):
+    """``GET /api/spy/<launch id>``."""
+
+    isLeaf = True
+
+    def __init__(self, parent: SpyResource, path: bytes) -> None:
+        Resource.__init__(self)
+        self.parent = parent
+        self.path = path
+
+    def render_GET(self, request: Request) -> bytes:
+        person = self.parent.gate.require(request, None)
+        if person is None:
+            return b""
+        text = self.path.decode("ascii", "replace")
+        launch = self.parent.audit.get(int(text)) if text.isdigit() and len(text) < 19 else None
+        # Someone else's launch is as absent as one that never was.
+        if launch is None or launch.via != Via.WEB.value or launch.supervisor != person.number:
+            return send_json(request, 404, {"error": "no such launch of yours"})
+        try:
+            answer = answer_to(self.parent.db, launch.id)
+        except StoreError:
+            return send_json(request, 503, {"error": "audit store unavailable"})
+        return send_json(request, 200, {"id": launch.id, **state_of(launch, answer,
+                                                                     self.parent.now())})
+
+
+def answer_to(db: Database, launch_id: int) -> AuditRecord | None:
+    """The phone's own row: the flow writes the launch's "launch=#<id>" in its detail."""
+    tag = f"launch=#{launch_id}"
+    row = db.execute(
+        f"SELECT {_RECORD_COLUMNS} FROM audit WHERE id > ? AND via = ? AND (detail LIKE ? "
+        "OR detail LIKE ? OR detail LIKE ?) ORDER BY id LIMIT 1",
+        (launch_id, Via.API.value, f"%{tag}", f"%{tag};%", f"%{tag} %")).fetchone()
+    return None if row is None else AuditRecord(*row)
+
+
+def state_of(launch: AuditRecord, answer: AuditRecord | None, now: float) -> dict[str, str]:
+    """What the page says about a launch."""
+    if launch.end_reason != EndReason.COMPLETED.value:
+        return {"state": "refused", "reason": launch.end_reason or "not rung"}
+    if answer is None:
+        if now - launch.started_at <= TOKEN_TTL:
+            return {"state": "ringing"}
+        return {"state": "not answered"}
+    if answer.spy_started_at is not None:
+        return {"state": "ended" if answer.ended_at is not None else "connected"}
+    if answer.ended_at is not None:
+        return {"state": "refused", "reason": answer.end_reason or "refused"}
+    return {"state": "answered"}
