@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -355,6 +356,13 @@ API_USERS_GONE = (
     "--config <this file> <user>`")
 
 
+def local_day_start(now: float) -> float:
+    """The last local midnight at or before ``now``, in this process's time zone (TZ):
+    when the queue strip's answered and abandoned counts start again."""
+    day = time.localtime(now)
+    return time.mktime((day.tm_year, day.tm_mon, day.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
 def _map_rules(t: Mapping[str, Any]) -> ModelConfig:
     _only(t, "map.", {"session_range", "trunk_contexts", "trunk_prefixes", "dialer_contexts",
                       "dialer_prefixes", "dialer_dial_prefixes", "logged_in_by",
@@ -373,6 +381,7 @@ def _map_rules(t: Mapping[str, Any]) -> ModelConfig:
         session_range=(rng[0], rng[1]),
         logged_in_by=logged_in_by,
         session_quarantine=quarantine,
+        day_start=local_day_start,
         trunk_contexts=frozenset(_list(t, "map.trunk_contexts", str, default=[])),
         trunk_prefixes=_strings(t, "map.trunk_prefixes", bool, _PREFIX_EXPECTED),
         dialer_contexts=frozenset(_list(t, "map.dialer_contexts", str, default=[])),

@@ -7,7 +7,7 @@ from typing import Literal, NamedTuple, TypeAlias
 
 __all__ = ["Change", "ChangeKind", "Lazy", "Payload", "Subscribers"]
 
-ChangeKind: TypeAlias = Literal["agent", "call", "session", "server"]
+ChangeKind: TypeAlias = Literal["agent", "call", "session", "server", "queue"]
 # A JSON-ready dict: str keys; values are str, int, float, bool, None, lists and dicts.
 Payload: TypeAlias = dict[str, object]
 
@@ -32,7 +32,7 @@ class _ChangeFields(NamedTuple):
 
 
 class Change(_ChangeFields):
-    """One agent, call, session or server whose public view changed.
+    """One agent, call, session, server or queue whose public view changed.
 
     ``value`` is the new JSON-ready view, or None when the thing is gone.
     Subscribers share the dict: treat it as read-only.  Immutable; the model

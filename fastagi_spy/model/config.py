@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastagi_spy.model.queues import DayStart, utc_day_start
+
 __all__ = ["LOGGED_IN_BY", "ModelConfig"]
 
 LOGGED_IN_BY = ("registration", "login")
@@ -32,6 +34,8 @@ class ModelConfig:
     logs out before another agent is given it, unless the range would run dry.
     ``tombstones`` is how many hung-up uniqueids are remembered so that a late
     event for one cannot resurrect it.
+    ``day_start`` says when the day that a time falls in began: the queues' answered
+    and abandoned counts start again at it (the service passes local midnight).
     """
 
     session_range: tuple[int, int] = (8600000, 8699999)
@@ -43,6 +47,7 @@ class ModelConfig:
     logged_in_by: str = "registration"
     session_quarantine: float = 600.0
     tombstones: int = 4096
+    day_start: DayStart = utc_day_start
 
     def __post_init__(self) -> None:
         low, high = self.session_range

@@ -21,9 +21,10 @@ from fastagi_spy.model.events import (
     parse_state,
     required,
 )
+from fastagi_spy.model.queues import check_queue_name
 from fastagi_spy.model.tables import Tables
 
-__all__ = ["HANDLERS", "Handler", "pool_login", "queue_member"]
+__all__ = ["HANDLERS", "Handler", "pool_login", "queue_entry", "queue_member", "queue_params"]
 
 Handler = Callable[[Tables, EventLike, float], None]
 
@@ -265,6 +266,8 @@ def queue_member(tables: Tables, event: EventLike, now: float) -> None:
     number = tables.members.get((queue, normalise_interface(interface))) if interface else None
     agent = tables.agents.get(number) if number is not None else None
     if agent is None:
+        # A new membership: its queue name is counted on the page from now on.
+        check_queue_name(queue)
         devices = _member_devices(event)
         if not devices:
             raise Malformed("queue member without Interface")
@@ -334,6 +337,53 @@ def _end_pool_login(tables: Tables, agent_id: str) -> str | None:
     return number
 
 
+def _caller_uniqueid(tables: Tables, event: EventLike) -> str | None:
+    """The waiting caller's Uniqueid (app_queue.c sends the caller's channel snapshot);
+    None for a channel already hung up, so a straggler cannot make it wait again."""
+    uniqueid = required(event, "Uniqueid")
+    return None if uniqueid in tables.tombstones else uniqueid
+
+
+def _queue_caller_join(tables: Tables, event: EventLike, now: float) -> None:
+    queue = check_queue_name(event.get("Queue"))
+    uniqueid = _caller_uniqueid(tables, event)
+    if uniqueid is not None:
+        tables.queues.join(queue, uniqueid, now)
+
+
+def _queue_caller_leave(tables: Tables, event: EventLike, now: float) -> None:
+    # Sent however the wait ended: answered, abandoned, timed out or taken out.
+    tables.queues.known(check_queue_name(event.get("Queue")))
+    tables.queues.leave(required(event, "Uniqueid"))
+
+
+def _queue_caller_abandon(tables: Tables, event: EventLike, now: float) -> None:
+    queue = check_queue_name(event.get("Queue"))
+    tables.queues.leave(required(event, "Uniqueid"))
+    tables.queues.count(queue, now, answered=False)
+
+
+def _agent_connect(tables: Tables, event: EventLike, now: float) -> None:
+    # A member answered a queue caller: the caller's snapshot, the member's as Dest*.
+    queue = check_queue_name(event.get("Queue"))
+    tables.queues.leave(required(event, "Uniqueid"))
+    tables.queues.count(queue, now, answered=True)
+
+
+def queue_entry(tables: Tables, event: EventLike, now: float) -> None:
+    """QueueStatus's QueueEntry item: a caller waiting "Wait" seconds already."""
+    queue = check_queue_name(event.get("Queue"))
+    wait = required(event, "Wait")
+    if not (wait.isascii() and wait.isdigit()) or len(wait) > 9:
+        raise Malformed(f"Wait {wait[:20]!r} is not a number of seconds")
+    tables.queues.join(queue, required(event, "Uniqueid"), now - int(wait))
+
+
+def queue_params(tables: Tables, event: EventLike, now: float) -> None:
+    """QueueStatus's QueueParams item: a queue exists, even with nobody in it."""
+    tables.queues.known(check_queue_name(event.get("Queue")))
+
+
 def _devicestatechange(tables: Tables, event: EventLike, now: float) -> None:
     # devicestate.c: "Device: PJSIP/1001", "State: NOT_INUSE|INUSE|...|UNAVAILABLE".
     tables.set_device_state(required(event, "Device"), required(event, "State"))
@@ -368,4 +418,8 @@ HANDLERS: dict[str, Handler] = {
     "AgentLogin": _agentlogin,
     "AgentLogoff": _agentlogoff,
     "DeviceStateChange": _devicestatechange,
+    "QueueCallerJoin": _queue_caller_join,
+    "QueueCallerLeave": _queue_caller_leave,
+    "QueueCallerAbandon": _queue_caller_abandon,
+    "AgentConnect": _agent_connect,
 }

@@ -103,7 +103,7 @@ class LiveMap:
         return changes
 
     def snapshot(self, now: float) -> Payload:
-        """Everything as JSON: {"servers": {name: {stale, agents, sessions, calls}}}."""
+        """Everything as JSON: {"servers": {name: {stale, agents, sessions, calls, queues}}}."""
         self._report_waiting(now)
         return {"servers": {name: state.snapshot(now) for name, state in self._servers.items()}}
 

@@ -1,4 +1,5 @@
-"""Build a server's tables from the CoreShowChannels, QueueStatus and Agents lists.
+"""Build a server's tables from the CoreShowChannels, QueueStatus and Agents lists
+(QueueStatus: its QueueParams, QueueMember and QueueEntry items).
 
 The lists describe "now" but not history: a CoreShowChannel item has the
 channel's age (Duration) and its bridge (BridgeId), not when it rang or was
@@ -18,7 +19,7 @@ from fastagi_spy.model.events import (
     is_session_id,
     required,
 )
-from fastagi_spy.model.handlers import pool_login, queue_member
+from fastagi_spy.model.handlers import pool_login, queue_entry, queue_member, queue_params
 from fastagi_spy.model.tables import Tables
 
 __all__ = ["load"]
@@ -102,8 +103,15 @@ def load(
     # Members and pool logins first: their devices are then known when the channels
     # arrive, so no channel has to be re-attached later.
     for item in queue_members:
+        # QueueStatus lists each queue's QueueParams, then its QueueMember and QueueEntry items.
+        kind = item.event
         try:
-            queue_member(tables, item, now)
+            if kind == "QueueEntry":
+                queue_entry(tables, item, now)
+            elif kind == "QueueParams":
+                queue_params(tables, item, now)
+            else:
+                queue_member(tables, item, now)
         except Malformed:
             tables.malformed += 1
     for item in pool_agents:

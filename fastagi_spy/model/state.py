@@ -10,6 +10,7 @@ from fastagi_spy.model.config import ModelConfig
 from fastagi_spy.model.devices import UNREGISTERED_STATES
 from fastagi_spy.model.events import EventLike, Malformed
 from fastagi_spy.model.handlers import HANDLERS
+from fastagi_spy.model.queues import queue_payload
 from fastagi_spy.model.resolve import SpyTarget, channel_agent, lookup, spy_target
 from fastagi_spy.model.resync import load
 from fastagi_spy.model.tables import Tables
@@ -99,7 +100,8 @@ class ServerState:
     def report_changes(self, now: float) -> list[Change]:
         """Everything that changed since the last report, each thing's newest view once."""
         tables = self._tables
-        if tables.dirty_agents or tables.dirty_calls or tables.ended or tables.touched_sessions:
+        if (tables.dirty_agents or tables.dirty_calls or tables.ended or tables.touched_sessions
+                or tables.queues.dirty):
             return flush(self.name, tables, now)
         return []
 
@@ -137,6 +139,8 @@ class ServerState:
         for device in sorted(unregistered):
             new.set_device_state(device, "UNAVAILABLE")
         load(new, channels, queue_members, now, pool_agents)
+        # The day's answered/abandoned counts are ours, not in any list: keep them.
+        new.queues.carry_day(old.queues)
         # Sessions in a fixed order so allocation is deterministic.
         for number in sorted(new.dirty_agents):
             new.refresh_session(new.agents[number], now)
@@ -148,6 +152,7 @@ class ServerState:
         new.touched_sessions.update(old.emitted_sessions)
         gone_agents = set(old.emitted_agents) - set(new.agents)
         gone_calls = set(old.emitted_calls) - set(new.calls)
+        gone_queues = set(new.queues.emitted) - set(new.queues.queues)
         changes = flush(self.name, new, now)
         for number in sorted(gone_agents):
             del new.emitted_agents[number]
@@ -155,6 +160,9 @@ class ServerState:
         for linkedid in sorted(gone_calls):
             del new.emitted_calls[linkedid]
             changes.append(Change(self.name, "call", linkedid, None))
+        for name in sorted(gone_queues):
+            del new.queues.emitted[name]
+            changes.append(Change(self.name, "queue", name, None))
         self._tables = new
         if self.stale:
             self.stale = False
@@ -186,7 +194,7 @@ class ServerState:
     # --- views ------------------------------------------------------------------
 
     def snapshot(self, now: float) -> Payload:
-        """This server as JSON: stale flag, agents, sessions and calls, sorted by key.
+        """This server as JSON: stale flag, agents, sessions, calls and queues, sorted by key.
 
         Shows the views last reported: call ``report_changes`` first.
         """
@@ -210,7 +218,15 @@ class ServerState:
             if not isinstance(cview, CallView):
                 cview = call_view(tables, tables.calls[linkedid])
             calls.append(call_payload(linkedid, cview, now))
-        return {"stale": self.stale, "agents": agents, "sessions": sessions, "calls": calls}
+        book = tables.queues
+        queues = [queue_payload(name, book.view(name, now), now) for name in sorted(book.queues)]
+        return {
+            "stale": self.stale,
+            "agents": agents,
+            "sessions": sessions,
+            "calls": calls,
+            "queues": queues,
+        }
 
     def channel_names(self) -> frozenset[str]:
         """Names of every live channel tracked here (to compare with CoreShowChannels)."""

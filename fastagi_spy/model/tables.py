@@ -37,6 +37,7 @@ from fastagi_spy.model.events import (
     parse_state,
     session_from_chanvars,
 )
+from fastagi_spy.model.queues import QueueBook
 from fastagi_spy.model.sessions import SessionBook
 
 __all__ = ["Tables"]
@@ -129,6 +130,7 @@ class Tables:
         "malformed",
         "members",
         "pool_logins",
+        "queues",
         "rooms",
         "session_dirty",
         "sessions",
@@ -163,6 +165,8 @@ class Tables:
         self.ext_agents = self.devices.ext_agents
         # (queue, member device) -> agent number: one membership per interface and queue.
         self.members: dict[tuple[str, str], str] = {}
+        # Queues: callers waiting, members per place, the day's counts.
+        self.queues = QueueBook(config.day_start)
         # AgentLogin's agent id -> (agent number, the device it logged in on).
         self.pool_logins: dict[str, tuple[str, str]] = {}
         # Uniqueid of a leg carrying FASTAGI_SPY_AGENT -> (agent number, the leg's device).
@@ -357,6 +361,9 @@ class Tables:
         tombstones[uniqueid] = None
         if len(tombstones) > self.config.tombstones:
             tombstones.popitem(last=False)
+        if uniqueid in self.queues.where:
+            # A caller gone without a QueueCallerLeave we saw waits no more.
+            self.queues.leave(uniqueid)
         channel = self.channels.pop(uniqueid, None)
         if channel is None:
             return

@@ -13,6 +13,7 @@ from fastagi_spy.model.agents import Agent, AgentStatus, SessionSource
 from fastagi_spy.model.calls import Call, Direction
 from fastagi_spy.model.changes import Change, Lazy, Payload
 from fastagi_spy.model.channels import STATE_RINGING, Channel
+from fastagi_spy.model.queues import QueueBook, queue_payload
 from fastagi_spy.model.resolve import facing_call, order, with_others
 from fastagi_spy.model.tables import Tables
 
@@ -25,6 +26,7 @@ __all__ = [
     "call_payload",
     "call_view",
     "flush",
+    "queue_changes",
     "session_payload",
     "session_view",
 ]
@@ -297,6 +299,23 @@ def _ordered(keys: set[str]) -> list[str]:
     return sorted(keys) if len(keys) > 1 else list(keys)
 
 
+def queue_changes(server: str, book: QueueBook, now: float) -> list[Change]:
+    """A change for each queue whose view differs from the one reported before."""
+    if not book.dirty:
+        return []
+    names = _ordered(book.dirty)
+    book.dirty.clear()
+    changes: list[Change] = []
+    for name in names:
+        if name not in book.queues:
+            continue
+        view = book.view(name, now)
+        if book.emitted.get(name) != view:
+            book.emitted[name] = view
+            changes.append(Change(server, "queue", name, Lazy((queue_payload, name, view, now))))
+    return changes
+
+
 def flush(server: str, tables: Tables, now: float) -> list[Change]:
     """Turn everything marked dirty into changes, and clear the marks.
 
@@ -323,6 +342,9 @@ def flush(server: str, tables: Tables, now: float) -> list[Change]:
                 continue
             # Session ids were settled at the end of the read (Tables.settle_sessions).
             view = agent_view(tables, agent)
+            # Queue members are counted available / on a call / paused per queue.
+            if agent.queues or number in tables.queues.placed:
+                tables.queues.place(number, agent.queues, view.call is not None)
             shown = tables.emitted_agents.get(number)
             if shown != view:
                 tables.emitted_agents[number] = view
@@ -357,6 +379,7 @@ def flush(server: str, tables: Tables, now: float) -> list[Change]:
                 tables.emitted_calls[linkedid] = cview
                 payload = Lazy((call_payload, linkedid, cview, now))
                 changes.append(_tuple_new(Change, (server, "call", linkedid, [payload])))
+    changes.extend(queue_changes(server, tables.queues, now))
     if tables.touched_sessions:
         session_ids = _ordered(tables.touched_sessions)
         tables.touched_sessions.clear()

@@ -23,6 +23,9 @@ from twisted.python.failure import Failure
 from fastagi_spy.net.ami import AMIClient, AMIError
 from fastagi_spy.wire.ami import AMIMessage
 
+# QueueStatus's list items the map rebuilds from (app_queue.c manager_queues_status).
+_QUEUE_ITEMS = frozenset(("QueueParams", "QueueMember", "QueueEntry"))
+
 
 class LiveSync:
     log = Logger()
@@ -132,7 +135,8 @@ class LiveSync:
         try:
             channels = await client.call("CoreShowChannels", timeout=30)
             queues = await client.call("QueueStatus", timeout=30)
-            members = [e for e in queues.events if e.event == "QueueMember"]
+            # Members, and the queues themselves with the callers waiting in them.
+            members = [e for e in queues.events if e.event in _QUEUE_ITEMS]
             devices = await self._device_states(client)
             pool = await self._pool_agents(client)
             self.live_map.resync(self.server, channels.events, members, self.now(), devices, pool)

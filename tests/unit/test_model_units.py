@@ -458,7 +458,8 @@ def test_directory_type_is_the_store_one() -> None:
     book = Directory(agents=(), supervisors=(), never_spy=frozenset())
     live = LiveMap(book, {"pbx1": config()})
     assert live.snapshot(T0) == {
-        "servers": {"pbx1": {"stale": False, "agents": [], "sessions": [], "calls": []}}
+        "servers": {"pbx1": {
+            "stale": False, "agents": [], "sessions": [], "calls": [], "queues": []}}
     }
     with pytest.raises(ValueError, match="at least one server"):
         LiveMap(book, {})
