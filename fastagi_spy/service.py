@@ -52,6 +52,9 @@ from fastagi_spy.supervise.spywatch import SpyWatches
 from fastagi_spy.supervise.unexplained import UnexplainedSpies
 from fastagi_spy.web.api import make_root
 from fastagi_spy.web.guard import AuthThrottle, make_site
+from fastagi_spy.web.login import mount_sign_in
+from fastagi_spy.web.session import WebSessions
+from fastagi_spy.web.static_files import static_files
 from fastagi_spy.web.vicidial import NonAgentApi, NonAgentApiResource, VicidialDeps, mount
 from fastagi_spy.web.vicidial_agents import LiveAgents
 from fastagi_spy.wire.agi import AGIEnvironment
@@ -191,6 +194,10 @@ class SpyService(MultiService):
             checker=self.password_checker, agents=LiveAgents(self.live_map, config.directory),
             launcher=self.launcher, stage_type=Stage, refusal=(LaunchRefused,), now=self.now,
             throttle=throttle))))
+        # The web page: signed-in people (cookie sessions), /login, /logout, /static/.
+        self.web_sessions = WebSessions(config.directory.person, self.now)
+        mount_sign_in(root, self.web_sessions, self.password_checker, throttle)
+        root.putChild(b"static", static_files())
         self.site = make_site(root, config.http, reactor)
         self.http_service = StreamServerEndpointService(
             serverFromString(reactor, config.http_listen), self.site)
