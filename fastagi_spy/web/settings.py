@@ -100,7 +100,10 @@ class SettingsResource(Resource):
         """scope -> key -> value from the form, every value checked before anything is
         saved; unknown fields are an error, an empty password means unchanged, other empty
         AMI fields are an error."""
-        names = {name for name, _ in self.servers()}
+        in_force = {name: {"ami_host": a.host, "ami_port": str(a.port),
+                           "ami_username": a.username, "ami_secret": a.secret}
+                    for name, a in self.servers()}
+        in_force[GLOBAL] = {FEATURE_KEYS[m]: c or "" for m, c in self.store.feature_codes().items()}
         plan: dict[str, dict[str, str]] = {}
         for raw_key, raw_values in (request.args or {}).items():
             try:
@@ -113,7 +116,7 @@ class SettingsResource(Resource):
             scope, _, key = field.rpartition(".")
             if field in FEATURE_KEYS.values():
                 plan.setdefault(GLOBAL, {})[field] = validate(field, value)
-            elif scope in names and key in ("ami_host", "ami_port", "ami_username",
+            elif scope in in_force and key in ("ami_host", "ami_port", "ami_username",
                                             "ami_secret"):
                 if value == "" and key == "ami_secret":
                     continue  # never shown, so empty means "keep it"
@@ -125,7 +128,9 @@ class SettingsResource(Resource):
                     raise SettingsError(f"{scope}.{exc}") from None
             else:
                 raise SettingsError(f"{field}: not a setting")
-        return plan
+        # Only what differs from the values in force is a change (and is recorded as one).
+        return {scope: {k: v for k, v in values.items() if in_force[scope].get(k) != v}
+                for scope, values in plan.items()}
 
     def _body(self) -> str:
         esc = html.escape
