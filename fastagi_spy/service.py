@@ -6,6 +6,7 @@ the stores. Nothing here knows protocol details or policy; it only connects them
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from collections.abc import Callable, Sequence
@@ -19,8 +20,9 @@ from twisted.internet import defer, task, threads
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.resource import Resource
 
-from fastagi_spy.config import Config
+from fastagi_spy.config import AsteriskServer, Config
 from fastagi_spy.domain import Mode, device_of_channel
 from fastagi_spy.model import LiveMap
 from fastagi_spy.net.ami import AMIClient, AMICredentials
@@ -35,6 +37,7 @@ from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
 from fastagi_spy.store.logins import LoginLockout
 from fastagi_spy.store.passwords import PasswordStore
 from fastagi_spy.store.pins import PinHasher, PinStore
+from fastagi_spy.store.settings import ServerAMI, SettingsStore
 from fastagi_spy.store.tokens import TokenStore
 from fastagi_spy.supervise.chanspy import chanspy_argument
 from fastagi_spy.supervise.crossing import Crossing
@@ -50,10 +53,14 @@ from fastagi_spy.supervise.running import RunningSpies
 from fastagi_spy.supervise.shutdown import SpyShutdown
 from fastagi_spy.supervise.spywatch import SpyWatches
 from fastagi_spy.supervise.unexplained import UnexplainedSpies
+from fastagi_spy.web import layout
+from fastagi_spy.web.actions import SpyResource
 from fastagi_spy.web.api import make_root
+from fastagi_spy.web.audit_view import AuditCsv, AuditView
 from fastagi_spy.web.guard import AuthThrottle, make_site
 from fastagi_spy.web.login import mount_sign_in
 from fastagi_spy.web.session import WebSessions
+from fastagi_spy.web.settings import SettingsResource
 from fastagi_spy.web.static_files import static_files
 from fastagi_spy.web.vicidial import NonAgentApi, NonAgentApiResource, VicidialDeps, mount
 from fastagi_spy.web.vicidial_agents import LiveAgents
@@ -125,11 +132,14 @@ class SpyService(MultiService):
                                         reactor, self.now)
         self.reconciler = Reconciler(self.stores.audit, self.running_spies,
                                      tuple(s.name for s in config.asterisk), reactor, self.now)
+        # The settings page's values (AMI logins, feature codes) over the config file's.
+        self.settings = SettingsStore(self.stores.db)
         for server in config.asterisk:
+            ami = self.ami_settings(server.name)
             client = AMIClient(
                 server.name,
-                clientFromString(reactor, server.endpoint),
-                AMICredentials(server.ami_username, server.ami_secret),
+                clientFromString(reactor, ami.endpoint),
+                AMICredentials(ami.ami_username, ami.ami_secret),
                 reactor,
                 ping_interval=server.ping_interval,
                 ping_timeout=server.ping_timeout,
@@ -198,10 +208,43 @@ class SpyService(MultiService):
         self.web_sessions = WebSessions(config.directory.person, self.now)
         mount_sign_in(root, self.web_sessions, self.password_checker, throttle)
         root.putChild(b"static", static_files())
+        self._mount_console(root)
         self.site = make_site(root, config.http, reactor)
         self.http_service = StreamServerEndpointService(
             serverFromString(reactor, config.http_listen), self.site)
         self.http_service.setServiceParent(self)
+
+    def ami_settings(self, name: str) -> AsteriskServer:
+        """Server ``name``'s config with the settings page's AMI values over it."""
+        server = next(s for s in self.config.asterisk if s.name == name)
+        base = ServerAMI(server.ami_host, server.ami_port, server.ami_username,
+                         server.ami_secret)
+        ami = self.settings.server_ami(name, base)
+        return dataclasses.replace(server, ami_host=ami.host, ami_port=ami.port,
+                                   ami_username=ami.username, ami_secret=ami.secret)
+
+    def apply_ami_settings(self, name: str) -> None:
+        """Reconnect ``name``'s AMI with its saved settings (no restart)."""
+        ami = self.ami_settings(name)
+        self.clients[name].reconfigure(clientFromString(self.reactor, ami.endpoint),
+                                       AMICredentials(ami.ami_username, ami.ami_secret))
+
+    def _mount_console(self, root: Resource) -> None:
+        """The Live Monitor's buttons (/api/spy), settings (/settings) and audit (/audit)."""
+        gate, db = self.web_sessions, self.stores.db
+        root.children[b"api"].putChild(b"spy", SpyResource(
+            gate, self.launcher, self.settings.feature_codes, self.stores.audit, db, self.now))
+
+        def servers() -> list[tuple[str, ServerAMI]]:
+            shown = [self.ami_settings(s.name) for s in self.config.asterisk]
+            return [(s.name, ServerAMI(s.ami_host, s.ami_port, s.ami_username, s.ami_secret))
+                    for s in shown]
+
+        root.putChild(b"settings", SettingsResource(
+            gate, self.settings, layout.page, servers, self.apply_ami_settings,
+            lambda name: self.clients[name].ready, self.now))
+        root.putChild(b"audit", AuditView(gate, db, self.config.directory, layout.page))
+        root.putChild(b"audit.csv", AuditCsv(gate, db, self.config.directory))
 
     def routes(self) -> dict[str, Callable[[AGISession], Any]]:
         def spy(mode: Mode) -> Callable[[AGISession], Any]:
