@@ -3,10 +3,14 @@ a nav entry only for someone holding its scope, and every text escaped."""
 
 from __future__ import annotations
 
+from twisted.web.resource import Resource
+
 from fastagi_spy.config import ConfigError, parse
 from fastagi_spy.domain import AgentEntry, Directory, Mode, SupervisorEntry
 from fastagi_spy.web.layout import page
 from fastagi_spy.web.scopes import may, visible_agents
+from fastagi_spy.web.static_files import static_files
+from tests.unit.web_http import http
 
 AGENTS = (AgentEntry("1001", "A", "sales"), AgentEntry("1002", "B", "support"),
           AgentEntry("1003", "C", "sales"), AgentEntry("1004", "D", "billing"))
@@ -89,3 +93,15 @@ def test_the_signed_out_frame_has_no_navigation() -> None:
     html = page("Sign in", None, "<form></form>", [], "").decode()
     assert 'href="/live"' not in html.split("</header>")[0].replace('class="brand" href="/live"', "")
     assert "/logout" not in html
+
+
+def test_static_serves_the_stylesheet_and_nothing_outside_or_listed() -> None:
+    root = Resource()
+    root.putChild(b"static", static_files())
+    css = http(root, "GET", "/static/app.css")
+    assert css.status == 200 and css.headers["content-type"] == "text/css; charset=utf-8"
+    assert "prefers-color-scheme: dark" in css.body
+    for path in ("/static/", "/static/../session.py", "/static/%2e%2e/session.py",
+                 "/static/x/app.css", "/static/app.css/x", "/static/session.py",
+                 "/static/nope.css"):
+        assert http(root, "GET", path).status == 404, path

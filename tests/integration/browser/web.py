@@ -163,9 +163,11 @@ class Page:
         return code
 
 
-async def login(page: Page, person: Person, password: str | None = None) -> None:
-    """Signs in through the login form, as a person would: typed, then Enter."""
-    await page.get("/login")
+async def login(page: Page, person: Person, password: str | None = None,
+                next_path: str = "/live") -> None:
+    """Signs in through the login form, as a person would: typed, then the button; with the
+    right password, waits for the signed-in frame (its Sign out form) at ``next_path``."""
+    await page.get(f"/login?next={next_path}")
     user = await page.find("input[name=user]")
     await page.run(user.send_keys, person.number)
     secret = await page.find("input[name=password]")
@@ -173,4 +175,4 @@ async def login(page: Page, person: Person, password: str | None = None) -> None
     await page.run((await page.find("form button[type=submit]")).click)
     if password is None or password == person.password:
         await page.until("the signed-in header",
-                         lambda d: d.find_elements(By.CSS_SELECTOR, "a[href='/logout']"))
+                         lambda d: d.find_elements(By.CSS_SELECTOR, "form[action='/logout']"))
