@@ -111,6 +111,7 @@ class Config:
     cross_server: tuple[CrossServerRoute, ...] = ()
     source: str = ""
     phones: tuple[PhoneEntry, ...] = ()  # [[phones]]: what blind_monitor's phone_login names
+    customer_url: str = ""  # [web] customer_url: the Live page's link to a customer's record
 
 
 def load(path: str | Path) -> Config:
@@ -133,7 +134,7 @@ def load(path: str | Path) -> Config:
 def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> Config:
     _check("api_users" not in raw, "api_users", API_USERS_GONE)
     _only(raw, "", {"server", "asterisk", "map", "security", "agents", "supervisors",
-                    "customers", "never_spy", "cross_server", "phones"})
+                    "customers", "never_spy", "cross_server", "phones", "web"})
     server = _table(raw, "server")
     _only(server, "server.", {"agi_listen", "http_listen", "database", "pin_pepper",
                               "pin_pepper_file", "command_timeout", "drain_timeout",
@@ -169,10 +170,27 @@ def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> C
         cross_server=_cross_server_routes(raw, servers),
         source=source,
         phones=_phones(raw, servers),
+        customer_url=_customer_url(_table(raw, "web")),
     )
 
 
 # -- sections ------------------------------------------------------------------------------
+
+# A link template: http(s), printable ASCII without quotes, angle brackets, backslashes,
+# spaces or other braces, and exactly one {number} (URL-encoded by the page when filled in).
+CUSTOMER_URL = re.compile(r"^https?://[!#-&(-;=?-\[\]-z|~]+$")
+
+
+def _customer_url(t: Mapping[str, Any]) -> str:
+    _only(t, "web.", {"customer_url"})
+    url = _get(t, "web.customer_url", str, "")
+    if url:
+        _check(len(url) <= 500 and url.count("{number}") == 1
+               and CUSTOMER_URL.match(url.replace("{number}", "0")),
+               "web.customer_url", "expected an http(s) URL with one {number} where the "
+               "customer's number goes, e.g. \"https://crm.example/c?n={number}\"")
+    return url
+
 
 def _asterisk(i: int, t: Mapping[str, Any]) -> AsteriskServer:
     key = f"asterisk[{i}]."

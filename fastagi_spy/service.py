@@ -58,7 +58,10 @@ from fastagi_spy.web.actions import SpyResource
 from fastagi_spy.web.api import make_root
 from fastagi_spy.web.audit_view import AuditCsv, AuditView
 from fastagi_spy.web.guard import AuthThrottle, make_site
+from fastagi_spy.web.live import mount_live
+from fastagi_spy.web.livestream import LiveHub
 from fastagi_spy.web.login import mount_sign_in
+from fastagi_spy.web.scopes import visible_agents
 from fastagi_spy.web.session import WebSessions
 from fastagi_spy.web.settings import SettingsResource
 from fastagi_spy.web.static_files import static_files
@@ -208,6 +211,11 @@ class SpyService(MultiService):
         self.web_sessions = WebSessions(config.directory.person, self.now)
         mount_sign_in(root, self.web_sessions, self.password_checker, throttle)
         root.putChild(b"static", static_files())
+        # The Live Monitor: /, /live and its event stream /api/stream.
+        self.live_hub = LiveHub(self.live_map, self.now, reactor)
+        mount_live(root, self.live_hub, self.web_sessions,
+                   lambda person: visible_agents(person, config.directory),
+                   config.directory, layout.page, config.customer_url)
         self._mount_console(root)
         self.site = make_site(root, config.http, reactor)
         self.http_service = StreamServerEndpointService(

@@ -109,7 +109,8 @@ class LivePage(Resource):
                         if shown is None or a.number in shown})
         request.setHeader("cache-control", "no-store")
         return self.page("Live", person, live_body(teams, self.customer_url),
-                         ["/static/live.js"], self.sessions.csrf_token(request))
+                         ["/static/live.js", "/static/actions.js", "/static/queues.js"],
+                         self.sessions.csrf_token(request))
 
 
 def live_body(teams: list[str], customer_url: str) -> str:
@@ -122,8 +123,7 @@ def live_body(teams: list[str], customer_url: str) -> str:
     head = "".join(f'<th scope="col">{h}</th>' for h in
                    ("Agent", "Status", "Customer", "Direction", "Time", "Controls"))
     return f"""
-<section class="live" aria-labelledby="live-title">
-  <h1 id="live-title">Live monitor</h1>
+<section class="live">
   <div id="banners" aria-live="assertive"></div>
   <div id="queue-strip"></div>
   <ul id="counts" class="counts" aria-label="Agents by status">{counts}</ul>

@@ -71,8 +71,11 @@ def _since(agent: Payload, before: Row | None, now: float) -> float:
     return now
 
 
-def _server(state: Any) -> Row:
-    return {"stale": bool(state.get("stale")), "stale_since": state.get("stale_since")}
+def _server(state: Any, queues: dict[str, Any]) -> Row:
+    """A server's entry: its link state and its whole queue list (the queue strip's data;
+    queues are not per team, so everyone signed in sees them)."""
+    return {"stale": bool(state.get("stale")), "stale_since": state.get("stale_since"),
+            "queues": [queues[name] for name in sorted(queues)]}
 
 
 class StreamClient:
@@ -103,8 +106,10 @@ class LiveHub:
         self.clients: list[StreamClient] = []
         self.rows: dict[tuple[str, str], Row] = {}
         self.servers: dict[str, Row] = {}
-        self._pending_rows: dict[tuple[str, str], Row | None] = {}
-        self._pending_servers: dict[str, Row] = {}
+        self._links: dict[str, Any] = {}  # server -> its last "server" payload (stale flags)
+        self._queues: dict[str, dict[str, Any]] = {}  # server -> queue name -> payload
+        self._pending_rows: dict[tuple[str, str], Change] = {}
+        self._pending_servers: dict[str, list[Change]] = {}
         self._flush_call: IDelayedCall | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._heartbeat = LoopingCall(self._beat)
@@ -129,6 +134,8 @@ class LiveHub:
             self._unsubscribe = None
             self.rows.clear()
             self.servers.clear()
+            self._links.clear()
+            self._queues.clear()
             self._pending_rows.clear()
             self._pending_servers.clear()
             if self._flush_call is not None and self._flush_call.active():
@@ -160,7 +167,9 @@ class LiveHub:
         now = self.now()
         self.rows.clear()
         for server, state in self.live_map.snapshot(now)["servers"].items():  # type: ignore[attr-defined]
-            self.servers[server] = _server(state)
+            self._links[server] = state
+            self._queues[server] = {q["queue"]: q for q in state.get("queues", ())}
+            self.servers[server] = _server(state, self._queues[server])
             for agent in state["agents"]:
                 key = (server, agent["number"])
                 self.rows[key] = agent_row(server, agent, _since(agent, None, now))
@@ -169,24 +178,46 @@ class LiveHub:
         self._heartbeat.start(self._heartbeat_every, now=False)
 
     def _changed(self, changes: Sequence[Change]) -> None:
-        now = self.now()
-        rows, pending = self.rows, self._pending_rows
+        # Called after every AMI read: only note what changed (the last change of an agent
+        # wins); its row is built at the flush, once per window, not once per read.
+        pending = self._pending_rows
         for change in changes:
             kind = change.kind
             if kind == "agent":
-                key = (change.server, change.key)
-                agent = change.value
-                if agent is None:
-                    if rows.pop(key, None) is not None:
-                        pending[key] = None
-                    continue
-                row = agent_row(change.server, agent, _since(agent, rows.get(key), now))
-                rows[key] = pending[key] = row
-            elif kind == "server" and change.value is not None:
-                self.servers[change.server] = self._pending_servers[change.server] = _server(
-                    change.value)
+                pending[(change.server, change.key)] = change
+            elif kind in ("server", "queue"):
+                self._pending_servers.setdefault(change.server, []).append(change)
         if (pending or self._pending_servers) and self._flush_call is None:
             self._flush_call = self.clock.callLater(self.window, self.flush)
+
+    def _settle(self) -> tuple[list[tuple[tuple[str, str], Row | None]], dict[str, Row]]:
+        """Fold the pending changes into the rows; what changed, as rows (None: gone)."""
+        pending, self._pending_rows = self._pending_rows, {}
+        server_changes, self._pending_servers = self._pending_servers, {}
+        now = self.now()
+        rows = self.rows
+        settled: list[tuple[tuple[str, str], Row | None]] = []
+        for key, change in pending.items():
+            agent = change.value
+            if agent is None:
+                if rows.pop(key, None) is not None:
+                    settled.append((key, None))
+                continue
+            row = agent_row(key[0], agent, _since(agent, rows.get(key), now))
+            rows[key] = row
+            settled.append((key, row))
+        servers: dict[str, Row] = {}
+        for name, changes in server_changes.items():
+            queues = self._queues.setdefault(name, {})
+            for change in changes:
+                if change.kind == "server":
+                    self._links[name] = change.value or {}
+                elif change.value is None:
+                    queues.pop(change.key, None)
+                else:
+                    queues[change.key] = change.value
+            self.servers[name] = servers[name] = _server(self._links.get(name, {}), queues)
+        return settled, servers
 
     # --- what is sent -----------------------------------------------------------------
 
@@ -197,8 +228,7 @@ class LiveHub:
     def flush(self) -> None:
         """Send what changed since the last flush to every client, filtered per client."""
         self._flush_call = None
-        pending, self._pending_rows = self._pending_rows, {}
-        servers, self._pending_servers = self._pending_servers, {}
+        pending, servers = self._settle()
         if not pending and not servers:
             return
         now = self.now()
@@ -206,7 +236,7 @@ class LiveHub:
         for client in tuple(self.clients):
             visible = client.visible
             if visible not in encoded:
-                encoded[visible] = _change_event(pending.items(), servers, visible, now)
+                encoded[visible] = _change_event(pending, servers, visible, now)
             data = encoded[visible]
             if data is None:
                 continue

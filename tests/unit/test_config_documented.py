@@ -52,6 +52,7 @@ TABLES: dict[str, Callable[[dict[str, Any]], None]] = {
     "agents": _in_array("agents"),
     "supervisors": _in_array("supervisors"),
     "cross_server": _in_array("cross_server"),
+    "web": _in_table("web"),
 }
 
 

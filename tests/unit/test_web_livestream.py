@@ -101,7 +101,7 @@ def test_snapshot_on_connect_shows_only_the_persons_teams() -> None:
     (kind, data), = events(red)
     assert kind == "snapshot"
     assert numbers(data) == {"1001", "1002"}
-    assert data["servers"] == {SERVER: {"stale": False, "stale_since": None}}
+    assert data["servers"] == {SERVER: {"stale": False, "stale_since": None, "queues": []}}
     _, boss = stand.connect("2003")
     assert numbers(events(boss)[0][1]) == {"1001", "1002", "10", "100", "7001"}
 

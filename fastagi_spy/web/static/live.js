@@ -38,7 +38,9 @@
 
   function makeRow(r) {
     const tr = document.createElement("tr");
-    for (const cls of ["agent", "status", "customer", "direction", "time"]) cell(tr, cls);
+    for (const cls of ["col-agent", "col-status", "col-customer", "col-direction", "col-time"]) {
+      cell(tr, cls);
+    }
     // W3's buttons live in this cell: it is created once and never rewritten here.
     cell(tr, "controls");
     return tr;
@@ -77,8 +79,11 @@
     ext.className = "agent-ext";
     ext.textContent = r.extension || r.number;
     agent.append(name, " ", ext);
-    status.textContent = r.status + (r.pause_reason ? " (" + r.pause_reason + ")" : "");
-    status.className = "status status-" + r.status.toLowerCase();
+    status.textContent = "";
+    const badge = document.createElement("span");
+    badge.className = "status status-" + r.status.toLowerCase();
+    badge.textContent = r.status;
+    status.appendChild(badge);
     customerCell(customer, r);
     direction.textContent = DIRECTIONS[r.direction] || "";
     time.dataset.since = String(r.since);
