@@ -8,17 +8,8 @@ import pytest_twisted
 from selenium.webdriver.common.by import By
 
 from fastagi_spy.service import SpyService
-from tests.integration.browser.web import BOSS, LEAD, Page, Person
-
-
-async def login(page: Page, person: Person, then: str = "/audit") -> None:
-    """Signs in through the form, landing on ``then`` (a page of ours, not /live)."""
-    await page.get(f"/login?next={then}")
-    await page.run((await page.find("input[name=user]")).send_keys, person.number)
-    await page.run((await page.find("input[name=password]")).send_keys, person.password)
-    await page.run((await page.find("form button[type=submit]")).click)
-    await page.until("the signed-in header",
-                     lambda d: d.find_elements(By.CSS_SELECTOR, "form[action='/logout']"))
+from tests.integration.browser.signin import sign_in
+from tests.integration.browser.web import BOSS, LEAD, Page
 
 
 async def save_password(page: Page, secret: str) -> None:
@@ -39,8 +30,7 @@ async def link_shown(page: Page, state: str) -> None:
 async def test_a_wrong_ami_password_shows_the_link_down_and_the_right_one_up(
         page: Page, web_site: SpyService) -> None:
     right = web_site.config.asterisk[0].ami_secret
-    await login(page, BOSS)
-    await page.get("/settings")
+    await sign_in(page, BOSS, "/settings")
     await link_shown(page, "up")
     assert right not in await page.script("return document.documentElement.outerHTML")
 
@@ -63,7 +53,7 @@ async def test_a_wrong_ami_password_shows_the_link_down_and_the_right_one_up(
 
 @pytest_twisted.ensureDeferred
 async def test_without_configure_the_settings_are_refused(page: Page) -> None:
-    await login(page, LEAD)
+    await sign_in(page, LEAD, "/audit")
     assert await page.status("/settings") == 403
     assert await page.status("/settings", "POST", {"X-CSRF-Token": "x"}) == 403
     assert await page.status("/audit") == 200
