@@ -22,7 +22,8 @@
     status.className = "spy-status";
     status.setAttribute("role", "status");
     status.setAttribute("aria-live", "polite");
-    table.parentNode.insertBefore(status, table);
+    const anchor = table.closest(".table-wrap") || table; // above the table's frame
+    anchor.parentNode.insertBefore(status, anchor);
   }
 
   function say(text, state) {
