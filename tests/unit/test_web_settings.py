@@ -88,6 +88,7 @@ def test_a_blank_password_keeps_it_and_unchanged_values_do_not_reconnect(site: S
     ({"pbx1.ami_secret": "two words"},
      "pbx1.ami_secret: printable characters without spaces (up to 128)"),
     ({"pbx1.ami_host": ""}, "pbx1.ami_host: required"),
+    ({"pbx1.ami_host": "::1:port=1"}, "pbx1.ami_host: a host name or IPv4 address"),
     ({"pbx9.ami_host": "127.0.0.1"}, "pbx9.ami_host: not a setting"),
     ({"code_listen": "222"}, "code_listen: a star and 1 to 6 digits, such as *222, or blank "
                              "to hide the button"),
