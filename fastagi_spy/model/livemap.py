@@ -22,13 +22,14 @@ class LiveMap:
     subscribers and returns the same changes.
     """
 
-    __slots__ = ("_servers", "_subscribers")
+    __slots__ = ("_eager", "_servers", "_subscribers")
 
     def __init__(self, directory: Directory, servers: Mapping[str, ModelConfig]) -> None:
         if not servers:
             raise ValueError("LiveMap needs at least one server")
         self._servers = {name: ServerState(name, directory, cfg) for name, cfg in servers.items()}
         self._subscribers = Subscribers()
+        self._eager = 0  # subscribers that need the changes of every read as it happens
 
     @property
     def server_names(self) -> tuple[str, ...]:
@@ -43,14 +44,34 @@ class LiveMap:
         """Names of every live channel tracked for ``server``."""
         return self._servers[server].channel_names()
 
-    def subscribe(self, callback: Callback) -> Callable[[], None]:
+    def subscribe(self, callback: Callback, *, batched: bool = False) -> Callable[[], None]:
         """Call ``callback(changes)`` after every non-empty change; returns unsubscribe.
 
         What changed before this call is reported to the subscribers already there,
-        so the new one hears only what changes from now on.
+        so the new one hears only what changes from now on.  A ``batched`` subscriber
+        is content to hear of AMI reads when somebody calls ``report`` (a page sending
+        every 50 ms): while only such subscribers listen, ``ingest`` stays on its quiet
+        path, which works the changes out once per report instead of once per read.
         """
         self._report_waiting(None)
-        return self._subscribers.subscribe(callback)
+        unsubscribe = self._subscribers.subscribe(callback)
+        if batched:
+            return unsubscribe
+        self._eager += 1
+        done: list[bool] = []
+
+        def unsubscribe_eager() -> None:
+            if not done:
+                done.append(True)
+                self._eager -= 1
+            unsubscribe()
+
+        return unsubscribe_eager
+
+    def report(self, now: float | None = None) -> None:
+        """Tell the subscribers what ``ingest`` left waiting (``now`` None: as of each
+        server's last read)."""
+        self._report_waiting(now)
 
     def apply(self, server: str, event: EventLike, now: float) -> list[Change]:
         """Apply one AMI event from ``server``."""
@@ -66,10 +87,11 @@ class LiveMap:
     def ingest(self, server: str, events: Iterable[EventLike], now: float) -> None:
         """Apply one AMI read from ``server``: the server's own path.
 
-        With subscribers this is ``apply_many``.  Without, the changes are not worked
-        out after every read but when somebody asks: a snapshot, or a subscriber.
+        With subscribers this is ``apply_many``.  Without (or with batched ones only),
+        the changes are not worked out after every read but when somebody asks: a
+        snapshot, ``report``, or a new subscriber.
         """
-        if self._subscribers:
+        if self._eager:
             self.apply_many(server, events, now)
         else:
             self._servers[server].apply_quietly(events, now)

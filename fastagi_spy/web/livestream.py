@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from fastagi_spy.model import LiveMap
@@ -30,8 +30,7 @@ HEARTBEAT = 15.0  # seconds between keep-alive comments (proxies close silent st
 
 def sse(event: str, body: object) -> bytes:
     """One Server-Sent Event; json.dumps escapes newlines, so the data is one line."""
-    data = json.dumps(body, separators=(",", ":"))
-    return b"event: " + event.encode() + b"\ndata: " + data.encode() + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + _json(body) + b"\n\n"
 
 
 def agent_row(server: str, agent: Payload, since: float) -> Row:
@@ -110,7 +109,8 @@ class LiveHub:
         self._queues: dict[str, dict[str, Any]] = {}  # server -> queue name -> payload
         self._pending_rows: dict[tuple[str, str], Change] = {}
         self._pending_servers: dict[str, list[Change]] = {}
-        self._flush_call: IDelayedCall | None = None
+        self._ticker = LoopingCall(self.tick)
+        self._ticker.clock = clock
         self._unsubscribe: Callable[[], None] | None = None
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
@@ -138,9 +138,8 @@ class LiveHub:
             self._queues.clear()
             self._pending_rows.clear()
             self._pending_servers.clear()
-            if self._flush_call is not None and self._flush_call.active():
-                self._flush_call.cancel()
-            self._flush_call = None
+            if self._ticker.running:
+                self._ticker.stop()
             if self._heartbeat.running:
                 self._heartbeat.stop()
 
@@ -163,7 +162,7 @@ class LiveHub:
     def _follow(self) -> None:
         # Subscribe first: what the snapshot below already holds may be reported to us once
         # more, which the rows absorb; nothing can fall between the two.
-        self._unsubscribe = self.live_map.subscribe(self._changed)
+        self._unsubscribe = self.live_map.subscribe(self._changed, batched=True)
         now = self.now()
         self.rows.clear()
         for server, state in self.live_map.snapshot(now)["servers"].items():  # type: ignore[attr-defined]
@@ -176,10 +175,17 @@ class LiveHub:
         self._pending_rows.clear()
         self._pending_servers.clear()
         self._heartbeat.start(self._heartbeat_every, now=False)
+        self._ticker.start(self.window, now=False)
+
+    def tick(self) -> None:
+        """Every ``window`` while pages are open: collect what the AMI reads changed (the
+        map works it out now, once, not after every read) and send it."""
+        self.live_map.report()
+        self.flush()
 
     def _changed(self, changes: Sequence[Change]) -> None:
-        # Called after every AMI read: only note what changed (the last change of an agent
-        # wins); its row is built at the flush, once per window, not once per read.
+        # Called at each report (and at once for a resync or a link going down): only note
+        # what changed (the last change of an agent wins); rows are built at the flush.
         pending = self._pending_rows
         for change in changes:
             kind = change.kind
@@ -187,25 +193,27 @@ class LiveHub:
                 pending[(change.server, change.key)] = change
             elif kind in ("server", "queue"):
                 self._pending_servers.setdefault(change.server, []).append(change)
-        if (pending or self._pending_servers) and self._flush_call is None:
-            self._flush_call = self.clock.callLater(self.window, self.flush)
 
-    def _settle(self) -> tuple[list[tuple[tuple[str, str], Row | None]], dict[str, Row]]:
-        """Fold the pending changes into the rows; what changed, as rows (None: gone)."""
+    def _settle(self) -> tuple[list[tuple[tuple[str, str], bytes | None]], dict[str, Row]]:
+        """Fold the pending changes into the rows; the rows that changed as JSON (None:
+        gone), each encoded once whoever it goes to."""
         pending, self._pending_rows = self._pending_rows, {}
         server_changes, self._pending_servers = self._pending_servers, {}
         now = self.now()
         rows = self.rows
-        settled: list[tuple[tuple[str, str], Row | None]] = []
+        settled: list[tuple[tuple[str, str], bytes | None]] = []
         for key, change in pending.items():
             agent = change.value
             if agent is None:
                 if rows.pop(key, None) is not None:
                     settled.append((key, None))
                 continue
-            row = agent_row(key[0], agent, _since(agent, rows.get(key), now))
+            before = rows.get(key)
+            row = agent_row(key[0], agent, _since(agent, before, now))
+            if row == before:
+                continue  # a change the table does not show (a channel renamed, a session)
             rows[key] = row
-            settled.append((key, row))
+            settled.append((key, _json(row)))
         servers: dict[str, Row] = {}
         for name, changes in server_changes.items():
             queues = self._queues.setdefault(name, {})
@@ -227,7 +235,6 @@ class LiveHub:
 
     def flush(self) -> None:
         """Send what changed since the last flush to every client, filtered per client."""
-        self._flush_call = None
         pending, servers = self._settle()
         if not pending and not servers:
             return
@@ -251,9 +258,13 @@ class LiveHub:
                 client.write(b": keep-alive\n\n")
 
 
-def _change_event(pending: Iterable[tuple[tuple[str, str], Row | None]], servers: dict[str, Row],
-                  visible: Visible, now: float) -> bytes | None:
-    rows: list[Row] = []
+def _json(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _change_event(pending: Iterable[tuple[tuple[str, str], bytes | None]],
+                  servers: dict[str, Row], visible: Visible, now: float) -> bytes | None:
+    rows: list[bytes] = []
     gone: list[list[str]] = []
     for (server, number), row in pending:
         if visible is not None and number not in visible:
@@ -264,4 +275,6 @@ def _change_event(pending: Iterable[tuple[tuple[str, str], Row | None]], servers
             rows.append(row)
     if not rows and not gone and not servers:
         return None
-    return sse("change", {"now": now, "servers": servers, "agents": rows, "gone": gone})
+    # The rows are JSON already: the event is put together around them.
+    return b"".join((b'event: change\ndata: {"now":', _json(now), b',"servers":', _json(servers),
+                     b',"agents":[', b",".join(rows), b'],"gone":', _json(gone), b"}\n\n"))

@@ -141,14 +141,29 @@ def test_changes_within_the_window_are_sent_once_with_the_last_state() -> None:
     _, red = stand.connect("2001")
     events(red)
     call = incoming_trunk(stand.sim, "1001")
-    for event in call:  # ring, answer, hold, unhold, hang up: one read each
+    for event in call[:10]:  # ringing, then answered: one read each
         stand.apply([event])
     assert events(red) == []  # nothing before the window ends
     stand.clock.advance(WINDOW)
     sent = events(red)
     assert len(sent) == 1
     row, = sent[0][1]["agents"]
+    assert (row["status"], row["customer_number"], row["active"]) == ("Talking", "5553000", True)
+    for event in call[10:]:  # hold, unhold, hang up
+        stand.apply([event])
+    stand.clock.advance(WINDOW)
+    row, = events(red)[0][1]["agents"]
     assert (row["status"], row["customer_number"], row["active"]) == ("Idle", "", False)
+
+
+def test_a_call_that_comes_and_goes_within_one_window_sends_nothing() -> None:
+    stand = Stand()
+    _, red = stand.connect("2001")
+    events(red)
+    for event in incoming_trunk(stand.sim, "1001"):
+        stand.apply([event])
+    stand.clock.advance(WINDOW)
+    assert events(red) == []  # Idle before, Idle after: the table has nothing to change
 
 
 def test_a_reconnect_gets_a_fresh_snapshot_of_the_current_state() -> None:
@@ -226,3 +241,19 @@ def test_the_page_lists_only_the_persons_teams_in_the_filter() -> None:
     assert '<table id="live"' in body and '<div id="queue-strip">' in body
     assert '<option value="blue">' in body and '"red"' not in body
     assert "/static/live.js" in body
+
+
+def test_with_only_pages_open_ami_reads_are_worked_out_once_per_window() -> None:
+    stand = Stand()
+    _, red = stand.connect("2001")
+    events(red)
+    heard: list[int] = []
+    stand.map.subscribe(lambda changes: heard.append(len(changes)), batched=True)
+    for event in incoming_trunk(stand.sim, "1001")[:10]:  # ten AMI reads, as the server does
+        stand.map.ingest(SERVER, [event], stand.clock.seconds())
+    assert heard == []  # the quiet path: no changes worked out per read
+    assert events(red) == []
+    stand.clock.advance(WINDOW)
+    assert len(heard) == 1  # one report for the window
+    row, = events(red)[0][1]["agents"]
+    assert (row["number"], row["status"]) == ("1001", "Talking")
