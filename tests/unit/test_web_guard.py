@@ -123,3 +123,40 @@ def test_tracked_clients_are_bounded() -> None:
     for n in range(guard.MAX_TRACKED_CLIENTS + 50):
         throttle.failed(f"127.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}")
     assert len(throttle._clients) <= guard.MAX_TRACKED_CLIENTS
+
+
+def test_the_access_log_never_shows_a_password_from_the_query_string() -> None:
+    """VICIdial clients send ``pass=`` in the URL: the access log line keeps the path, the
+    status and the client, never the query string (nor a referer that could carry one)."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    clock = Clock()
+    factory = api(clock)
+    lines: list[str] = []
+
+    def observe(event: Any) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    factory.doStart()  # opens the access log, as listening does
+    try:
+        connection = connect(factory)
+        assert connection is not None
+        proto = connection[0]
+        proto.dataReceived(b"GET /api/live?user=9001&pass=Hunter2-secret HTTP/1.1\r\n"
+                           b"Host: x\r\nReferer: http://x/p?pass=Hunter2-secret\r\n"
+                           b"User-Agent: cli\"\x1b\r\nConnection: close\r\n\r\n")
+        proto.connectionLost(Failure(ConnectionDone()))
+    finally:
+        factory.doStop()
+        globalLogPublisher.removeObserver(observe)
+    access = [line for line in lines if "/api/live" in line]
+    assert len(access) == 1
+    # Clock() starts at 0: the date is the epoch's. The size is the 401 page's, then "-" for
+    # the referer and the user agent escaped (no bare quote, no raw escape byte).
+    prefix = '"127.0.0.2" - - [01/Jan/1970:00:00:00 +0000] "GET /api/live HTTP/1.1" 401 '
+    assert access[0].startswith(prefix)
+    size, referer, agent = access[0][len(prefix):].split(" ")
+    assert size.isdigit()
+    assert (referer, agent) == ('"-"', '"cli\\"\\x1b"')
+    assert not any("Hunter2" in line for line in lines)
