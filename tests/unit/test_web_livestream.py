@@ -257,3 +257,16 @@ def test_with_only_pages_open_ami_reads_are_worked_out_once_per_window() -> None
     assert len(heard) == 1  # one report for the window
     row, = events(red)[0][1]["agents"]
     assert (row["number"], row["status"]) == ("1001", "Talking")
+
+
+def test_queues_ride_along_per_server_for_the_queue_strip() -> None:
+    stand = Stand()
+    _, red = stand.connect("2001")
+    events(red)
+    stand.apply([stand.sim.queue_member("QueueMemberAdded", "sales", "Alice", "PJSIP/1001")])
+    stand.clock.advance(WINDOW)
+    (_, data), = events(red)
+    assert [q["queue"] for q in data["servers"][SERVER]["queues"]] == ["sales"]
+    _, again = stand.connect("2002")  # a fresh snapshot carries them too
+    (_, snap), = events(again)
+    assert [q["queue"] for q in snap["servers"][SERVER]["queues"]] == ["sales"]
