@@ -58,6 +58,7 @@ from fastagi_spy.web.actions import SpyResource
 from fastagi_spy.web.api import make_root
 from fastagi_spy.web.audit_view import AuditCsv, AuditView
 from fastagi_spy.web.guard import AuthThrottle, make_site
+from fastagi_spy.web.health import LinkState, link_problems, mount_health, store_problem
 from fastagi_spy.web.live import mount_live
 from fastagi_spy.web.livestream import LiveHub
 from fastagi_spy.web.login import mount_sign_in
@@ -217,10 +218,19 @@ class SpyService(MultiService):
                    lambda person: visible_agents(person, config.directory),
                    config.directory, layout.page, config.customer_url)
         self._mount_console(root)
+        # /healthz and /readyz: open (no secrets in them), for load balancers and systemd.
+        mount_health(root, self.readiness)
         self.site = make_site(root, config.http, reactor)
         self.http_service = StreamServerEndpointService(
             serverFromString(reactor, config.http_listen), self.site)
         self.http_service.setServiceParent(self)
+
+    def readiness(self) -> list[str]:
+        """What keeps this instance from serving a supervisor now (empty: ready)."""
+        links = [LinkState(name, client.ready, not self.live_map.server(name).stale)
+                 for name, client in self.clients.items()]
+        return link_problems(links) + store_problem(
+            lambda: self.stores.db.execute("SELECT 1").fetchone())
 
     def ami_settings(self, name: str) -> AsteriskServer:
         """Server ``name``'s config with the settings page's AMI values over it."""
