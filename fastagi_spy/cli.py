@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="print the least-privilege AMI account for manager.conf instead")
     p = command("serve", _serve, "run the FastAGI server, AMI clients and HTTP API")
     p.add_argument("--config", required=True, help="the TOML config file")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text lines (the default) or one JSON object per line: time, level, "
+                   "system, event and the attempt's audit_id where there is one")
     p = command("check-config", _check, "validate a config file and print a summary")
     p.add_argument("config", help="the TOML config file")
     p = command("demo", _demo, "bring up a real Asterisk 22 sandbox with simulated agents")
@@ -191,11 +194,12 @@ def _check(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     config = load(args.config)
     from twisted.internet import defer, task
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
+    from fastagi_spy.logs import observer
     from fastagi_spy.service import make_service
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    globalLogBeginner.beginLoggingTo([observer(args.log_format, sys.stdout)])
 
     def run(reactor: Any) -> defer.Deferred[None]:
         service = make_service(config, reactor)

@@ -101,17 +101,17 @@ class AuditAttempt:
     # They name the record the spy ran in: a late event must not land in the next attempt's.
 
     def spy_started(self, record: int, at: float) -> None:
-        self._quietly(lambda: self._audit.mark_spy_started(record, at))
+        self._quietly(record, lambda: self._audit.mark_spy_started(record, at))
 
     def spy_stopped(self, record: int, at: float) -> None:
-        self._quietly(lambda: self._audit.mark_spy_stopped(record, at))
+        self._quietly(record, lambda: self._audit.mark_spy_stopped(record, at))
 
     def mode(self, record: int, mode: Mode, at: float) -> None:
         def both() -> None:
             self._audit.add_mode(record, mode.value)
             self._audit.add_event(record, at, EventKind.MODE, mode.value)
 
-        self._quietly(both)
+        self._quietly(record, both)
 
     def notice(self, outcome: str) -> None:
         """The required notice to the monitored call: played, or why not."""
@@ -140,6 +140,8 @@ class AuditAttempt:
             fields["times_uncertain"] = 1
         self._target, self._uncertain = {}, False
         self._audit.close(self.record, self._now(), reason, detail, **fields)
+        # The reason only: the detail may hold what the caller typed.
+        self.log.info("Attempt ended: {reason}", reason=reason.value, audit_id=self.record)
 
     def refused(self, reason: EndReason, detail: str | None, *, go_on: bool = True) -> None:
         """The target asked for is refused: on record as an event too, then the next
@@ -159,11 +161,11 @@ class AuditAttempt:
             self._now(), Via.PHONE.value, channel=self._channel, uniqueid=self._uniqueid,
             device=self._device, supervisor=self.supervisor, auth_result=AuthResult.OK)
 
-    def _quietly(self, step: Callable[[], None]) -> None:
+    def _quietly(self, record: int, step: Callable[[], None]) -> None:
         try:
             step()
         except Exception:
-            self.log.failure("background audit step failed")
+            self.log.failure("background audit step failed", audit_id=record)
 
 
 def closed_row(audit: AuditLog, at: float, reason: EndReason, detail: str, *,

@@ -263,7 +263,8 @@ class SupervisionFlow:
             valid = await d.verify_pin(call.device, claimed or "", pin, attempt.stored_hash)
         except PinCheckUnavailable as exc:
             checker.abandon(attempt)
-            self.log.error("PIN check failed: {error}", error=exc)
+            self.log.error("PIN check failed: {error}", error=exc,
+                           audit_id=call.attempt.record)
             call.attempt.claimed(claimed)
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
             call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"PIN check: {exc}"[:200])
@@ -364,7 +365,8 @@ class SupervisionFlow:
         try:
             handover = await d.crossing.send(call.line, route, grant)
         except StoreError as exc:
-            self.log.error("Cross-server token not issued: {error}", error=exc)
+            self.log.error("Cross-server token not issued: {error}", error=exc,
+                           audit_id=call.attempt.record)
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
             call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}: token store: {exc}"[:200])
             return False
@@ -400,7 +402,8 @@ class SupervisionFlow:
                                  go_on=False)
             return
         except StoreError as exc:
-            self.log.error("Cross-server token not checked: {error}", error=exc)
+            self.log.error("Cross-server token not checked: {error}", error=exc,
+                           audit_id=call.attempt.record)
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
             call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"token store: {exc}"[:200])
             return
@@ -452,7 +455,8 @@ class SupervisionFlow:
             call.attempt.refused(EndReason.DENIED, f"api token {exc.reason}", go_on=False)
             return
         except StoreError as exc:
-            self.log.error("blind_monitor token not checked: {error}", error=exc)
+            self.log.error("blind_monitor token not checked: {error}", error=exc,
+                           audit_id=call.attempt.record)
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
             call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"token store: {exc}"[:200])
             return
@@ -624,7 +628,8 @@ class SupervisionFlow:
         try:
             await self.deps.required_notice(server, channel)
         except NoticeFailed as exc:
-            self.log.error("Required notice not played, no spy: {error}", error=exc)
+            self.log.error("Required notice not played, no spy: {error}", error=exc,
+                           audit_id=call.attempt.record)
             call.attempt.notice(f"failed: {exc}")
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
             call.attempt.close(EndReason.NOTICE_FAILED, str(exc)[:200])

@@ -107,7 +107,7 @@ class Reconciler:
                 f"hung up ({outcome.error}); stop time uncertain"[:200]
         self.log.warn("Reconcile: {channel} on {server} (audit record {id}) {what}",
                       channel=record.channel, server=server, id=record.id,
-                      what="hung up" if outcome.hung_up else "not hung up")
+                      audit_id=record.id, what="hung up" if outcome.hung_up else "not hung up")
         ended = outcome.stopped_at is not None or (
             outcome.hung_up and record.spy_started_at is not None)
         fields: dict[str, float | int] = {"spy_stopped_at": at} if ended else {}

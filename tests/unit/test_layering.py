@@ -88,6 +88,8 @@ RANKS = {
     "web": 5,
     "service": 6,
     "terminal": 6,
+    "logs": 6,  # serve's log observers (Twisted), imported only by cli
+    "sdnotify": 6,  # systemd's readiness datagrams, for serve
     "sandbox": 6,
     "sandbox_driver": 7,
     "bootstrap": 7,
