@@ -42,6 +42,7 @@ class Agent:
         "logins",
         "name",
         "number",
+        "pause_reasons",
         "queues",
         "session_id",
         "session_source",
@@ -63,6 +64,8 @@ class Agent:
         self.logins: set[str] = set()
         # Queue name -> paused in that queue (app_queue pauses per queue).
         self.queues: dict[str, bool] = {}
+        # Queue name -> why it is paused there (app_queue's PausedReason), when it said.
+        self.pause_reasons: dict[str, str] = {}
         # Uniqueids of this agent's live device channels.
         self.channels: set[str] = set()
         self.allocated: int | None = None
@@ -81,6 +84,14 @@ class Agent:
     def paused(self) -> bool:
         """True when paused in any queue it is a member of."""
         return True in self.queues.values()
+
+    @property
+    def pause_reason(self) -> str | None:
+        """Why it is paused: the first queue's (by name) that gave a reason, else None."""
+        reasons = self.pause_reasons
+        if not reasons:
+            return None
+        return reasons[min(reasons)]
 
 
 def normalise_interface(interface: str) -> str:

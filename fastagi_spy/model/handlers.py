@@ -21,7 +21,7 @@ from fastagi_spy.model.events import (
     parse_state,
     required,
 )
-from fastagi_spy.model.queues import check_queue_name
+from fastagi_spy.model.queues import check_pause_reason, check_queue_name
 from fastagi_spy.model.tables import Tables
 
 __all__ = ["HANDLERS", "Handler", "pool_login", "queue_entry", "queue_member", "queue_params"]
@@ -276,8 +276,15 @@ def queue_member(tables: Tables, event: EventLike, now: float) -> None:
         reason = "queue:" + queue
         for device in devices:
             tables.login_device(agent, device, reason)
-    paused = get("Paused")
-    tables.set_queue(agent, queue, paused is not None and paused.strip() == "1")
+    flag = get("Paused")
+    paused = flag is not None and flag.strip() == "1"
+    try:
+        why = check_pause_reason(get("PausedReason")) if paused else None
+    except Malformed:
+        # The pause itself is sound: keep it, drop only the reason, and count it.
+        tables.malformed += 1
+        why = None
+    tables.set_queue(agent, queue, paused, why)
 
 
 def _queue_member_removed(tables: Tables, event: EventLike, now: float) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "DayStart",
     "QueueBook",
     "QueueView",
+    "check_pause_reason",
     "check_queue_name",
     "queue_payload",
     "utc_day_start",
@@ -33,6 +34,8 @@ _AVAILABLE, _ON_CALL, _PAUSED = 0, 1, 2
 
 # Longer than any queues.conf section name a site writes; a bound on what we echo.
 _MAX_NAME = 80
+# app_queue.c's reason_paused is char[80]: longer never came from Asterisk.
+_MAX_REASON = 79
 
 
 def utc_day_start(now: float) -> float:
@@ -51,6 +54,19 @@ def check_queue_name(name: str | None) -> str:
     if len(name) > _MAX_NAME or not name.isprintable():
         raise Malformed(f"Queue {name[:20]!r} is not a printable name of {_MAX_NAME} or fewer")
     return name
+
+
+def check_pause_reason(reason: str | None) -> str | None:
+    """A pause reason to show, None when there is none, else :class:`Malformed`.
+
+    Whoever pauses types it (a phone's PauseQueueMember, a wallboard's QueuePause):
+    only printable text no longer than app_queue.c keeps (80) reaches the page.
+    """
+    if not reason:
+        return None
+    if len(reason) > _MAX_REASON or not reason.isprintable():
+        raise Malformed(f"PausedReason {reason[:20]!r} is not printable text of {_MAX_REASON} or fewer")
+    return reason
 
 
 class QueueView(NamedTuple):

@@ -746,14 +746,25 @@ class Tables:
         self.dirty_agents.add(agent.number)
         self.session_dirty.add(agent.number)
 
-    def set_queue(self, agent: Agent, queue: str, paused: bool | None) -> None:
-        """Membership of one queue: paused or not, or None once removed."""
+    def set_queue(
+        self, agent: Agent, queue: str, paused: bool | None, reason: str | None = None
+    ) -> None:
+        """Membership of one queue: paused (and why, if said) or not, or None once removed."""
         queues = agent.queues
         if paused is None:
             if queues.pop(queue, None) is not None:
                 self.dirty_agents.add(agent.number)
         elif queues.get(queue) != paused:
             queues[queue] = paused
+            self.dirty_agents.add(agent.number)
+        # A reason only means something while paused there.
+        reasons = agent.pause_reasons
+        reason = reason if paused else None
+        if reasons.get(queue) != reason:
+            if reason is None:
+                del reasons[queue]
+            else:
+                reasons[queue] = reason
             self.dirty_agents.add(agent.number)
         self.set_login(agent, LOGIN_QUEUE, bool(queues))
 

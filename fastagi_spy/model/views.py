@@ -54,6 +54,8 @@ class AgentView(NamedTuple):
     channel: str | None
     uniqueid: str | None
     call: AgentCall | None
+    # Last, with a default: callers that build a view by hand need not know it.
+    pause_reason: str | None = None
 
 
 class CallView(NamedTuple):
@@ -162,10 +164,12 @@ def agent_view(tables: Tables, agent: Agent) -> AgentView:
     # A pause is the supervisor's first question ("why is nobody taking calls?"),
     # so it wins; a paused agent still on a call keeps the call and its channel.
     status: AgentStatus = "Paused" if paused else activity
+    reason = agent.pause_reason if paused else None
     # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function.
     if primary is None:
         return _tuple_new(
-            AgentView, (status, paused, bool(agent.logins), agent.session_id, None, None, None)
+            AgentView,
+            (status, paused, bool(agent.logins), agent.session_id, None, None, None, reason),
         )
     call = _agent_call(tables, agent, primary) if activity != "Idle" else None
     return _tuple_new(
@@ -178,6 +182,7 @@ def agent_view(tables: Tables, agent: Agent) -> AgentView:
             primary.name,
             primary.uniqueid,
             call,
+            reason,
         ),
     )
 
@@ -216,6 +221,7 @@ def _agent_payload(
         "devices": list(devices),
         "status": view.status,
         "paused": view.paused,
+        "pause_reason": view.pause_reason,
         "logged_in": view.logged_in,
         "session_id": view.session_id,
         "channel": view.channel,

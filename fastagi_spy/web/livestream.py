@@ -45,6 +45,8 @@ def agent_row(server: str, agent: Payload, since: float) -> Row:
         "team": agent["team"],
         "extension": extension_of(devices[0]) if devices else "",
         "status": status,
+        # The model's checked text (printable, bounded); the page shows it as text.
+        "pause_reason": agent.get("pause_reason") or "",
         "logged_in": agent["logged_in"],
         "customer_number": call["customer_number"] if call else "",
         "customer_name": call["customer_name"] if call else "",

@@ -82,7 +82,10 @@
     status.textContent = "";
     const badge = document.createElement("span");
     badge.className = "status status-" + r.status.toLowerCase();
-    badge.textContent = r.status;
+    // textContent, never HTML: the reason is whatever the pauser typed.
+    badge.textContent = r.status === "Paused" && r.pause_reason
+      ? "Paused (" + r.pause_reason + ")" : r.status;
+    badge.title = r.status === "Paused" ? r.pause_reason : "";
     status.appendChild(badge);
     customerCell(customer, r);
     direction.textContent = DIRECTIONS[r.direction] || "";
