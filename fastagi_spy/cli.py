@@ -194,17 +194,24 @@ def _check(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     config = load(args.config)
     from twisted.internet import defer, task
-    from twisted.logger import globalLogBeginner
+    from twisted.logger import Logger, globalLogBeginner
 
+    from fastagi_spy import sdnotify
     from fastagi_spy.logs import observer
     from fastagi_spy.service import make_service
 
     globalLogBeginner.beginLoggingTo([observer(args.log_format, sys.stdout)])
+    log = Logger(namespace="fastagi_spy.serve")
 
     def run(reactor: Any) -> defer.Deferred[None]:
         service = make_service(config, reactor)
         service.startService()
+        # systemd (Type=notify): started once both ports are bound, stopping before we drain.
+        service.listening().addCallbacks(
+            lambda _: sdnotify.notify(sdnotify.READY),
+            lambda f: log.error("Not ready, systemd not told so: {error}", error=f.value))
         done: defer.Deferred[None] = defer.Deferred()
+        reactor.addSystemEventTrigger("before", "shutdown", sdnotify.notify, sdnotify.STOPPING)
         reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
         return done  # never fires: the process runs until SIGTERM / Ctrl-C
 

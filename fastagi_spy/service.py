@@ -225,6 +225,29 @@ class SpyService(MultiService):
             serverFromString(reactor, config.http_listen), self.site)
         self.http_service.setServiceParent(self)
 
+    def listening(self) -> defer.Deferred[None]:
+        """Fires once the FastAGI and HTTP ports are bound (systemd's READY=1 waits for it);
+        fails if either could not be."""
+        def bound(service: StreamServerEndpointService) -> defer.Deferred[None]:
+            done: defer.Deferred[None] = defer.Deferred()
+
+            def passed(result: Any) -> Any:  # pass the port on: stopService needs it
+                if isinstance(result, Failure):
+                    done.errback(result)
+                else:
+                    done.callback(None)
+                return result
+
+            waiting = service._waitingForPort  # set by startService
+            if waiting is None:
+                return defer.fail(RuntimeError("listening() before startService()"))
+            waiting.addBoth(passed)
+            return done
+
+        both = defer.gatherResults([bound(self.agi_service), bound(self.http_service)],
+                                   consumeErrors=True)
+        return both.addCallback(lambda _: None)
+
     def readiness(self) -> list[str]:
         """What keeps this instance from serving a supervisor now (empty: ready)."""
         links = [LinkState(name, client.ready, not self.live_map.server(name).stale)
