@@ -17,6 +17,7 @@ setup(
     install_requires=[
         "twisted>=26.10",
         "argon2-cffi>=23.1",
+        "prometheus-client>=0.20",  # /metrics
     ],
     extras_require={
         "test": [

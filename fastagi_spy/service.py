@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import defer, task, threads
@@ -31,6 +32,7 @@ from fastagi_spy.net.fastagi import AGILimits, AGISession, FastAGIFactory, PeerS
 from fastagi_spy.net.hashworker import HashPool, HashWorkerStopped
 from fastagi_spy.net.livesync import LiveSync
 from fastagi_spy.store.audit import AuditLog, EndReason, Via
+from fastagi_spy.store.audit_counts import AuditCounts
 from fastagi_spy.store.audit_query import explains_spy
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
@@ -62,6 +64,17 @@ from fastagi_spy.web.health import LinkState, link_problems, mount_health, store
 from fastagi_spy.web.live import mount_live
 from fastagi_spy.web.livestream import LiveHub
 from fastagi_spy.web.login import mount_sign_in
+from fastagi_spy.web.metrics import (
+    AMILink,
+    LinkCounters,
+    MetricsResource,
+    RequestCounts,
+    RouteTracker,
+    Sources,
+    SpyCollector,
+    timed,
+    verify_histogram,
+)
 from fastagi_spy.web.scopes import visible_agents
 from fastagi_spy.web.session import WebSessions
 from fastagi_spy.web.settings import SettingsResource
@@ -128,6 +141,7 @@ class SpyService(MultiService):
                                             self.live_map.channel_agent, self.now,
                                             watched=self.spies.watched)
         self.clients: dict[str, AMIClient] = {}
+        self._start_metrics()
         self.syncs: dict[str, LiveSync] = {}
         # Our spies running now (for the shutdown's hang-ups) and the records a crashed run
         # left open (reconciled with each server's live channels once its AMI is up).
@@ -153,7 +167,7 @@ class SpyService(MultiService):
             sync.attach(client)
             client.add_listener(partial(self._unexplained_read, server.name))
             _also_when_down(client, partial(self.spies.link_lost, server.name))
-            client.on_ready = self._then_reconcile(server.name, client.on_ready)
+            self._after_login(server.name, client)
             self.clients[server.name] = client
             self.syncs[server.name] = sync
             client.service.setServiceParent(self)
@@ -161,6 +175,7 @@ class SpyService(MultiService):
         crossing = Crossing(config.cross_server, tokens, self.now)
         self.hash_worker = HashPool(reactor, config.pin_pepper, config.security.pin_cost,
                                     timeout=config.security.pin_verify_timeout)
+        verify = timed(verify_histogram(self.metrics), time.monotonic, self.hash_worker.verify)
         self.flow = SupervisionFlow(FlowDeps(
             directory=config.directory,
             resolver=self.live_map,
@@ -171,7 +186,7 @@ class SpyService(MultiService):
             spies=self.spies,
             security=config.security,
             clock=reactor,
-            verify_pin=self.hash_worker.verify,
+            verify_pin=verify,
             notice=(self.play_notice
                     if config.security.notice and config.security.notice_mode == "best_effort"
                     else None),
@@ -198,7 +213,7 @@ class SpyService(MultiService):
         self.agi_service.setServiceParent(self)
         # People's passwords (the HTTP API, VICIdial's API): checked in the hash workers.
         self.password_checker = PasswordChecker(config.directory, self.stores.passwords,
-                                                self.stores.logins, self.hash_worker.verify,
+                                                self.stores.logins, verify,
                                                 self.now)
         throttle = AuthThrottle(config.http.auth_failures, config.http.auth_window, self.now)
         root = make_root(lambda: self.live_map.snapshot(self.now()), self.password_checker,
@@ -220,10 +235,29 @@ class SpyService(MultiService):
         self._mount_console(root)
         # /healthz and /readyz: open (no secrets in them), for load balancers and systemd.
         mount_health(root, self.readiness)
-        self.site = make_site(root, config.http, reactor)
+        self._mount_metrics(root)
+        self._serve_http(root)
+
+    def _serve_http(self, root: Resource) -> None:
+        self.site = make_site(root, self.config.http, self.reactor)
+        self.site.log = self.http_requests.around(self.site.log)  # type: ignore[assignment]
         self.http_service = StreamServerEndpointService(
-            serverFromString(reactor, config.http_listen), self.site)
+            serverFromString(self.reactor, self.config.http_listen), self.site)
         self.http_service.setServiceParent(self)
+
+    def _start_metrics(self) -> None:
+        """/metrics reads live state at scrape time; the few counters live in web/metrics."""
+        self.metrics = CollectorRegistry(auto_describe=False)
+        self.link_counters = {s.name: LinkCounters() for s in self.config.asterisk}
+        self.route_tracker = RouteTracker(self.metrics, time.monotonic)
+        self.http_requests = RequestCounts()
+
+    def _after_login(self, name: str, client: AMIClient) -> None:
+        """After each login: counted, resynced (LiveSync's hook), then reconciled; and every
+        read counted (one add per read) for /metrics."""
+        counters = self.link_counters[name]
+        client.on_ready = counters.counting_logins(self._then_reconcile(name, client.on_ready))
+        client.add_listener(counters.read)
 
     def listening(self) -> defer.Deferred[None]:
         """Fires once the FastAGI and HTTP ports are bound (systemd's READY=1 waits for it);
@@ -254,6 +288,26 @@ class SpyService(MultiService):
                  for name, client in self.clients.items()]
         return link_problems(links) + store_problem(
             lambda: self.stores.db.execute("SELECT 1").fetchone())
+
+    def _mount_metrics(self, root: Resource) -> None:
+        """/metrics (loopback clients only): see web/metrics.py for what each figure reads."""
+        counts = AuditCounts(self.stores.db)
+        live = self.live_map
+        self.metrics.register(SpyCollector(Sources(
+            links=lambda: [AMILink(name, client.ready, not live.server(name).stale,
+                                   self.link_counters[name])
+                           for name, client in self.clients.items()],
+            map_sizes=lambda: [(name, live.server(name).sizes()) for name in live.server_names],
+            running_spies=lambda: [spy.uniqueid for spy in self.running_spies.running()],
+            routes=self.route_tracker,
+            outcomes=counts.outcomes,
+            pin_results=counts.pin_results,
+            lockouts_active=lambda: counts.lockouts_active(self.now()),
+            hash_queue=lambda: sum(len(lane) for lane in self.hash_worker.lanes.values()),
+            agi_sessions=lambda: self.agi.running,
+            requests=self.http_requests,
+        )))
+        root.putChild(b"metrics", MetricsResource(self.metrics))
 
     def ami_settings(self, name: str) -> AsteriskServer:
         """Server ``name``'s config with the settings page's AMI values over it."""
@@ -291,7 +345,7 @@ class SpyService(MultiService):
         def spy(mode: Mode) -> Callable[[AGISession], Any]:
             return lambda session: self.flow(session, mode)
 
-        return {
+        routes: dict[str, Callable[[AGISession], Any]] = {
             "spy/listen": spy(Mode.LISTEN),
             "spy/whisper": spy(Mode.WHISPER),
             "spy/barge": spy(Mode.BARGE),
@@ -299,6 +353,9 @@ class SpyService(MultiService):
             "spy/api": self.flow.launched,  # a phone rung by blind_monitor
             "echo-test": echo_test,
         }
+        # Each call counted by its way in ("listen", "cross", "echo-test"...) for /metrics.
+        return {path: self.route_tracker.wrap(path.removeprefix("spy/"), handler)
+                for path, handler in routes.items()}
 
     def audit_refused_call(self, env: AGIEnvironment, why: str) -> None:
         """A call from a configured Asterisk that named a server it may not speak for (or

@@ -193,6 +193,11 @@ class ServerState:
 
     # --- views ------------------------------------------------------------------
 
+    def sizes(self) -> tuple[int, int, int]:
+        """(agents, calls, sessions) tracked now: the metrics page's map size."""
+        tables = self._tables
+        return len(tables.agents), len(tables.calls), len(tables.sessions)
+
     def snapshot(self, now: float) -> Payload:
         """This server as JSON: stale flag, agents, sessions, calls and queues, sorted by key.
 
