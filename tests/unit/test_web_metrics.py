@@ -4,6 +4,8 @@ loopback is refused, and no secret or typed number ever reaches the page."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,7 @@ from tests.unit.model_events import Sim, incoming_trunk
 from tests.unit.test_web_health import CONFIG, link_up_and_synced
 from tests.unit.web_http import http
 
+ROOT = Path(__file__).resolve().parents[2]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -206,3 +209,16 @@ def _via_site(site: Site, path: str, peer: str) -> str:
     reply: bytes = transport.value()
     proto.connectionLost(None)
     return reply.decode(errors="replace")
+
+
+def test_the_grafana_dashboard_reads_only_metrics_we_serve(service: SpyService) -> None:
+    """contrib/'s dashboard: every fastagi_spy_ name in its queries is a family on the page."""
+    body = http(service.site.resource, "GET", "/metrics").body
+    families = {family.name for family in text_string_to_metric_families(body)}
+    dashboard = json.loads((ROOT / "contrib" / "grafana-fastagi-spy.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"fastagi_spy_\w+", target["expr"])}
+    assert len(used) >= 12
+    unknown = {name for name in used
+               if re.sub(r"_(total|bucket|count|sum)$", "", name) not in families}
+    assert unknown == set()
