@@ -83,6 +83,8 @@ async def test_a_spy_is_counted_and_readyz_follows_the_ami_link(
     assert value(after, "fastagi_spy_attempts_total", outcome="supervisor_hangup") == 1
     assert value(after, "fastagi_spy_agi_calls_total", route="listen") == 1
     assert value(after, "fastagi_spy_hash_verify_seconds_count") >= 1
+    assert value(after, "fastagi_spy_agi_step_seconds_count", command="ANSWER") == 1
+    assert value(after, "fastagi_spy_agi_step_seconds_count", command="EXEC") >= 1  # ChanSpy
     assert value(after, "fastagi_spy_http_requests_total", method="GET", code="200") >= 2
     assert await fetch(base(site) + "/readyz") == (200, "text/plain; charset=utf-8", "ready\n")
 

@@ -9,12 +9,15 @@ import re
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
@@ -222,3 +225,43 @@ def test_the_grafana_dashboard_reads_only_metrics_we_serve(service: SpyService) 
     unknown = {name for name in used
                if re.sub(r"_(total|bucket|count|sum)$", "", name) not in families}
     assert unknown == set()
+
+
+class Line:
+    """A FastAGI session stand-in: each command's reply arrives when the test says."""
+
+    def __init__(self, uniqueid: str) -> None:
+        self.env = SimpleNamespace(uniqueid=uniqueid)
+        self.sent: list[tuple[str, Deferred[str]]] = []
+
+    def command(self, name: str, *args: str) -> Deferred[str]:
+        reply: Deferred[str] = Deferred()
+        self.sent.append((name, reply))
+        return reply
+
+    async def answer(self) -> str:
+        return await self.command("ANSWER")
+
+
+def test_each_agi_step_is_timed_by_command_and_the_call_by_route() -> None:
+    clock = Clock()
+    registry = CollectorRegistry(auto_describe=False)
+    routes = RouteTracker(registry, clock.seconds)
+
+    async def handler(session: Any) -> None:
+        await session.answer()
+        await session.command("GET DATA", "agent-pass")
+
+    line = Line("1.5")
+    done = ensureDeferred(routes.wrap("listen", handler)(line))
+    assert routes.active == {"1.5": "listen"}
+    clock.advance(0.02)
+    line.sent[0][1].callback("200 result=0")
+    clock.advance(3)
+    line.sent[1][1].callback("200 result=1234")
+    assert done.called and routes.active == {}
+    samples = parse(generate_latest(registry).decode())
+    assert value(samples, "fastagi_spy_agi_step_seconds_sum", command="ANSWER") == 0.02
+    assert value(samples, "fastagi_spy_agi_step_seconds_sum", command="GET DATA") == 3
+    assert value(samples, "fastagi_spy_agi_call_seconds_count", route="listen") == 1
+    assert value(samples, "fastagi_spy_agi_call_seconds_sum", route="listen") == 3.02
