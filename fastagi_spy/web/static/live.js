@@ -249,5 +249,10 @@
     }
   }, 1000);
 
-  connect();
+  // The other listeners of the stream (queues.js, actions.js) are deferred scripts after
+  // this one, and a snapshot can arrive between two of them: connect once they all ran
+  // (DOMContentLoaded comes after every deferred script), or the queue strip misses the
+  // snapshot and stays empty until a queue changes.
+  if (document.readyState === "complete") connect();
+  else document.addEventListener("DOMContentLoaded", connect, { once: true });
 })();
