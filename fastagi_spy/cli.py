@@ -207,9 +207,12 @@ def _serve(args: argparse.Namespace) -> int:
         service = make_service(config, reactor)
         service.startService()
         # systemd (Type=notify): started once both ports are bound, stopping before we drain.
+        # react() calls us before the reactor runs; READY=1 waits for it to be running, when
+        # its SIGTERM handler is in place (a stop right after READY=1 then still drains).
         service.listening().addCallbacks(
-            lambda _: sdnotify.notify(sdnotify.READY),
+            lambda _: reactor.callWhenRunning(sdnotify.notify, sdnotify.READY),
             lambda f: log.error("Not ready, systemd not told so: {error}", error=f.value))
+        _reload_on_sighup(reactor, config)
         done: defer.Deferred[None] = defer.Deferred()
         reactor.addSystemEventTrigger("before", "shutdown", sdnotify.notify, sdnotify.STOPPING)
         reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
@@ -217,6 +220,26 @@ def _serve(args: argparse.Namespace) -> int:
 
     task.react(run)
     return 0
+
+
+def _reload_on_sighup(reactor: Any, config: Config) -> None:
+    """SIGHUP (systemctl reload): the file's people and rights, in force without a restart."""
+    import signal
+
+    from fastagi_spy import sdnotify
+    from fastagi_spy.reload import Reloader
+
+    reloader = Reloader(config)
+
+    def reload() -> None:
+        sdnotify.notify(sdnotify.reloading())
+        try:
+            reloader.reload()
+        finally:  # READY=1 either way: a refused reload leaves the old config serving
+            sdnotify.notify(sdnotify.READY)
+
+    # The handler only schedules: the swap runs on the reactor, between two events.
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reactor.callFromThread(reload))
 
 
 def _stores(args: argparse.Namespace) -> tuple[Config, Any]:

@@ -62,12 +62,20 @@ async def test_ready_once_both_ports_listen_and_stopping_on_sigterm(
     assert not _accepts(_port(config.http_listen))  # nothing there before the server
     server = _serve(Path(config.source), log, name)
     try:
-        first = await threads.deferToThread(sock.recv, 4096)
+        try:
+            first = await threads.deferToThread(sock.recv, 4096)
+        except TimeoutError:
+            raise AssertionError(f"no READY=1:\n{log.read_text(errors='replace')[-3000:]}"
+                                 ) from None
         # Checked the moment READY=1 arrives: both ports already take connections.
         agi_up = _accepts(_port(config.agi_listen))
         http_up = _accepts(_port(config.http_listen))
         server.send_signal(signal.SIGTERM)
-        second = await threads.deferToThread(sock.recv, 4096)
+        try:
+            second = await threads.deferToThread(sock.recv, 4096)
+        except TimeoutError:
+            raise AssertionError(f"no STOPPING=1 (exit {server.poll()}):\n"
+                                 f"{log.read_text(errors='replace')[-3000:]}") from None
         code = await threads.deferToThread(server.wait, 60)
     finally:
         _stop_process(server)

@@ -90,6 +90,7 @@ RANKS = {
     "terminal": 6,
     "logs": 6,  # serve's log observers (Twisted), imported only by cli
     "sdnotify": 6,  # systemd's readiness datagrams, for serve
+    "reload": 6,  # SIGHUP: the config file's people and rights, swapped in live
     "sandbox": 6,
     "sandbox_driver": 7,
     "bootstrap": 7,
