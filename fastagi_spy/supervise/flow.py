@@ -408,16 +408,10 @@ class SupervisionFlow:
             call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"token store: {exc}"[:200])
             return
         note = f"cross_server from {grant.origin}"
-        supervisor = d.directory.supervisor(grant.supervisor)
-        target = parse_target_digits(grant.target)
-        call.mode = grant.mode
-        call.attempt.aim(target)
-        call.attempt.authenticated(grant.supervisor, device=grant.device, detail=note)
-        if supervisor is None or target is None:  # taken out of the directory since
-            await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
-            call.attempt.close(EndReason.DENIED, f"{note}; supervisor not in directory")
+        bound = await self._bind(call, grant, note)
+        if bound is None:
             return
-        call.supervisor = supervisor
+        supervisor, target = bound
         found = d.resolver.resolve(target, server=call.server)
         if found.reason == "stale":
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
@@ -436,6 +430,22 @@ class SupervisionFlow:
                                 spy_group_for_team(agent.team))
         if ended is not None:
             call.attempt.close(ended, _GUESSED if call.attempt.times_are_guesses else None)
+
+    async def _bind(self, call: _Call, grant: TokenGrant,
+                    note: str) -> tuple[SupervisorEntry, str] | None:
+        """Take on a redeemed token's supervisor, mode and target (cross-server and API
+        entries alike); None, with the call refused, when the directory no longer has them."""
+        supervisor = self.deps.directory.supervisor(grant.supervisor)
+        target = parse_target_digits(grant.target)
+        call.mode = grant.mode
+        call.attempt.aim(target)
+        call.attempt.authenticated(grant.supervisor, device=grant.device, detail=note)
+        if supervisor is None or target is None:  # taken out of the directory since
+            await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
+            call.attempt.close(EndReason.DENIED, f"{note}; supervisor not in directory")
+            return None
+        call.supervisor = supervisor
+        return supervisor, target
 
     async def _launched(self, call: _Call) -> None:
         """Redeem blind_monitor's token, resolve the session again (the agent's call may have
@@ -461,16 +471,10 @@ class SupervisionFlow:
             call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"token store: {exc}"[:200])
             return
         note = grant.note or "blind_monitor"
-        supervisor = d.directory.supervisor(grant.supervisor)
-        target = parse_target_digits(grant.target)
-        call.mode = grant.mode
-        call.attempt.aim(target)
-        call.attempt.authenticated(grant.supervisor, device=grant.device, detail=note)
-        if supervisor is None or target is None:  # taken out of the directory since
-            await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
-            call.attempt.close(EndReason.DENIED, f"{note}; supervisor not in directory")
+        bound = await self._bind(call, grant, note)
+        if bound is None:
             return
-        call.supervisor = supervisor
+        supervisor, target = bound
         spy_server = grant.spy_server or call.server
         if spy_server != call.server:
             await self._elsewhere(call, supervisor, target, spy_server, go_on=False)
