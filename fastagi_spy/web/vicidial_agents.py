@@ -30,6 +30,7 @@ class LiveAgents:
         if entry is None:
             return None, False
         uncertain = False
+        found: LiveAgent | None = None
         for name in self.live_map.server_names:
             state = self.live_map.server(name)
             if state.stale:
@@ -37,8 +38,8 @@ class LiveAgents:
                 continue
             view = state.agent_now(number)
             if view is not None and view.logged_in:
-                return LiveAgent(entry, view), False
-        return None, uncertain
+                found = _busier(found, LiveAgent(entry, view))
+        return found, uncertain and found is None
 
     def logged_in(self) -> list[LiveAgent]:
         """Every directory agent logged in on a server that is not stale, by number."""
@@ -49,9 +50,17 @@ class LiveAgents:
                 continue
             for number in state.agent_numbers():
                 entry = self.directory.agent(number)
-                if entry is None or number in found:
+                if entry is None:
                     continue
                 view = state.agent_now(number)
                 if view is not None and view.logged_in:
-                    found[number] = LiveAgent(entry, view)
+                    found[number] = _busier(found.get(number), LiveAgent(entry, view))
         return [found[n] for n in sorted(found)]
+
+
+def _busier(first: LiveAgent | None, other: LiveAgent) -> LiveAgent:
+    """An agent logged in on two servers is reported where they are on a call: idle on one
+    and talking on the other is INCALL, with the talking server's session."""
+    if first is None or (first.view.call is None and other.view.call is not None):
+        return other
+    return first

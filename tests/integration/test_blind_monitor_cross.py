@@ -65,7 +65,7 @@ async def test_the_phone_goes_over_the_trunk_to_the_agents_server(
         service.stores.passwords.set_hash(USER, hasher.hash_password(USER, PASSWORD),
                                           time.time())
         call = await agent_call(driver_b, "1001")
-        session = await session_of(service, "1001", SECOND)
+        session = await session_of(service, "1001")
         mark, mark_b = driver.mark(), driver_b.mark()
         await blind_monitor(service, session, Stage.MONITOR, server_ip=SECOND_IP)
         start = await driver_b.wait_for(
@@ -96,7 +96,7 @@ async def test_without_a_route_blind_monitor_is_refused_before_any_ring(
         service.stores.passwords.set_hash(USER, hasher.hash_password(USER, PASSWORD),
                                           time.time())
         await agent_call(driver_b, "1001")
-        session = await session_of(service, "1001", SECOND)
+        session = await session_of(service, "1001")
         mark = driver.mark()
         code, _, text = await fetch(
             f"{base(service)}/vicidial/non_agent_api.php?source=test&user={USER}"
