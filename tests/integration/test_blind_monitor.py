@@ -68,18 +68,20 @@ async def site(sandbox: AsteriskSandbox, tmp_path: Path, driver: Driver
         await set_global(driver, name, "")
 
 
-async def agent_status(site: SpyService, agent: str) -> list[str]:
+async def agent_status(site: SpyService, agent: str, user: str = USER,
+                       password: str = PASSWORD) -> list[str]:
     """agent_status as a VICIdial client asks it: the pipe-separated fields (session last)."""
-    url = (f"{base(site)}/vicidial/non_agent_api.php?source=test&user={USER}&pass={PASSWORD}"
+    url = (f"{base(site)}/vicidial/non_agent_api.php?source=test&user={user}&pass={password}"
            f"&function=agent_status&agent_user={agent}")
     code, _, text = await fetch(url)
     return text.strip().split("|") if code == 200 else []
 
 
-async def session_of(site: SpyService, agent: str) -> str:
+async def session_of(site: SpyService, agent: str, user: str = USER,
+                     password: str = PASSWORD) -> str:
     """The 7-digit session a client reads from agent_status once ``agent`` is on a call."""
     for _ in range(100):
-        fields = await agent_status(site, agent)
+        fields = await agent_status(site, agent, user, password)
         if fields[:1] == ["INCALL"] and fields[-1]:
             return fields[-1]
         await sleep(0.1)

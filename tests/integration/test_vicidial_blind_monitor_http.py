@@ -87,7 +87,7 @@ async def both(site: SpyService, params: dict[str, str]) -> str:
 async def test_every_error_in_vicidials_order_then_the_documented_request_spies(
         driver: Driver, bsite: SpyService) -> None:
     call = await agent_call(driver, "1001")
-    session = await session_of(bsite, "1001")
+    session = await session_of(bsite, "1001", USER, PASSWORD)
     wrong = "a-wrong-guess"
     expected = [
         (query(session, **{"pass": wrong}),
