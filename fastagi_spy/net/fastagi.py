@@ -11,6 +11,12 @@ arrive within :attr:`AGILimits.env_timeout`; a call may name its server in the A
 (``agi://host/spy/listen?server=pbx1``), and the name must be one the peer is listed for;
 calls beyond :attr:`AGILimits.max_sessions` are closed without a command, so the dialplan
 bundle plays its fail-closed prompt.
+
+Fail-over: a session's first command sets :data:`REACHED_VARIABLE` on the channel, before the
+handler runs. The bundle tries the next server in ``FASTAGI_SPY_SERVERS`` only while that
+variable is empty: a call refused before any command (unreachable, draining, full) may go
+on to another instance, a call this server began never does (no second PIN prompt, no
+second spy).
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ PROMPT_ALLOWANCE = 30.0
 # The query key that names the server in the AGI URL; names as in [[asterisk]] name.
 SERVER_KEY = "server"
 _SERVER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Set to "1" by every session's first command; the bundle's fail-over reads it.
+REACHED_VARIABLE = "FASTAGI_SPY_REACHED"
 
 
 @dataclass(frozen=True)
@@ -416,9 +424,16 @@ class FastAGIProtocol(Protocol):
             return
         self._handler_running = True
         self.factory.running += 1
-        d = defer.ensureDeferred(handler(session))
+        d = defer.ensureDeferred(self._run(handler, session))
         d.addErrback(self._handler_failed)
         d.addBoth(lambda _: self._finish())
+
+    async def _run(self, handler: Handler, session: AGISession) -> None:
+        if self.factory.mark_reached:
+            # The one place every session starts: from here on the bundle must not fail
+            # over to another server, whatever happens to this call.
+            await session.set_variable(REACHED_VARIABLE, "1")
+        await handler(session)
 
     def _handler_failed(self, failure: Failure) -> None:
         if failure.check(AGIHangup, AGIConnectionLost, error.ConnectionDone):
@@ -451,6 +466,8 @@ class FastAGIFactory(Factory):
     ``peers`` says which addresses speak for which server; without it (tests, benchmarks)
     any loopback peer is accepted and calls carry no server. ``on_refused(env, why)`` hears
     of every call refused for its server after its environment was read (to audit it).
+    ``mark_reached=False`` leaves out the session-start mark (:data:`REACHED_VARIABLE`): only
+    for tests that read a session's exact bytes; the bundle's fail-over needs the mark.
     """
 
     log = Logger()
@@ -462,8 +479,10 @@ class FastAGIFactory(Factory):
         peers: PeerServers | None = None,
         limits: AGILimits | None = None,
         on_refused: Callable[[AGIEnvironment, str], None] | None = None,
+        mark_reached: bool = True,
     ) -> None:
         self.routes = dict(routes)
+        self.mark_reached = mark_reached
         self.clock = clock
         self.peers = peers
         self.limits = limits or AGILimits()

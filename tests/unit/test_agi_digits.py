@@ -59,7 +59,7 @@ class Call:
                 self.result.append(exc)
 
         self.clock = Clock()
-        factory = FastAGIFactory({"route": handler}, self.clock)
+        factory = FastAGIFactory({"route": handler}, self.clock, mark_reached=False)
         address = IPv4Address("TCP", "127.0.0.1", 40000)
         proto = factory.buildProtocol(address)
         assert proto is not None

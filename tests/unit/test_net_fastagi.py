@@ -52,7 +52,7 @@ class Harness:
                  peer: str = "127.0.0.1") -> None:
         self.clock = Clock()
         if factory is None:
-            factory = FastAGIFactory({"route": handler}, self.clock)
+            factory = FastAGIFactory({"route": handler}, self.clock, mark_reached=False)
         factory.clock = self.clock
         self.factory = factory
         address = IPv4Address("TCP", peer, 40000)
@@ -255,7 +255,8 @@ def never_called(session: AGISession) -> Any:
 
 def test_a_peer_no_server_lists_is_closed_before_anything_is_read() -> None:
     """buildProtocol refuses it: Twisted closes the socket without a protocol to read with."""
-    factory = FastAGIFactory({"route": never_called}, Clock(), peers=PBX_PEERS)
+    factory = FastAGIFactory({"route": never_called}, Clock(), peers=PBX_PEERS,
+                             mark_reached=False)
     assert factory.buildProtocol(IPv4Address("TCP", "10.0.0.9", 4000)) is None
     assert factory.buildProtocol(IPv4Address("TCP", "10.0.2.1", 4000)) is None
     assert factory.buildProtocol(IPv4Address("TCP", "10.0.1.77", 4000)) is not None  # b's /24
@@ -267,14 +268,16 @@ def test_a_peer_no_server_lists_is_closed_before_anything_is_read() -> None:
 
 def test_without_a_peer_table_only_loopback_may_connect() -> None:
     """A factory built with no servers (tests, benchmarks) still refuses the network."""
-    factory = FastAGIFactory({"route": never_called}, Clock())
+    factory = FastAGIFactory({"route": never_called}, Clock(),
+                             mark_reached=False)
     assert factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 4000)) is None
     assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.2", 4000)) is not None
 
 
 def test_an_environment_block_that_never_ends_is_cut_at_the_env_timeout() -> None:
     """Half an env block, then nothing: closed after env_timeout, the handler never runs."""
-    factory = FastAGIFactory({"route": never_called}, Clock(), limits=AGILimits(env_timeout=5))
+    factory = FastAGIFactory({"route": never_called}, Clock(), limits=AGILimits(env_timeout=5),
+                             mark_reached=False)
     h = Harness(never_called, ENV[:40], factory=factory)
     h.clock.advance(4.9)
     assert h.transport.connected
@@ -290,7 +293,8 @@ def test_an_env_block_in_time_stops_the_env_timer() -> None:
     async def handler(session: AGISession) -> None:
         await blocker
 
-    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(env_timeout=5))
+    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(env_timeout=5),
+                             mark_reached=False)
     h = Harness(handler, factory=factory)
     h.clock.advance(60)
     assert h.transport.connected
@@ -310,7 +314,8 @@ def test_the_call_over_the_session_cap_is_closed_without_a_command_and_logged(
         started.append(session.env.channel)
         await blocker
 
-    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(max_sessions=1))
+    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(max_sessions=1),
+                             mark_reached=False)
     first = Harness(handler, factory=factory)
     second = Harness(handler, factory=factory)
     assert started == ["PJSIP/2001-00000001"]
@@ -335,7 +340,8 @@ def test_every_command_gets_the_configured_command_timeout() -> None:
         except AGICommandTimeout as exc:
             failures.append(exc)
 
-    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(command_timeout=7))
+    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(command_timeout=7),
+                             mark_reached=False)
     h = Harness(handler, factory=factory)
     h.clock.advance(6.9)
     assert not failures and h.transport.connected
@@ -356,7 +362,8 @@ def test_get_data_waits_for_the_prompt_and_every_digit_on_top_of_the_command_tim
         except AGICommandTimeout as exc:
             failures.append(exc)
 
-    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(command_timeout=7))
+    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(command_timeout=7),
+                             mark_reached=False)
     h = Harness(handler, factory=factory)
     assert h.sent().startswith(b"GET DATA")
     allowed = 7 + sounds * PROMPT_ALLOWANCE + 4 * 10
@@ -375,7 +382,8 @@ def test_stream_file_gets_the_prompt_allowance_on_top_of_the_command_timeout() -
         except AGICommandTimeout as exc:
             failures.append(exc)
 
-    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(command_timeout=2))
+    factory = FastAGIFactory({"route": handler}, Clock(), limits=AGILimits(command_timeout=2),
+                             mark_reached=False)
     h = Harness(handler, factory=factory)
     h.clock.advance(2 + PROMPT_ALLOWANCE - 0.1)
     assert not failures
@@ -396,7 +404,8 @@ def test_the_call_knows_its_server_from_its_peer_and_the_url(
     async def handler(session: AGISession) -> None:
         seen.append(session.server)
 
-    factory = FastAGIFactory({"route": handler}, Clock(), peers=PBX_PEERS)
+    factory = FastAGIFactory({"route": handler}, Clock(), peers=PBX_PEERS,
+                             mark_reached=False)
     Harness(handler, env(script), factory=factory, peer=peer)
     assert seen == [server]
 
@@ -420,3 +429,30 @@ def test_a_server_name_the_peer_may_not_speak_for_is_refused_and_reported(
     assert len(refused) == 1 and why in refused[0][1]
     assert refused[0][0].channel == "PJSIP/2001-00000001"
     assert any(e.get("reason") is not None and why in str(e["reason"]) for e in log_events)
+
+
+def test_every_session_first_marks_the_channel_reached_then_runs_its_handler() -> None:
+    """The bundle's fail-over reads FASTAGI_SPY_REACHED: it is set before the handler's
+    first command, and the handler waits for its reply (one command at a time)."""
+    ran: list[str] = []
+
+    async def handler(session: AGISession) -> None:
+        ran.append("handler")
+        await session.answer()
+
+    clock = Clock()
+    h = Harness(handler, factory=FastAGIFactory({"route": handler}, clock))
+    assert h.sent() == b'SET VARIABLE "FASTAGI_SPY_REACHED" "1"\n'
+    assert ran == []
+    h.proto.dataReceived(b"200 result=1\n")
+    assert ran == ["handler"]
+    assert h.sent() == b"ANSWER\n"
+
+
+def test_a_refused_call_is_not_marked_reached() -> None:
+    """Refused before any command (draining): no mark, so the bundle may try another server."""
+    factory = FastAGIFactory({"route": lambda s: None}, Clock())
+    factory.draining = True
+    h = Harness(lambda s: None, factory=factory)
+    assert h.transport.value() == b""
+    assert not h.transport.connected
