@@ -7,6 +7,7 @@ the stores. Nothing here knows protocol details or policy; it only connects them
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
 from fastagi_spy.store.logins import LoginLockout
 from fastagi_spy.store.passwords import PasswordStore
 from fastagi_spy.store.pins import PinHasher, PinStore
+from fastagi_spy.store.runner import StoreRunner, runner_for
 from fastagi_spy.store.settings import ServerAMI, SettingsStore
 from fastagi_spy.store.tokens import TokenStore
 from fastagi_spy.supervise.chanspy import chanspy_argument
@@ -181,7 +183,8 @@ class SpyService(MultiService):
             resolver=self.live_map,
             pin_checker=PinChecker(self.stores.pins, self.stores.lockouts, self.stores.audit,
                                    self.stores.db,
-                                   max_in_flight=config.security.max_pin_attempts_in_flight),
+                                   max_in_flight=config.security.max_pin_attempts_in_flight,
+                                   runner=self.store_runner),
             audit=self.stores.audit,
             spies=self.spies,
             security=config.security,
@@ -196,6 +199,7 @@ class SpyService(MultiService):
             crossing=crossing,
             tokens=tokens,
             hijack=Hijack(self._ami_action, self._ami_listen, self.live_map.bridge_peers),
+            store_runner=self.store_runner,
         ))
         # blind_monitor (non_agent_api.php): rings a [[phones]] phone into [fastagi-spy-api].
         self.launcher = MonitorLauncher(
@@ -237,6 +241,12 @@ class SpyService(MultiService):
         mount_health(root, self.readiness)
         self._mount_metrics(root)
         self._serve_http(root)
+
+    @functools.cached_property
+    def store_runner(self) -> StoreRunner:
+        """The flow's store calls: inline for SQLite, one worker thread (a child service,
+        drained before the database closes) for PostgreSQL."""
+        return runner_for(self.stores.db, self.reactor, parent=self)
 
     def _serve_http(self, root: Resource) -> None:
         self.site = make_site(root, self.config.http, self.reactor)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, TimeoutError, ensureDeferred
@@ -21,6 +21,7 @@ from fastagi_spy.config import SecurityRules
 from fastagi_spy.domain import Directory, Mode, SupervisorEntry, device_of_channel
 from fastagi_spy.store.audit import AuditLog, EndReason, Via
 from fastagi_spy.store.errors import StoreError
+from fastagi_spy.store.runner import InlineRunner, StoreRunner
 from fastagi_spy.store.tokens import TokenGrant, TokenRefused, TokenStore
 from fastagi_spy.supervise.attempt import AuditAttempt, Stage
 from fastagi_spy.supervise.chanspy import chanspy_argument, parse_target_digits, spy_group_for_team
@@ -109,6 +110,10 @@ class FlowDeps:
     crossing: Crossing | None = None  # [[cross_server]] trunks and their tokens
     tokens: TokenStore | None = None  # blind_monitor's tokens (purpose "api")
     hijack: Hijack | None = None  # blind_monitor's HIJACK stage
+    # Where the store calls run: inline (SQLite) or on one worker thread (PostgreSQL, whose
+    # round trips must not hold the reactor). The PIN checker must use the same one: one
+    # FIFO order for all of an attempt's writes.
+    store_runner: StoreRunner = field(default_factory=InlineRunner)
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -137,6 +142,8 @@ class SupervisionFlow:
     log = Logger()
 
     def __init__(self, deps: FlowDeps) -> None:
+        if not _same_runner(deps.store_runner, deps.pin_checker.runner):
+            raise ValueError("the flow and its PIN checker must share one store runner")
         self.deps = deps
 
     async def __call__(self, line: AGILine, mode: Mode) -> None:
@@ -160,8 +167,9 @@ class SupervisionFlow:
         # before anything can be heard.
         answered = ensureDeferred(line.answer()) if not line.hung_up else None
         try:
-            attempt = AuditAttempt(d.audit, d.now, via, channel=line.env.channel,
-                                   uniqueid=line.env.uniqueid, device=device)
+            attempt = await AuditAttempt.open(d.audit, d.now, via, channel=line.env.channel,
+                                              uniqueid=line.env.uniqueid, device=device,
+                                              runner=d.store_runner)
         except Exception:
             # No record, no service: the bundle's fail-closed branch plays the error.
             if answered is not None:
@@ -181,7 +189,7 @@ class SupervisionFlow:
                       else EndReason.ABANDONED)
             detail = (f"hung up at {call.stage.value}" if hung_up
                       else f"{type(exc).__name__}: {exc}"[:200])
-            call.attempt.close(reason if hung_up else EndReason.ERROR, detail)
+            await call.attempt.close(reason if hung_up else EndReason.ERROR, detail)
             if not hung_up:
                 raise
 
@@ -192,9 +200,9 @@ class SupervisionFlow:
         raw_target = args[0] if args else ""
         if len(args) > 1 or (raw_target and parse_target_digits(raw_target) is None):
             # A comma in the dialled text adds AGI arguments; anything but digits is hostile.
-            call.attempt.requested(",".join(args)[:64])
+            await call.attempt.requested(",".join(args)[:64])
             await self._say(call, Prompts.INVALID, Prompts.GOODBYE)
-            call.attempt.refused(EndReason.INVALID_TARGET, "target in the AGI arguments",
+            await call.attempt.refused(EndReason.INVALID_TARGET, "target in the AGI arguments",
                                  go_on=False)
             return
         supervisor = await self._authenticate(call)
@@ -247,9 +255,9 @@ class SupervisionFlow:
             return None
         await self._say(call, Prompts.GOODBYE)
         if locked:
-            call.attempt.close(EndReason.LOCKED_OUT, "locked out")
+            await call.attempt.close(EndReason.LOCKED_OUT, "locked out")
         else:
-            call.attempt.close(EndReason.BAD_PIN, f"{tries} failed tries")
+            await call.attempt.close(EndReason.BAD_PIN, f"{tries} failed tries")
         return None
 
     async def _check_pin(self, call: _Call, claimed: str | None,
@@ -258,26 +266,26 @@ class SupervisionFlow:
         caller has heard "service unavailable" and the record is closed)."""
         d = self.deps
         checker = d.pin_checker
-        attempt = checker.begin(call.device, claimed, supervisor, d.now())
+        attempt = await checker.begin(call.device, claimed, supervisor, d.now())
         try:
             valid = await d.verify_pin(call.device, claimed or "", pin, attempt.stored_hash)
         except PinCheckUnavailable as exc:
-            checker.abandon(attempt)
+            await checker.abandon(attempt)
             self.log.error("PIN check failed: {error}", error=exc,
                            audit_id=call.attempt.record)
-            call.attempt.claimed(claimed)
+            await call.attempt.claimed(claimed)
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"PIN check: {exc}"[:200])
+            await call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"PIN check: {exc}"[:200])
             return None
         except BaseException:
-            checker.abandon(attempt)
+            await checker.abandon(attempt)
             raise
-        return checker.finish(call.attempt, attempt, supervisor, valid, d.now())
+        return await checker.finish(call.attempt, attempt, supervisor, valid, d.now())
 
     async def _no_pin(self, call: _Call) -> None:
-        call.attempt.no_pin()
+        await call.attempt.no_pin()
         await self._say(call, Prompts.GOODBYE)
-        call.attempt.close(EndReason.ABANDONED, "no PIN entered")
+        await call.attempt.close(EndReason.ABANDONED, "no PIN entered")
 
     async def _targets(self, call: _Call, supervisor: SupervisorEntry, first: str | None) -> None:
         d = self.deps
@@ -291,15 +299,15 @@ class SupervisionFlow:
                     silent += 1
                     if silent >= TARGET_PROMPTS:
                         await self._say(call, Prompts.GOODBYE)
-                        call.attempt.close(EndReason.ABANDONED, "no target entered")
+                        await call.attempt.close(EndReason.ABANDONED, "no target entered")
                         return
                     continue
                 pending = typed
             target, typed_text, pending = parse_target_digits(pending), pending, None
             if target is None:
-                call.attempt.requested(_shorten(typed_text))
+                await call.attempt.requested(_shorten(typed_text))
                 await self._say(call, Prompts.INVALID)
-                call.attempt.refused(EndReason.INVALID_TARGET, "typed target not digits")
+                await call.attempt.refused(EndReason.INVALID_TARGET, "typed target not digits")
                 continue
             if target == START_KEY:
                 # Choosing by ear ends in the agent's number, and from there on it is as if
@@ -320,14 +328,14 @@ class SupervisionFlow:
             call.attempt.aim(target)
             if found.reason == "stale":
                 await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-                call.attempt.close(EndReason.SERVICE_UNAVAILABLE, "AMI down or state stale")
+                await call.attempt.close(EndReason.SERVICE_UNAVAILABLE, "AMI down or state stale")
                 return
             _aim(call, target, found)
             refused = self._refusal(call, supervisor, target, found)
             if refused is not None:
                 prompt, reason, detail = refused
                 await self._say(call, prompt)
-                call.attempt.refused(reason, detail)
+                await call.attempt.refused(reason, detail)
                 continue
             agent = d.directory.agent(found.agent_number or "")
             assert agent is not None and found.channel is not None
@@ -336,9 +344,9 @@ class SupervisionFlow:
             if ended is None:
                 return
             if ended is EndReason.DENIED:  # refused inside Asterisk (SPYGROUP)
-                call.attempt.refused(ended, None)
+                await call.attempt.refused(ended, None)
             else:
-                call.attempt.next(ended, _GUESSED if call.attempt.times_are_guesses else None)
+                await call.attempt.next(ended, _GUESSED if call.attempt.times_are_guesses else None)
 
     async def _elsewhere(self, call: _Call, supervisor: SupervisorEntry, target: str,
                          server: str, go_on: bool = True) -> bool:
@@ -348,7 +356,7 @@ class SupervisionFlow:
         route = d.crossing.route(call.server, server) if d.crossing is not None else None
         if d.crossing is None or route is None or call.server is None:
             await self._say(call, Prompts.DENIED)
-            call.attempt.refused(EndReason.DENIED, f"other_server {server}", go_on=go_on)
+            await call.attempt.refused(EndReason.DENIED, f"other_server {server}", go_on=go_on)
             return go_on
         found = d.resolver.resolve(target, server=server)
         _aim(call, target, found)
@@ -356,10 +364,10 @@ class SupervisionFlow:
         if refused is not None:  # refused here, before any token exists
             prompt, reason, detail = refused
             await self._say(call, prompt)
-            call.attempt.refused(reason, f"{detail}; on {server}", go_on=go_on)
+            await call.attempt.refused(reason, f"{detail}; on {server}", go_on=go_on)
             return go_on
         note = f"cross_server to {server}"
-        call.attempt.spying(call.mode, note)
+        await call.attempt.spying(call.mode, note)
         call.stage = Stage.SPY
         grant = TokenGrant(call.server, server, supervisor.number, call.mode, target, call.device)
         try:
@@ -368,23 +376,23 @@ class SupervisionFlow:
             self.log.error("Cross-server token not issued: {error}", error=exc,
                            audit_id=call.attempt.record)
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}: token store: {exc}"[:200])
+            await call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}: token store: {exc}"[:200])
             return False
         except LineGone:
-            call.attempt.close(EndReason.SUPERVISOR_HANGUP, None)  # the detail stays the note
+            await call.attempt.close(EndReason.SUPERVISOR_HANGUP, None)  # the detail stays the note
             return False
         if handover.outcome is not Handover.SERVED:
             # The trunk is down, or the other side never presented the token: nobody spied.
             why = ("token never presented" if handover.outcome is Handover.UNUSED
                    else f"trunk {handover.dial_status}")
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}: {why}")
+            await call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}: {why}")
             return False
         call.stage = Stage.AFTER_SPY
         if not go_on:
-            call.attempt.close(EndReason.COMPLETED, None)
+            await call.attempt.close(EndReason.COMPLETED, None)
             return False
-        call.attempt.next(EndReason.COMPLETED, None)  # the other server's record says how
+        await call.attempt.next(EndReason.COMPLETED, None)  # the other server's record says how
         return True
 
     async def _crossed(self, call: _Call) -> None:
@@ -395,17 +403,18 @@ class SupervisionFlow:
         try:
             if d.crossing is None:
                 raise TokenRefused("no_route")
-            grant = d.crossing.redeem(args[0] if len(args) == 1 else "", call.server)
+            grant = await d.store_runner.run(d.crossing.redeem,
+                                             args[0] if len(args) == 1 else "", call.server)
         except TokenRefused as exc:
             await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
-            call.attempt.refused(EndReason.DENIED, f"cross_server token {exc.reason}",
+            await call.attempt.refused(EndReason.DENIED, f"cross_server token {exc.reason}",
                                  go_on=False)
             return
         except StoreError as exc:
             self.log.error("Cross-server token not checked: {error}", error=exc,
                            audit_id=call.attempt.record)
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"token store: {exc}"[:200])
+            await call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"token store: {exc}"[:200])
             return
         note = f"cross_server from {grant.origin}"
         bound = await self._bind(call, grant, note)
@@ -415,21 +424,21 @@ class SupervisionFlow:
         found = d.resolver.resolve(target, server=call.server)
         if found.reason == "stale":
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}; AMI down or state stale")
+            await call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}; AMI down or state stale")
             return
         _aim(call, target, found)
         refused = self._refusal(call, supervisor, target, found)
         if refused is not None:
             prompt, reason, detail = refused
             await self._say(call, prompt, Prompts.GOODBYE)
-            call.attempt.refused(reason, f"{note}; {detail}", go_on=False)
+            await call.attempt.refused(reason, f"{note}; {detail}", go_on=False)
             return
         agent = d.directory.agent(found.agent_number or "")
         assert agent is not None and found.channel is not None
         ended = await self._spy(call, supervisor, found.channel, found.server or "",
                                 spy_group_for_team(agent.team))
         if ended is not None:
-            call.attempt.close(ended, _GUESSED if call.attempt.times_are_guesses else None)
+            await call.attempt.close(ended, _GUESSED if call.attempt.times_are_guesses else None)
 
     async def _bind(self, call: _Call, grant: TokenGrant,
                     note: str) -> tuple[SupervisorEntry, str] | None:
@@ -439,10 +448,10 @@ class SupervisionFlow:
         target = parse_target_digits(grant.target)
         call.mode = grant.mode
         call.attempt.aim(target)
-        call.attempt.authenticated(grant.supervisor, device=grant.device, detail=note)
+        await call.attempt.authenticated(grant.supervisor, device=grant.device, detail=note)
         if supervisor is None or target is None:  # taken out of the directory since
             await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
-            call.attempt.close(EndReason.DENIED, f"{note}; supervisor not in directory")
+            await call.attempt.close(EndReason.DENIED, f"{note}; supervisor not in directory")
             return None
         call.supervisor = supervisor
         return supervisor, target
@@ -457,18 +466,19 @@ class SupervisionFlow:
         try:
             if d.tokens is None:
                 raise TokenRefused("forged")
-            grant = d.tokens.redeem(args[0] if len(args) == 1 else "", d.now(), purpose="api")
+            grant = await d.store_runner.run(d.tokens.redeem, args[0] if len(args) == 1 else "",
+                                             d.now(), purpose="api")
             if call.server is None or grant.destination != call.server:
                 raise TokenRefused("wrong_server")
         except TokenRefused as exc:
             await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
-            call.attempt.refused(EndReason.DENIED, f"api token {exc.reason}", go_on=False)
+            await call.attempt.refused(EndReason.DENIED, f"api token {exc.reason}", go_on=False)
             return
         except StoreError as exc:
             self.log.error("blind_monitor token not checked: {error}", error=exc,
                            audit_id=call.attempt.record)
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"token store: {exc}"[:200])
+            await call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"token store: {exc}"[:200])
             return
         note = grant.note or "blind_monitor"
         bound = await self._bind(call, grant, note)
@@ -482,7 +492,7 @@ class SupervisionFlow:
         found = d.resolver.resolve(target, server=call.server)
         if found.reason == "stale":
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}; AMI down or state stale")
+            await call.attempt.close(EndReason.SERVICE_UNAVAILABLE, f"{note}; AMI down or state stale")
             return
         _aim(call, target, found)
         refused = self._refusal(call, supervisor, target, found)
@@ -493,7 +503,7 @@ class SupervisionFlow:
                 prompt, reason = Prompts.NOT_ON_CALL, EndReason.NOT_ON_CALL
                 detail = f"the agent's call ended before the phone answered ({detail})"
             await self._say(call, prompt, Prompts.GOODBYE)
-            call.attempt.refused(reason, f"{note}; {detail}", go_on=False)
+            await call.attempt.refused(reason, f"{note}; {detail}", go_on=False)
             return
         agent = d.directory.agent(found.agent_number or "")
         assert agent is not None and found.channel is not None
@@ -503,22 +513,22 @@ class SupervisionFlow:
         ended = await self._spy(call, supervisor, found.channel, found.server or "",
                                 spy_group_for_team(agent.team))
         if ended is not None:
-            call.attempt.close(ended, _GUESSED if call.attempt.times_are_guesses else None)
+            await call.attempt.close(ended, _GUESSED if call.attempt.times_are_guesses else None)
 
     async def _hijack(self, call: _Call, agent_channel: str, server: str, note: str) -> None:
         """Take the customer over (hijack.py); the row is the spy's, detail "hijack"."""
         d = self.deps
-        record = call.attempt.spying(call.mode, f"{note}; hijack")
+        record = await call.attempt.spying(call.mode, f"{note}; hijack")
         if d.hijack is None:
             await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
-            call.attempt.close(EndReason.DENIED, f"{note}; hijack not available")
+            await call.attempt.close(EndReason.DENIED, f"{note}; hijack not available")
             return
         call.stage = Stage.SPY
         result = await d.hijack.take_over(call.line, server, agent_channel, d.now)
         if result.outcome is not Taken.ENDED:
             if not call.line.hung_up:
                 await self._say(call, Prompts.DENIED, Prompts.GOODBYE)
-            call.attempt.close(EndReason.DENIED, f"{note}; hijack {result.outcome.value}: "
+            await call.attempt.close(EndReason.DENIED, f"{note}; hijack {result.outcome.value}: "
                                f"{result.detail}"[:200])
             return
         assert result.taken_at is not None
@@ -526,7 +536,7 @@ class SupervisionFlow:
         call.attempt.spy_stopped(record, d.now())
         call.stage = Stage.AFTER_SPY
         ended = EndReason.SUPERVISOR_HANGUP if result.supervisor_left else EndReason.COMPLETED
-        call.attempt.close(ended, f"{note}; hijack: {result.detail}"[:200])
+        await call.attempt.close(ended, f"{note}; hijack: {result.detail}"[:200])
 
     def _refusal(self, call: _Call, supervisor: SupervisorEntry, target: str,
                  found: Resolution) -> tuple[str, EndReason, str] | None:
@@ -583,7 +593,7 @@ class SupervisionFlow:
             channel, call.mode, allow_switch=switching,
             spy_group=group if d.security.enforce_spy_group else None)
         attempt = call.attempt
-        record = attempt.spying(call.mode)
+        record = await attempt.spying(call.mode)
         if d.required_notice is not None and not await self._notice_first(call, server, channel):
             return None
 
@@ -619,7 +629,7 @@ class SupervisionFlow:
             await self._say(call, Prompts.DENIED)
             return EndReason.DENIED
         if reply.result == "-1" or call.line.hung_up:
-            attempt.close(EndReason.SUPERVISOR_HANGUP, _GUESSED if guessed else None)
+            await attempt.close(EndReason.SUPERVISOR_HANGUP, _GUESSED if guessed else None)
             return None
         call.stage = Stage.AFTER_SPY
         return EndReason.AGENT_HANGUP
@@ -634,11 +644,11 @@ class SupervisionFlow:
         except NoticeFailed as exc:
             self.log.error("Required notice not played, no spy: {error}", error=exc,
                            audit_id=call.attempt.record)
-            call.attempt.notice(f"failed: {exc}")
+            await call.attempt.notice(f"failed: {exc}")
             await self._say(call, Prompts.UNAVAILABLE, Prompts.GOODBYE)
-            call.attempt.close(EndReason.NOTICE_FAILED, str(exc)[:200])
+            await call.attempt.close(EndReason.NOTICE_FAILED, str(exc)[:200])
             return False
-        call.attempt.notice("played")
+        await call.attempt.notice("played")
         if call.line.hung_up:  # gone while it played: no spy, and the record says where
             raise LineGone("hung up during the notice")
         return True
@@ -697,6 +707,10 @@ def _lives_elsewhere(d: FlowDeps, target: str, here: str | None) -> str | None:
         return None
     return next((name for name in d.servers
                  if name != here and d.resolver.resolve(target, server=name).ok), None)
+
+
+def _same_runner(a: StoreRunner, b: StoreRunner) -> bool:
+    return a is b or (isinstance(a, InlineRunner) and isinstance(b, InlineRunner))
 
 
 def _is_hangup(exc: BaseException) -> bool:
