@@ -125,5 +125,5 @@ def runner_for(db: object, reactor: Any, parent: IServiceCollection | None = Non
         return InlineRunner()
     runner = ThreadRunner(reactor)
     if parent is not None:
-        ThreadRunnerService(runner).setServiceParent(parent)
+        Service.setServiceParent(ThreadRunnerService(runner), parent)
     return runner
