@@ -91,13 +91,15 @@ def copy_site(source: Store, target: Store, tables: Sequence[str], *,
     """Copy every row of ``tables`` (in this order: parents first) from ``source`` (SQLite,
     at the current schema) into ``target`` (at the current schema, empty).
 
-    One transaction on the target; the source is read from one snapshot. Counted on both
+    One transaction on the target; the source is read under its write lock. Counted on both
     sides and the chain checked on both before commit. TransferError says what was refused.
     """
     now = time.time() if now is None else now
     remote = bool(getattr(target, "is_remote", False))
     result = Copied()
-    with source.snapshot() as src, target.transaction() as dst:
+    # The source's write lock, not a mere snapshot, until the target commits: a server still
+    # running on the file waits (or fails) instead of writing a row the copy would miss.
+    with source.transaction() as src, target.transaction() as dst:
         have = {str(r[0]) for r in src.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
         unknown = sorted(t for t in have - set(tables) if not t.startswith("sqlite_"))
