@@ -26,22 +26,28 @@ def site_config(sandbox: AsteriskSandbox, workdir: Path, *, notice: str = "",
                 notice_mode: str = "best_effort",
                 lockout_failures: int = 4, ami_secret: str = "change-me-fastagi-spy",
                 agi_peers: str = '["127.0.0.1"]', server: str = "", extra: str = "",
-                map_rules: str = "", devices: dict[str, str] | None = None) -> Config:
+                map_rules: str = "", devices: dict[str, str] | None = None,
+                agi_port: int | None = None, database: str = "site.sqlite3",
+                store: str = "") -> Config:
     """``server``: settings added to [server]; ``extra``: tables added after [[asterisk]];
     ``map_rules``: settings added to [map]; ``devices``: an agent's own device instead of
-    Local/<n>@fsp-agents (e.g. {"1001": "PJSIP/1001"})."""
+    Local/<n>@fsp-agents (e.g. {"1001": "PJSIP/1001"}). For several instances of the
+    service on one sandbox: ``agi_port`` (default the sandbox's FASTAGI_SPY_PORT),
+    ``database`` (a path shared by all of them) and ``store`` (settings for a [store]
+    table, e.g. 'url = "postgresql://..."')."""
     own = devices or {}
     agents = "".join(
         f'[[agents]]\nnumber = "{n}"\nname = "Agent {n}"\nteam = "{t}"\n'
         f'devices = ["{own.get(n, f"Local/{n}@fsp-agents")}"]\n\n' for n, t in AGENTS.items())
+    store_table = f"\n[store]\n{store}\n" if store else ""
     path = workdir / "site.toml"
     path.write_text(f"""
 never_spy = ["1004"]
 
 [server]
-agi_listen = "tcp:{sandbox.agi_port}:interface=127.0.0.1"
+agi_listen = "tcp:{agi_port or sandbox.agi_port}:interface=127.0.0.1"
 http_listen = "tcp:{free_port()}:interface=127.0.0.1"
-database = "site.sqlite3"
+database = "{database}"
 pin_pepper = "integration-test-pepper-0123456789"
 drain_timeout = 2
 {server}
@@ -68,7 +74,7 @@ notice_mode = "{notice_mode}"
 lockout_failures = {lockout_failures}
 lockout_window = 600
 lockout_duration = 600
-
+{store_table}
 {agents}
 [[supervisors]]
 number = "2001"
