@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet import task
@@ -19,6 +20,7 @@ from fastagi_spy.store.audit import AuditLog, AuditRecord
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
 from fastagi_spy.store.pins import PinHasher, PinStore
+from fastagi_spy.store.runner import InlineRunner, StoreRunner
 from fastagi_spy.supervise import picker
 from fastagi_spy.supervise.flow import STOP_GRACE, FlowDeps, Prompts, SupervisionFlow
 from fastagi_spy.supervise.line import LineGone
@@ -128,7 +130,11 @@ class ScriptedLine:
 class Site:
     def __init__(self, tmp_path: Path, resolver: object, *, security: SecurityRules | None = None,
                  servers: tuple[str, ...] = ("pbx",), policy: LockoutPolicy | None = None,
-                 verify: Callable[..., Awaitable[bool]] | None = None) -> None:
+                 verify: Callable[..., Awaitable[bool]] | None = None,
+                 runner: StoreRunner | None = None,
+                 wrap: Callable[[Any], Any] = lambda store: store) -> None:
+        """``runner``: where the flow's store calls run (inline by default); ``wrap``: what
+        the flow sees of each store (the test's own reads go to the store itself)."""
         db = Database(tmp_path / "audit.sqlite3")
         self.db = db
         hasher = PinHasher.cheap(b"unit-test-pepper-0123456789abcdef")
@@ -144,12 +150,15 @@ class Site:
         self.clock = task.Clock()
         self.clock.advance(T0)
         self.spies = SpyWatches(self.clock.seconds)
+        runner = runner if runner is not None else InlineRunner()
         self.flow = SupervisionFlow(FlowDeps(
             directory=DIRECTORY, resolver=resolver,  # type: ignore[arg-type]
-            pin_checker=PinChecker(pins=pins, lockouts=LockoutStore(db, policy or LockoutPolicy()),
-                                   audit=self.audit, db=db),
-            audit=self.audit, spies=self.spies, security=security or SecurityRules(),
-            clock=self.clock, verify_pin=verify or check, servers=servers))
+            pin_checker=PinChecker(pins=wrap(pins),
+                                   lockouts=wrap(LockoutStore(db, policy or LockoutPolicy())),
+                                   audit=wrap(self.audit), db=wrap(db), runner=runner),
+            audit=wrap(self.audit), spies=self.spies, security=security or SecurityRules(),
+            clock=self.clock, verify_pin=verify or check, servers=servers,
+            store_runner=runner))
 
     def call(self, line: ScriptedLine, mode: Mode = Mode.LISTEN) -> None:
         done: Deferred[None] = ensureDeferred(self.flow(line, mode))
