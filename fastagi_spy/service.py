@@ -52,7 +52,7 @@ from fastagi_spy.supervise.launch import LaunchRefused, MonitorLauncher, Stage
 from fastagi_spy.supervise.notice import RequiredNotice
 from fastagi_spy.supervise.passwords import PasswordChecker
 from fastagi_spy.supervise.pincheck import PinChecker
-from fastagi_spy.supervise.reconcile import Reconciler
+from fastagi_spy.supervise.reconcile import Reconciler, instance_name
 from fastagi_spy.supervise.running import RunningSpies
 from fastagi_spy.supervise.shutdown import SpyShutdown
 from fastagi_spy.supervise.spywatch import SpyWatches
@@ -150,8 +150,11 @@ class SpyService(MultiService):
         self.running_spies = RunningSpies(self.spies.watched, self.now)
         self.spy_shutdown = SpyShutdown(self.running_spies, self.stores.audit, self.clients.get,
                                         reactor, self.now)
+        # Several instances may share the database: each marks its calls with its name, and
+        # a restart reconciles only its own crashed run's live calls (reconcile.py).
         self.reconciler = Reconciler(self.stores.audit, self.running_spies,
-                                     tuple(s.name for s in config.asterisk), reactor, self.now)
+                                     tuple(s.name for s in config.asterisk), reactor, self.now,
+                                     instance=instance_name(config.agi_listen))
         # The settings page's values (AMI logins, feature codes) over the config file's.
         self.settings = SettingsStore(self.stores.db)
         for server in config.asterisk:
@@ -211,7 +214,7 @@ class SpyService(MultiService):
             peers=PeerServers({s.name: s.agi_peers for s in config.asterisk}),
             limits=AGILimits(command_timeout=config.command_timeout,
                              max_sessions=config.max_agi_sessions),
-            on_refused=self.audit_refused_call)
+            on_refused=self.audit_refused_call, instance=self.reconciler.instance)
         self.agi_service = StreamServerEndpointService(
             serverFromString(reactor, config.agi_listen), self.agi)
         self.agi_service.setServiceParent(self)

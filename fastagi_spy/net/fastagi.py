@@ -12,8 +12,8 @@ arrive within :attr:`AGILimits.env_timeout`; a call may name its server in the A
 calls beyond :attr:`AGILimits.max_sessions` are closed without a command, so the dialplan
 bundle plays its fail-closed prompt.
 
-Fail-over: a session's first command sets :data:`REACHED_VARIABLE` on the channel, before the
-handler runs. The bundle tries the next server in ``FASTAGI_SPY_SERVERS`` only while that
+Fail-over: a session's first command sets :data:`REACHED_VARIABLE` on the channel (to this
+instance's name), before the handler runs. The bundle tries the next server in ``FASTAGI_SPY_SERVERS`` only while that
 variable is empty: a call refused before any command (unreachable, draining, full) may go
 on to another instance, a call this server began never does (no second PIN prompt, no
 second spy).
@@ -56,7 +56,8 @@ PROMPT_ALLOWANCE = 30.0
 # The query key that names the server in the AGI URL; names as in [[asterisk]] name.
 SERVER_KEY = "server"
 _SERVER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-# Set to "1" by every session's first command; the bundle's fail-over reads it.
+# Set by every session's first command to the instance's name ("1" when it has none): the
+# bundle's fail-over reads it, and so does a restarted instance's reconciliation.
 REACHED_VARIABLE = "FASTAGI_SPY_REACHED"
 
 
@@ -432,7 +433,7 @@ class FastAGIProtocol(Protocol):
         if self.factory.mark_reached:
             # The one place every session starts: from here on the bundle must not fail
             # over to another server, whatever happens to this call.
-            await session.set_variable(REACHED_VARIABLE, "1")
+            await session.set_variable(REACHED_VARIABLE, self.factory.instance)
         await handler(session)
 
     def _handler_failed(self, failure: Failure) -> None:
@@ -466,8 +467,10 @@ class FastAGIFactory(Factory):
     ``peers`` says which addresses speak for which server; without it (tests, benchmarks)
     any loopback peer is accepted and calls carry no server. ``on_refused(env, why)`` hears
     of every call refused for its server after its environment was read (to audit it).
-    ``mark_reached=False`` leaves out the session-start mark (:data:`REACHED_VARIABLE`): only
-    for tests that read a session's exact bytes; the bundle's fail-over needs the mark.
+    The session-start mark (:data:`REACHED_VARIABLE`) carries ``instance``, this instance's
+    name, so a restarted instance's reconciliation tells its own crashed run's calls from
+    another live instance's. ``mark_reached=False`` leaves the mark out: only for tests that
+    read a session's exact bytes; the bundle's fail-over needs the mark.
     """
 
     log = Logger()
@@ -480,9 +483,13 @@ class FastAGIFactory(Factory):
         limits: AGILimits | None = None,
         on_refused: Callable[[AGIEnvironment, str], None] | None = None,
         mark_reached: bool = True,
+        instance: str = "1",
     ) -> None:
+        if not instance or not instance.isprintable():
+            raise ValueError("the FastAGI instance name must be printable text")
         self.routes = dict(routes)
         self.mark_reached = mark_reached
+        self.instance = instance
         self.clock = clock
         self.peers = peers
         self.limits = limits or AGILimits()

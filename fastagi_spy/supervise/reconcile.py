@@ -8,10 +8,19 @@ alive there (same uniqueid and channel, in ``CoreShowChannels``) is hung up and 
 server has been looked at, with the time of reconciliation, said to be uncertain: the spy
 ended while nobody was watching. A server whose AMI is not up yet keeps its records waiting;
 nothing else waits for it.
+
+Several instances may share one database (and one Asterisk): an open record is then not
+necessarily left by a crash, it may be another live instance's attempt. Every FastAGI
+session marks its channel with its instance's name (:data:`OWNER_VARIABLE`, set by
+``net/fastagi.py`` before anything else), so a left-open record whose call is still up is
+hung up only when its channel carries this instance's name (a crashed run of this very
+instance), or no name or the bare "1" of a single instance; another instance's live call
+is left to that instance.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 from twisted.internet import defer
@@ -23,6 +32,23 @@ from fastagi_spy.supervise.hangup import AMICaller, hang_up_spy
 from fastagi_spy.supervise.running import RunningSpies
 
 RECONCILE_WAIT = 5.0  # seconds for each Hangup action, and again for its ChanSpyStop
+# The channel variable every FastAGI session sets first (net/fastagi.py REACHED_VARIABLE):
+# the bundle's fail-over reads it, and its value names the instance that began the call.
+OWNER_VARIABLE = "FASTAGI_SPY_REACHED"
+# What a single instance, or one with no name, marks its calls with.
+ANONYMOUS = "1"
+_NAME_LEN = 120
+
+
+def instance_name(agi_listen: str, host: str | None = None) -> str:
+    """This instance's name: the host and the FastAGI endpoint it listens on. Stable across
+    restarts (so a restarted instance knows its crashed run's calls) and distinct between
+    instances on one host (their ports differ) or on several hosts."""
+    printable = "".join(c for c in f"{host or socket.gethostname()}/{agi_listen}"
+                        if c.isprintable())
+    return printable[:_NAME_LEN]
+
+
 UNCERTAIN = "left open by a previous run, no spy running at start-up: stop time uncertain " \
             "(time of reconciliation)"
 
@@ -32,8 +58,11 @@ class Reconciler:
 
     def __init__(self, audit: AuditLog, running: RunningSpies, servers: tuple[str, ...],
                  clock: IReactorTime, now: Callable[[], float],
-                 wait: float = RECONCILE_WAIT) -> None:
+                 wait: float = RECONCILE_WAIT, instance: str | None = None) -> None:
+        """``instance``: this instance's name (:func:`instance_name`), to leave other
+        instances' live calls alone; None hangs up every live left-open call (one instance)."""
         self._audit = audit
+        self._instance = instance
         self._running = running
         self._servers = frozenset(servers)
         self._clock = clock
@@ -48,6 +77,11 @@ class Reconciler:
         self._pending = {r.id: r for r in self._audit.open_records()}
         self._checked = set()
         return len(self._pending)
+
+    @property
+    def instance(self) -> str:
+        """The name this instance marks its calls with (the FastAGI session-start mark)."""
+        return self._instance or ANONYMOUS
 
     @property
     def pending(self) -> int:
@@ -82,11 +116,44 @@ class Reconciler:
                  and r.via != Via.UNEXPLAINED]  # a spy we only audited is not ours to end
         for record in found:
             del self._pending[record.id]  # ours now: no other server's pass closes it
+        if self._instance is not None:
+            owners = await defer.DeferredList(
+                [defer.ensureDeferred(self._owner(ami, r)) for r in found])
+            found = [r for r, (_, owner) in zip(found, owners, strict=True)
+                     if self._ours(server, r, owner)]
         await defer.DeferredList([defer.ensureDeferred(self._hang_up(server, ami, r))
                                   for r in found])
         self._checked.add(server)
         if self._checked >= self._servers:
             self._close_the_rest()
+
+    @staticmethod
+    async def _owner(ami: AMICaller, record: AuditRecord) -> str | None:
+        """The instance name on the record's channel; None when it cannot be read."""
+        assert record.channel is not None
+        try:
+            result = await ami.call("Getvar", [("Channel", record.channel),
+                                               ("Variable", OWNER_VARIABLE)], timeout=10)
+        except Exception:
+            return None  # gone meanwhile, or AMI trouble: the next lines decide
+        value = result.response.get("Value")
+        return value if isinstance(value, str) else ""
+
+    def _ours(self, server: str, record: AuditRecord, owner: str | None) -> bool:
+        if owner is None:
+            # Unreadable: hang up only what is surely ours; the record stays open for the
+            # next start-up (or its own instance) rather than cutting another's call.
+            self.log.warn("Reconcile: could not read {variable} on {channel} ({server}); "
+                          "audit record {id} left open", variable=OWNER_VARIABLE,
+                          channel=record.channel, server=server, id=record.id,
+                          audit_id=record.id)
+            return False
+        if owner in ("", ANONYMOUS, self._instance):
+            return True
+        self.log.info("Reconcile: {channel} on {server} (audit record {id}) is instance "
+                      "{owner}'s live call; left to it", channel=record.channel, server=server,
+                      id=record.id, audit_id=record.id, owner=owner)
+        return False
 
     async def _hang_up(self, server: str, ami: AMICaller, record: AuditRecord) -> None:
         assert record.uniqueid is not None and record.channel is not None
