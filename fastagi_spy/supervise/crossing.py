@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from fastagi_spy.config import CROSS_DIAL, CrossServerRoute
 from fastagi_spy.store.errors import StoreError
+from fastagi_spy.store.runner import InlineRunner, StoreRunner
 from fastagi_spy.store.tokens import TOKEN, TokenGrant, TokenRefused, TokenStore
 from fastagi_spy.supervise.line import AGILine
 
@@ -60,24 +61,26 @@ class Crossing:
         """The trunk from ``origin`` to ``destination``; None when none is configured."""
         return None if origin is None else self._routes.get((origin, destination))
 
-    async def send(self, line: AGILine, route: CrossServerRoute,
-                   grant: TokenGrant) -> HandoverResult:
+    async def send(self, line: AGILine, route: CrossServerRoute, grant: TokenGrant, *,
+                   runner: StoreRunner | None = None) -> HandoverResult:
         """Dial the other server's bundle with a fresh token for ``grant``; returns once the
         trunk call has ended. StoreError when no token could be issued (nothing dialled);
-        LineGone when the supervisor hung up. The token is dead afterwards, used or not."""
-        token = self.tokens.issue(grant, self.now(), route.token_ttl)
+        LineGone when the supervisor hung up. The token is dead afterwards, used or not.
+        ``runner``: where the token store calls run (the flow's; inline by default)."""
+        runner = runner if runner is not None else InlineRunner()
+        token = await runner.run(self.tokens.issue, grant, self.now(), route.token_ttl)
         try:
             await line.exec("Dial", dial_argument(route, token))
             status = await line.get_variable("DIALSTATUS") or ""
         finally:
-            redeemed = self._retire(token)
+            redeemed = await self._retire(token, runner)
         if status != "ANSWER":
             return HandoverResult(Handover.TRUNK_FAILED, status or "no DIALSTATUS")
         return HandoverResult(Handover.SERVED if redeemed else Handover.UNUSED, status)
 
-    def _retire(self, token: str) -> bool:
+    async def _retire(self, token: str, runner: StoreRunner) -> bool:
         try:
-            return self.tokens.revoke(token, self.now())
+            return await runner.run(self.tokens.revoke, token, self.now())
         except StoreError as exc:
             # It still dies at its expiry; whether it was used is unknown, so not "served".
             log.error("Cross-server token could not be retired: {error}", error=exc)

@@ -371,7 +371,7 @@ class SupervisionFlow:
         call.stage = Stage.SPY
         grant = TokenGrant(call.server, server, supervisor.number, call.mode, target, call.device)
         try:
-            handover = await d.crossing.send(call.line, route, grant)
+            handover = await d.crossing.send(call.line, route, grant, runner=d.store_runner)
         except StoreError as exc:
             self.log.error("Cross-server token not issued: {error}", error=exc,
                            audit_id=call.attempt.record)
