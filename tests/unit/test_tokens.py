@@ -229,6 +229,10 @@ class Asterisk:
                ("agi_channel", channel), ("agi_uniqueid", "1700000000.1")]
         env += [(f"agi_arg_{i}", arg) for i, arg in enumerate(args, 1)]
         proto.dataReceived(encode_env(env))
+        # The session-start mark (the bundle's fail-over reads it) comes before the flow.
+        if self.transport.value().startswith(b'SET VARIABLE "FASTAGI_SPY_REACHED"'):
+            self.transport.clear()
+            proto.dataReceived(b"200 result=1\n")
 
     def sent(self) -> str:
         text = self.transport.value().decode()
