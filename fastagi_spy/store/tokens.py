@@ -101,7 +101,13 @@ class TokenStore:
              issued_for, stage, spy_server, note) = row
             if used_at is not None:
                 raise TokenRefused("replayed")
-            conn.execute("UPDATE cross_tokens SET used_at = ? WHERE digest = ?", (now, digest))
+            # Spent only if still unspent: several instances on one PostgreSQL database may
+            # read the same unspent row at once (READ COMMITTED does not lock the SELECT);
+            # the row lock the UPDATE takes lets exactly one of them spend it.
+            spent = conn.execute("UPDATE cross_tokens SET used_at = ? WHERE digest = ? "
+                                 "AND used_at IS NULL", (now, digest))
+            if spent.rowcount != 1:
+                raise TokenRefused("replayed")
         # Spent either way (committed above): an expired token can only ever be refused.
         if expires_at <= now:
             raise TokenRefused("expired")
