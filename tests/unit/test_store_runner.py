@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +14,13 @@ from twisted.application.service import MultiService
 from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
+from fastagi_spy.config import load
+from fastagi_spy.service import SpyService
 from fastagi_spy.store import runner as runner_module
+from fastagi_spy.store.database import Database
 from fastagi_spy.store.errors import StoreError
-from fastagi_spy.store.runner import InlineRunner, ThreadRunner, runner_for
+from fastagi_spy.store.runner import InlineRunner, ThreadRunner, ThreadRunnerService, runner_for
+from tests.unit.test_agi_servers import CONFIG
 
 REACTOR_THREAD = threading.get_ident()  # pytest-twisted runs the tests on the reactor thread
 
@@ -173,3 +178,25 @@ async def test_a_remote_database_gets_a_thread_runner_started_and_drained_with_i
     runner.submit(lambda: (time.sleep(0.05), done.append(1)))
     await parent.stopService()
     assert done == [1]
+
+
+def test_the_service_gives_the_flow_inline_calls_on_sqlite_and_one_thread_when_remote(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "spy.toml"
+    path.write_text(CONFIG)
+    local = SpyService(load(path), reactor)
+    try:
+        assert isinstance(local.flow.deps.store_runner, InlineRunner)
+        assert not [s for s in local if isinstance(s, ThreadRunnerService)]
+    finally:
+        local.stores.db.close()
+    monkeypatch.setattr(Database, "is_remote", True, raising=False)  # as PostgreSQL says
+    remote = SpyService(load(path), reactor)
+    try:
+        runner = remote.flow.deps.store_runner
+        assert isinstance(runner, ThreadRunner)
+        assert remote.flow.deps.pin_checker.runner is runner  # one queue, one order
+        (child,) = [s for s in remote if isinstance(s, ThreadRunnerService)]
+        assert child.runner is runner  # started and drained with the service
+    finally:
+        remote.stores.db.close()
