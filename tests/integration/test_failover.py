@@ -208,3 +208,25 @@ async def test_a_draining_server_hands_the_call_to_the_next(
     await answer(driver, sup, "agent-pass", "1234", since=mark)
     await driver.wait_for(is_event("ChanSpyStart", SpyerChannel=sup.line), since=mark)
     assert a.served == [] and b.served == [sup.line]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_spy_one_instance_started_is_explained_to_the_other(
+        driver: Driver, pair: tuple[Instance, Instance]) -> None:
+    """Both instances watch the same Asterisk: B sees the ChanSpy A started, and A's audit
+    row in the shared database explains it, so B writes no "unexplained" row."""
+    a, b = pair
+    call = await agent_call(driver, "1001")
+    mark = driver.mark()
+    sup = await supervisor_dials(driver, "2001", "*2221001")
+    await answer(driver, sup, "agent-pass", "1234", since=mark)
+    spy = await driver.wait_for(is_event("ChanSpyStart", SpyerChannel=sup.line), since=mark)
+    assert spy.get("SpyeeChannel") == call.agent_leg
+    assert a.served == [sup.line] and b.served == []
+    await sleep(1.0)  # B's AMI link has read the same ChanSpyStart by now
+    await driver.hangup(sup.line)
+    await driver.wait_for(is_event("ChanSpyStop", SpyerChannel=sup.line), since=mark)
+    await sleep(0.5)
+    rows = b.service.stores.audit.list(limit=50)
+    assert [r.channel for r in rows if r.channel == sup.line and r.via == "phone"]
+    assert not [r for r in rows if r.via == "unexplained"], rows
