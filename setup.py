@@ -18,6 +18,9 @@ setup(
         "twisted>=26.10",
         "argon2-cffi>=23.1",
         "prometheus-client>=0.20",  # /metrics
+        # [store] url = "postgresql://...": one database shared by several instances
+        "psycopg[binary]>=3.2",
+        "psycopg-pool>=3.2",
     ],
     extras_require={
         "test": [

@@ -2,7 +2,8 @@
 # Installs what the demo and the tests need on a fresh machine (run as root):
 # debootstrap (builds the cached Asterisk 22 root when no asterisk is on PATH), venv with
 # ensurepip (the installed-wheel test makes a fresh venv; Debian splits it into python3-venv),
-# chromium + chromium-driver (the page's browser tests) and the package (selenium: [test]).
+# chromium + chromium-driver (the page's browser tests), postgresql (the PostgreSQL store's
+# tests) and the package (selenium: [test]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 apt_packages=()
@@ -19,6 +20,11 @@ if [[ ! -x /usr/bin/chromium ]]; then
 fi
 if [[ ! -x /usr/bin/chromedriver ]]; then
   apt_packages+=(chromium-driver)
+fi
+# The PostgreSQL store's tests run a throwaway server (tests/postgres_harness.py): Debian's
+# server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  apt_packages+=(postgresql)
 fi
 if ((${#apt_packages[@]})); then
   apt-get update -qq

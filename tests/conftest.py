@@ -1,0 +1,28 @@
+"""Fixtures shared by the unit and the integration tests: a real PostgreSQL server.
+
+The server must start: when it cannot, every test that needs it errors (never skips), as with
+the Asterisk sandbox, so a run can never pass with its PostgreSQL tests silently missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.postgres_harness import PostgresServer
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the shared server: tests isolate by database."""
+    # The test's name makes a failing test's database easy to find in the server log.
+    return postgres.new_database(postgres.unique_name(request.node.name))
