@@ -112,6 +112,9 @@ class Config:
     source: str = ""
     phones: tuple[PhoneEntry, ...] = ()  # [[phones]]: what blind_monitor's phone_login names
     customer_url: str = ""  # [web] customer_url: the Live page's link to a customer's record
+    # [store] url: a shared PostgreSQL store; None: the SQLite file `database`. May hold a
+    # password: never log it (store/postgres.py describe() drops it).
+    store_url: str | None = field(default=None, repr=False)
 
 
 def load(path: str | Path) -> Config:
@@ -134,7 +137,7 @@ def load(path: str | Path) -> Config:
 def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> Config:
     _check("api_users" not in raw, "api_users", API_USERS_GONE)
     _only(raw, "", {"server", "asterisk", "map", "security", "agents", "supervisors",
-                    "customers", "never_spy", "cross_server", "phones", "web"})
+                    "customers", "never_spy", "cross_server", "phones", "web", "store"})
     server = _table(raw, "server")
     _only(server, "server.", {"agi_listen", "http_listen", "database", "pin_pepper",
                               "pin_pepper_file", "command_timeout", "drain_timeout",
@@ -171,6 +174,7 @@ def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> C
         source=source,
         phones=_phones(raw, servers),
         customer_url=_customer_url(_table(raw, "web")),
+        store_url=_store_url(_table(raw, "store")),
     )
 
 
@@ -179,6 +183,18 @@ def parse(raw: Mapping[str, Any], base: Path = Path("."), source: str = "") -> C
 # A link template: http(s), printable ASCII without quotes, angle brackets, backslashes,
 # spaces or other braces, and exactly one {number} (URL-encoded by the page when filled in).
 CUSTOMER_URL = re.compile(r"^https?://[!#-&(-;=?-\[\]-z|~]+$")
+
+
+def _store_url(t: Mapping[str, Any]) -> str | None:
+    _only(t, "store.", {"url"})
+    url = _get(t, "store.url", str, "")
+    if not url:
+        return None
+    # The value is never echoed back: it may hold the password.
+    _check(url.startswith(("postgresql://", "postgres://")) and len(url) > len("postgres://"),
+           "store.url", "expected a PostgreSQL URL: postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+           " (or leave it out for the SQLite file server.database)")
+    return url
 
 
 def _customer_url(t: Mapping[str, Any]) -> str:

@@ -38,6 +38,7 @@ from fastagi_spy.store.audit_query import explains_spy
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
 from fastagi_spy.store.logins import LoginLockout
+from fastagi_spy.store.open import open_database
 from fastagi_spy.store.passwords import PasswordStore
 from fastagi_spy.store.pins import PinHasher, PinStore
 from fastagi_spy.store.runner import StoreRunner, runner_for
@@ -102,7 +103,7 @@ class Stores:
 
 
 def open_stores(config: Config, background_checkpoints: bool = False) -> Stores:
-    db = Database(config.database, background_checkpoints=background_checkpoints)
+    db = open_database(config, background_checkpoints=background_checkpoints)
     s = config.security
     policy = LockoutPolicy(s.lockout_failures, s.lockout_window, s.lockout_duration,
                            supervisor_max_failures=s.supervisor_lockout_failures)

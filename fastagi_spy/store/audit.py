@@ -171,12 +171,14 @@ class AuditLog:
         (the next attempt in one call) opens its record as "ok".
         """
         Via(via)  # ValueError for anything but phone/api/web/cross_server
-        cursor = self._db.execute(
+        # RETURNING, not lastrowid (PostgreSQL has none); fetchall reads the statement to its
+        # end, so SQLite's autocommit commits it before this returns.
+        rows = self._db.execute(
             "INSERT INTO audit (started_at, via, channel, uniqueid, supervisor, device, "
-            "auth_result) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "auth_result) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (started_at, via, channel, uniqueid, supervisor, device, AuthResult(auth_result).value),
-        )
-        return int(cursor.lastrowid or 0)
+        ).fetchall()
+        return int(rows[0][0])
 
     def update(self, record_id: int, **fields: FieldValue) -> None:
         """Set some columns; ValueError for a column outside the allow-list."""

@@ -1,7 +1,8 @@
 """The SQLite connector: opening, PRAGMAs, schema and transactions.
 
-This is the only SQLite-specific module. Other store modules use plain SQL with bound
-parameters through `Database.transaction()`, so they can move to PostgreSQL later.
+This and postgres.py are the connectors; the schema (both dialects) is in schema.py. Other
+store modules use plain SQL with bound parameters through `Database.transaction()`, so
+they run on either.
 All calls are blocking and quick (WAL, synchronous=NORMAL): the server runs them inline on
 the reactor, which costs less than a thread hop.
 """
@@ -14,120 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fastagi_spy.store import chain
+from fastagi_spy.store import schema
 from fastagi_spy.store.errors import StoreError
-
-# CREATE ... IF NOT EXISTS makes opening idempotent. The DDL is the one non-portable part
-# (AUTOINCREMENT would be an identity column on PostgreSQL); the DML elsewhere is plain.
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS pins (
-        supervisor TEXT PRIMARY KEY,
-        hash TEXT NOT NULL,
-        updated_at REAL NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS auth_failures (
-        id INTEGER PRIMARY KEY,
-        key TEXT NOT NULL,
-        at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS auth_failures_key_at ON auth_failures (key, at)",
-    """CREATE TABLE IF NOT EXISTS lockouts (
-        key TEXT PRIMARY KEY,
-        until REAL NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        started_at REAL NOT NULL,
-        channel TEXT,
-        uniqueid TEXT,
-        via TEXT NOT NULL,
-        supervisor TEXT,
-        device TEXT,
-        auth_result TEXT,
-        requested_target TEXT,
-        agent TEXT,
-        resolved_channel TEXT,
-        server TEXT,
-        modes TEXT,
-        spy_started_at REAL,
-        spy_stopped_at REAL,
-        ended_at REAL,
-        end_reason TEXT,
-        detail TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS audit_started_at ON audit (started_at)",
-    # What happened within one attempt, in order: each PIN try, mode change, refusal.
-    """CREATE TABLE IF NOT EXISTS audit_events (
-        id INTEGER PRIMARY KEY,
-        audit_id INTEGER NOT NULL REFERENCES audit (id),
-        at REAL NOT NULL,
-        kind TEXT NOT NULL,
-        detail TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS audit_events_audit_id ON audit_events (audit_id)",
-    # One-time cross-server tokens (tokens.py): only a token's SHA-256 is kept.
-    """CREATE TABLE IF NOT EXISTS cross_tokens (
-        digest TEXT PRIMARY KEY,
-        origin TEXT NOT NULL,
-        destination TEXT NOT NULL,
-        supervisor TEXT NOT NULL,
-        mode TEXT NOT NULL,
-        target TEXT NOT NULL,
-        device TEXT,
-        issued_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        used_at REAL
-    )""",
-    # People's passwords for the HTTP API (passwords.py): one peppered Argon2id hash each.
-    """CREATE TABLE IF NOT EXISTS passwords (
-        user TEXT PRIMARY KEY,
-        hash TEXT NOT NULL,
-        updated_at REAL NOT NULL
-    )""",
-    # VICIdial's login lockout per user (logins.py): failures in a row, and the lock.
-    """CREATE TABLE IF NOT EXISTS login_failures (
-        user TEXT PRIMARY KEY,
-        failures INTEGER NOT NULL,
-        last_at REAL NOT NULL,
-        locked_until REAL
-    )""",
-    # Every index costs each commit a page write, and the audit row is written four times per
-    # attempt on the reactor; lookups by uniqueid and open rows (once, at start-up) scan.
-    "DROP INDEX IF EXISTS audit_uniqueid",
-    "DROP INDEX IF EXISTS audit_open",
-)
-
-# Columns added after a table's first release: (table, column, type). Added to older
-# databases at open; a new column must be nullable without a default (see chain.py).
-_ADDED_COLUMNS = (
-    ("audit", "seq", "INTEGER"),  # the tamper-evident chain (chain.py)
-    ("audit", "prev_hash", "TEXT"),
-    ("audit", "row_hash", "TEXT"),
-    # 1: the spy's start/stop times are our best guess (AMI was lost meanwhile); else NULL
-    ("audit", "times_uncertain", "INTEGER"),
-    # blind_monitor's tokens (tokens.py): NULL purpose is a cross-server token
-    ("cross_tokens", "purpose", "TEXT"),
-    ("cross_tokens", "stage", "TEXT"),
-    ("cross_tokens", "spy_server", "TEXT"),
-    ("cross_tokens", "note", "TEXT"),
-)
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring an older database up to the current schema, keeping its rows."""
-    added = set()
-    for table, column, kind in _ADDED_COLUMNS:
-        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            added.add((table, column))
-    for statement in chain.DDL:
-        conn.execute(statement)
-    if ("audit", "seq") in added:
-        # Rows closed before the chain existed join it once, in id order. Never again:
-        # a closed row outside the chain later is one somebody wrote by hand.
-        chain.seal_closed(conn)
-
 
 _PRAGMAS = (
     # WAL + synchronous=NORMAL: a committed transaction is in the WAL file before COMMIT
@@ -165,10 +54,8 @@ class Database:
                 self._conn.execute(pragma)
             if background_checkpoints:
                 self._conn.execute("PRAGMA wal_autocheckpoint=0")
-            with self.transaction() as conn:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                _migrate(conn)
+            # An embedded file migrates itself (schema.py): nothing for the admin to run.
+            schema.migrate(self)
         except (StoreError, sqlite3.Error) as exc:
             self._conn.close()
             raise StoreError(f"cannot open database {self.path!r}: {exc}") from exc

@@ -48,7 +48,7 @@ class LoginLockout:
                              (now - self.policy.window_s, now))
                 self._pruned_at = now
             row = conn.execute("SELECT failures, last_at, locked_until FROM login_failures "
-                               "WHERE user = ?", (user,)).fetchone()
+                               "WHERE \"user\" = ?", (user,)).fetchone()
             failures = 0
             if row is not None:
                 count, last_at, locked_until = int(row[0]), float(row[1]), row[2]
@@ -60,8 +60,8 @@ class LoginLockout:
             if failures >= self.policy.max_failures:
                 return False
             conn.execute(
-                "INSERT INTO login_failures (user, failures, last_at, locked_until) "
-                "VALUES (?, ?, ?, NULL) ON CONFLICT (user) DO UPDATE SET "
+                "INSERT INTO login_failures (\"user\", failures, last_at, locked_until) "
+                "VALUES (?, ?, ?, NULL) ON CONFLICT (\"user\") DO UPDATE SET "
                 "failures = excluded.failures, last_at = excluded.last_at, locked_until = NULL",
                 (user, failures + 1, now))
         return True
@@ -71,7 +71,7 @@ class LoginLockout:
         the last failure allowed. Returns whether the user is locked now."""
         with self._db.transaction() as conn:
             conn.execute(
-                "UPDATE login_failures SET locked_until = ? WHERE user = ? AND failures >= ? "
+                "UPDATE login_failures SET locked_until = ? WHERE \"user\" = ? AND failures >= ? "
                 "AND (locked_until IS NULL OR locked_until <= ?)",
                 (now + self.policy.lock_s, user, self.policy.max_failures, now))
             return self._locked(user, now)
@@ -82,29 +82,29 @@ class LoginLockout:
         with self._db.transaction() as conn:
             if self._locked(user, now):
                 return False
-            conn.execute("DELETE FROM login_failures WHERE user = ?", (user,))
+            conn.execute("DELETE FROM login_failures WHERE \"user\" = ?", (user,))
         return True
 
     def refund(self, user: str) -> None:
         """Take back an admitted attempt whose hash never answered: no guess was judged."""
         self._db.execute("UPDATE login_failures SET failures = failures - 1 "
-                         "WHERE user = ? AND failures > 0", (user,))
+                         "WHERE \"user\" = ? AND failures > 0", (user,))
 
     def locked_until(self, user: str, now: float) -> float | None:
         """When the user's lock ends, or None when not locked."""
-        row = self._db.execute("SELECT locked_until FROM login_failures WHERE user = ? "
+        row = self._db.execute("SELECT locked_until FROM login_failures WHERE \"user\" = ? "
                                "AND locked_until > ?", (user, now)).fetchone()
         return None if row is None else float(row[0])
 
     def unlock(self, user: str) -> bool:
         """Admin unlock: forget the user's failures and lock; returns whether there were any."""
         with self._db.transaction() as conn:
-            return conn.execute("DELETE FROM login_failures WHERE user = ?", (user,)).rowcount > 0
+            return conn.execute("DELETE FROM login_failures WHERE \"user\" = ?", (user,)).rowcount > 0
 
     def list_locked(self, now: float) -> list[tuple[str, float]]:
         """Every user locked at `now`, with the end of the lock, sorted by user."""
-        rows = self._db.execute("SELECT user, locked_until FROM login_failures "
-                                "WHERE locked_until > ? ORDER BY user", (now,)).fetchall()
+        rows = self._db.execute("SELECT \"user\", locked_until FROM login_failures "
+                                "WHERE locked_until > ? ORDER BY \"user\"", (now,)).fetchall()
         return [(str(user), float(until)) for user, until in rows]
 
     def _locked(self, user: str, now: float) -> bool:

@@ -19,19 +19,19 @@ class PasswordStore:
         """Store (or replace) the hash for a user."""
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT INTO passwords (user, hash, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (user) DO UPDATE "
+                "INSERT INTO passwords (\"user\", hash, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (\"user\") DO UPDATE "
                 "SET hash = excluded.hash, updated_at = excluded.updated_at",
                 (user, hash, now),
             )
 
     def get_hash(self, user: str) -> str | None:
         """The stored hash, or None for a user without a password."""
-        row = self._db.execute("SELECT hash FROM passwords WHERE user = ?", (user,)).fetchone()
+        row = self._db.execute("SELECT hash FROM passwords WHERE \"user\" = ?", (user,)).fetchone()
         return None if row is None else str(row[0])
 
     def delete(self, user: str) -> bool:
         """Remove a user's password; returns whether there was one."""
         with self._db.transaction() as conn:
-            cursor = conn.execute("DELETE FROM passwords WHERE user = ?", (user,))
+            cursor = conn.execute("DELETE FROM passwords WHERE \"user\" = ?", (user,))
         return cursor.rowcount > 0

@@ -15,21 +15,7 @@ from dataclasses import dataclass
 from fastagi_spy.domain import Mode
 from fastagi_spy.store.database import Database
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS settings (
-        scope TEXT NOT NULL,
-        key TEXT NOT NULL,
-        value TEXT NOT NULL,
-        PRIMARY KEY (scope, key))""",
-    """CREATE TABLE IF NOT EXISTS settings_changes (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        at REAL NOT NULL,
-        person TEXT NOT NULL,
-        scope TEXT NOT NULL,
-        key TEXT NOT NULL,
-        shown TEXT NOT NULL)""",
-)
-
+# The tables (settings, settings_changes) are created with the others: schema.py.
 GLOBAL = ""  # the scope of the feature codes; a server's keys are under its name
 SERVER_KEYS = ("ami_host", "ami_port", "ami_username", "ami_secret")
 SECRET_KEYS = frozenset({"ami_secret"})
@@ -97,9 +83,6 @@ class SettingsStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        with db.transaction() as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
 
     def values(self, scope: str) -> dict[str, str]:
         rows = self._db.execute("SELECT key, value FROM settings WHERE scope = ?",

@@ -53,6 +53,7 @@ TABLES: dict[str, Callable[[dict[str, Any]], None]] = {
     "supervisors": _in_array("supervisors"),
     "cross_server": _in_array("cross_server"),
     "web": _in_table("web"),
+    "store": _in_table("store"),
 }
 
 
