@@ -7,9 +7,13 @@ the Asterisk sandbox, so a run can never pass with its PostgreSQL tests silently
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from fastagi_spy.store import schema
+from fastagi_spy.store.database import Database
+from fastagi_spy.store.postgres import PostgresDatabase
 from tests.postgres_harness import PostgresServer
 
 
@@ -26,3 +30,17 @@ def postgres_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> st
     """A fresh, empty database on the shared server: tests isolate by database."""
     # The test's name makes a failing test's database easy to find in the server log.
     return postgres.new_database(postgres.unique_name(request.node.name))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A fresh store at the latest schema, on each backend in turn: a store test using this
+    runs on SQLite and on the real PostgreSQL server."""
+    database: Database
+    if request.param == "sqlite":
+        database = Database(tmp_path / "any.sqlite3")
+    else:
+        database = PostgresDatabase(request.getfixturevalue("postgres_url"))
+        schema.migrate(database)  # the admin's step (fastagi-spy migrate)
+    yield database
+    database.close()

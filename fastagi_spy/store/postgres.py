@@ -116,17 +116,23 @@ class PostgresDatabase(Database):
         self.description = describe(url)
         self.path = self.description  # what SQLite's messages call the database
         self._local = _ThreadState()
+        kwargs: dict[str, Any] = {
+            "autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            "application_name": "fastagi-spy"}
         try:
+            # One plain connection first: a refused or failed login reports the server's own
+            # reason at once (the pool would retry in the background until its timeout).
+            psycopg.connect(url, **kwargs).close()
             self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
                 url, min_size=POOL_MIN, max_size=POOL_MAX, open=False,
                 timeout=CONNECT_TIMEOUT + STATEMENT_TIMEOUT_MS / 1000,
                 check=ConnectionPool.check_connection,
-                kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
-                        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-                        "application_name": "fastagi-spy"})
+                kwargs=kwargs)
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT + 1)
         except (PoolTimeout, psycopg.Error) as exc:
-            self._close_quietly()
+            if hasattr(self, "_pool"):
+                self._close_quietly()
             raise StoreError(self._message("cannot connect", exc)) from None
 
     def _message(self, what: str, exc: BaseException) -> str:

@@ -123,6 +123,7 @@ class TokenStore:
         with self._db.transaction() as conn:
             row = conn.execute("SELECT used_at FROM cross_tokens WHERE digest = ?",
                                (digest,)).fetchone()
-            conn.execute("UPDATE cross_tokens SET expires_at = MIN(expires_at, ?)"
-                         " WHERE digest = ?", (now, digest))
+            # CASE, not MIN(a, b): scalar MIN is SQLite's own (PostgreSQL has LEAST).
+            conn.execute("UPDATE cross_tokens SET expires_at = CASE WHEN expires_at < ? "
+                         "THEN expires_at ELSE ? END WHERE digest = ?", (now, now, digest))
         return row is not None and row[0] is not None

@@ -6,7 +6,6 @@ import csv
 import io
 import os
 import sqlite3
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,11 +36,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def db(db_path: Path) -> Iterator[Database]:
-    """A fresh file-backed database."""
-    database = Database(db_path)
-    yield database
-    database.close()
+def db(any_db: Database) -> Database:
+    """A fresh database: the SQLite file, then the real PostgreSQL (tests/conftest.py)."""
+    return any_db
 
 
 @pytest.fixture(scope="module")

@@ -36,10 +36,9 @@ GRANT = TokenGrant("a", "b", "2001", Mode.WHISPER, "1001", "PJSIP/2001")
 
 
 @pytest.fixture
-def tokens(tmp_path: Path) -> Iterator[TokenStore]:
-    db = Database(tmp_path / "tokens.sqlite3")
-    yield TokenStore(db)
-    db.close()
+def tokens(any_db: Database) -> TokenStore:
+    """On SQLite, then on the real PostgreSQL (tests/conftest.py)."""
+    return TokenStore(any_db)
 
 
 def test_a_token_is_good_once_and_binds_its_grant(tokens: TokenStore) -> None:
