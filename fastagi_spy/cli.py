@@ -1,5 +1,5 @@
 """``fastagi-spy``: init, check-config, doctor, dialplan, serve, demo, status, set-pin,
-set-password, unlock, locks, audit.
+set-password, unlock, locks, migrate, audit.
 
 Only this module (and the demo it starts) touches the global reactor.
 """
@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True, help="a person with a password (set-password)")
     p.add_argument("--json", action="store_true", help="print the raw JSON instead")
     _people_commands(command)
+    p = command("migrate", _migrate, "bring the configured store to the latest schema "
+                "version; with --from-sqlite, copy a SQLite site into the configured "
+                "(empty) PostgreSQL store")
+    p.add_argument("--config", required=True)
+    p.add_argument("--from-sqlite", metavar="PATH", type=Path,
+                   help="the SQLite file the old [server] database pointed at: every row "
+                   "copied, with the same ids, in one transaction")
     p = command("audit", _audit, "list or export audit records, or check their chain")
     p.add_argument("--config", required=True)
     p.add_argument("--format", choices=("table", "csv", "jsonl"), default="table",
@@ -329,6 +336,86 @@ def _locks(args: argparse.Namespace) -> int:
         print(f"{key}\tlocked for {until - now:.0f}s more")
     if not rows:
         print("no lockouts")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """``migrate``: the store to the latest schema; --from-sqlite: a site copied into it."""
+    from fastagi_spy.store.errors import StoreError
+
+    config = load(args.config)
+    try:
+        if args.from_sqlite is not None:
+            return _migrate_from_sqlite(config, args.config, args.from_sqlite)
+        return _migrate_schema(config)
+    except StoreError as exc:
+        # One line, exit 2: the store's messages name host and database, never a password.
+        print(f"fastagi-spy: migrate: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+def _migrate_schema(config: Config) -> int:
+    from fastagi_spy.store import schema, transfer
+    from fastagi_spy.store.database import Database
+    from fastagi_spy.store.postgres import PostgresDatabase
+
+    if config.store_url:
+        db: Database = PostgresDatabase(config.store_url)
+        try:
+            before, after = schema.migrate(db)
+        finally:
+            db.close()
+    else:
+        # A SQLite file migrates itself as it opens: read its version before that.
+        before = transfer.file_version(config.database) or 0
+        db = Database(config.database)
+        try:
+            after = schema.current_version(db)
+        finally:
+            db.close()
+    print(f"already at version {after}" if before == after
+          else f"schema version {before} -> {after}")
+    return 0
+
+
+def _migrate_from_sqlite(config: Config, config_path: str, source_path: Path) -> int:
+    """Copy a SQLite site into the configured, empty PostgreSQL store (store/transfer.py)."""
+    from fastagi_spy.store import schema, transfer
+    from fastagi_spy.store.postgres import PostgresDatabase
+
+    if not config.store_url:
+        print(f"fastagi-spy: migrate: --from-sqlite copies into PostgreSQL: set [store] url "
+              f"in {config_path} first", file=sys.stderr)
+        return 2
+    target = PostgresDatabase(config.store_url)  # unreachable: StoreError, one line
+    try:
+        before, after = schema.migrate(target)
+        print(f"target {target.description}: "
+              + (f"already at version {after}" if before == after
+                 else f"schema version {before} -> {after}"))
+        with target.snapshot() as conn:  # refused before the source is touched
+            transfer.refuse_full(conn, schema.TABLES)
+        source = transfer.open_source(source_path)
+        try:
+            if source.added:
+                print(f"source {source_path}: was at schema version {source.version_before}; "
+                      f"brought up to version {after} in place as it was opened (added "
+                      f"{', '.join(source.added)})")
+            copied = transfer.copy_site(source.db, target, schema.TABLES)
+        finally:
+            source.db.close()
+    finally:
+        target.close()
+    print("copied in one transaction, rows counted on both sides before commit:")
+    print_table(("table", "rows"), [[t, str(n)] for t, n in copied.counts])
+    if copied.missing:
+        print(f"(the source never had {', '.join(copied.missing)}: nothing to copy there)")
+    if copied.sequences:
+        print("next ids: " + ", ".join(f"{k} {v}" for k, v in copied.sequences.items()))
+    c = copied.chain
+    print(f"audit chain: {c.checked} closed rows, head seq {c.head_seq} {c.head_hash}, the "
+          f"same on both sides; {'intact' if c.ok else f'BROKEN (as in the source) at {c.broken}'}")
+    print(f"Next: fastagi-spy audit --config {config_path} --verify, then start the server")
     return 0
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from fastagi_spy.store import chain
+from fastagi_spy.store import chain, schema
+from fastagi_spy.store.database import Database
 from fastagi_spy.store.errors import StoreError
 
 _BATCH = 1000  # rows per executemany: bounded memory on a large audit table
@@ -25,6 +26,7 @@ _SIGNATURE = ("audit", frozenset({"id", "started_at", "via", "end_reason"}))
 # A target table that holds only this is still empty: a fresh store writes the chain's
 # head at its start (genesis) before any audit row exists.
 _FRESH_ROWS = {"audit_chain": [(1, 0, chain.GENESIS)]}
+_VERSION_TABLE = "schema_version"  # not data: each side has its own, at the same version
 
 
 class TransferError(StoreError):
@@ -37,6 +39,15 @@ class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Any]: ...
 
     def snapshot(self) -> AbstractContextManager[Any]: ...
+
+
+@dataclass
+class Source:
+    """The SQLite site, open (and so at the current schema), and what opening it changed."""
+
+    db: Database
+    version_before: int  # 0: made before schema versions existed
+    added: list[str]  # tables and table.columns the upgrade at open added
 
 
 @dataclass
@@ -79,6 +90,39 @@ def inspect_source(path: str | Path) -> dict[str, set[str]]:
     return tables
 
 
+def file_version(path: str | Path) -> int | None:
+    """A SQLite file's schema version, read without changing it: None when there is no
+    file yet, 0 when it has no version table (empty, or made before versions existed)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                            "name = 'schema_version'").fetchone() is None:
+                return 0
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise TransferError(f"{p}: not a SQLite database ({exc})") from exc
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def open_source(path: str | Path) -> Source:
+    """Open a fastagi-spy SQLite site to copy from, refusing any other file untouched.
+
+    Opening brings a file from an older release up to the current schema in place (as
+    ``serve`` would): the copy needs the columns the target has. What it added is returned,
+    so the operator is told.
+    """
+    before = inspect_source(path)
+    version = file_version(path) or 0
+    db = Database(path)
+    return Source(db, version, upgrades(before, inspect_source(path)))
+
+
 def upgrades(before: dict[str, set[str]], after: dict[str, set[str]]) -> list[str]:
     """What opening the source added to it (tables, table.columns): empty if it was current."""
     added = [t for t in after if t not in before]
@@ -102,7 +146,9 @@ def copy_site(source: Store, target: Store, tables: Sequence[str], *,
     with source.transaction() as src, target.transaction() as dst:
         have = {str(r[0]) for r in src.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        unknown = sorted(t for t in have - set(tables) if not t.startswith("sqlite_"))
+        _same_version(src, dst)
+        unknown = sorted(t for t in have - set(tables) - {_VERSION_TABLE}
+                         if not t.startswith("sqlite_"))
         if unknown:
             # Copying the rest would lose these rows: refuse rather than leave them behind.
             raise TransferError(f"the source has tables this version does not know: "
@@ -121,16 +167,40 @@ def copy_site(source: Store, target: Store, tables: Sequence[str], *,
     return result
 
 
-def _refuse_rows(dst: Any, tables: Sequence[str]) -> None:
-    """Refuse a target with rows in any table (no merging); clear a fresh chain head."""
+def _version(conn: Any) -> int:
+    row = conn.execute(f"SELECT max(version) FROM {_VERSION_TABLE}").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _same_version(src: Any, dst: Any) -> None:
+    """Both sides at this code's schema: the same tables and columns, nothing to guess."""
+    got = (_version(src), _version(dst))
+    if got != (schema.LATEST, schema.LATEST):
+        raise TransferError(f"schema versions: source {got[0]}, target {got[1]}; both must be "
+                            f"at version {schema.LATEST} (run `fastagi-spy migrate` first)")
+
+
+def full_tables(conn: Any, tables: Sequence[str]) -> list[str]:
+    """The tables that hold rows (a fresh chain head does not count)."""
     full = []
     for table in tables:
-        rows = [tuple(r) for r in dst.execute(f'SELECT * FROM "{table}"').fetchmany(2)]
+        rows = [tuple(r) for r in conn.execute(f'SELECT * FROM "{table}" LIMIT 2').fetchall()]
         if rows and rows != _FRESH_ROWS.get(table):
             full.append(table)
+    return full
+
+
+def refuse_full(conn: Any, tables: Sequence[str]) -> None:
+    """TransferError when the target has rows in any table: nothing is merged."""
+    full = full_tables(conn, tables)
     if full:
         raise TransferError(f"the target already has rows in {', '.join(full)}: it must be a "
                             "new, empty database (nothing is merged); nothing was copied")
+
+
+def _refuse_rows(dst: Any, tables: Sequence[str]) -> None:
+    """Refuse a target with rows in any table (no merging); clear a fresh chain head."""
+    refuse_full(dst, tables)
     for table in _FRESH_ROWS:
         if table in tables:
             dst.execute(f'DELETE FROM "{table}"')  # replaced by the source's own row

@@ -9,21 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from fastagi_spy.store import chain
+from fastagi_spy.store import chain, schema
 from fastagi_spy.store.audit import AuditLog, EndReason
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.settings import SettingsStore
 from fastagi_spy.store.transfer import TransferError, copy_site, inspect_source, upgrades
 from tests.unit.transfer_site import T0, build_site, table_rows
 
-TABLES = ("pins", "passwords", "auth_failures", "lockouts", "login_failures", "cross_tokens",
-          "settings", "settings_changes", "audit", "audit_events", "audit_chain")
+TABLES = schema.TABLES
 
 
 def _open(path: Path) -> Database:
-    db = Database(path)
-    SettingsStore(db)  # its tables, as the server makes them
-    return db
+    return Database(path)
 
 
 def test_a_missing_file_is_refused_and_not_created(tmp_path: Path) -> None:

@@ -1,0 +1,136 @@
+"""``fastagi-spy migrate`` on a real PostgreSQL (the ``postgres_url`` fixture): a SQLite site
+moves over with nothing lost (every row, the same ids, the audit chain verifying and going
+on); a target with rows is refused untouched; an unreachable server is one clear line."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastagi_spy import cli
+from fastagi_spy.store import chain, schema
+from fastagi_spy.store.audit import AuditLog, EndReason
+from fastagi_spy.store.database import Database
+from fastagi_spy.store.postgres import PostgresDatabase
+from tests.unit.transfer_site import T0, build_site, table_rows
+
+CONFIG = """
+[server]
+pin_pepper = "migrate-test-pepper-0123456789"
+database = "{database}"
+
+[store]
+url = "{url}"
+
+[[asterisk]]
+name = "pbx1"
+ami_username = "fastagi-spy"
+ami_secret = "s3cret"
+"""
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(CONFIG.format(database=tmp_path / "unused.sqlite3", url=url))
+    return path
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return int(done.value.code or 0), out, err
+
+
+def _everything(db: Any) -> dict[str, list[tuple[Any, ...]]]:
+    with db.snapshot() as conn:
+        return {t: table_rows(conn, t) for t in schema.TABLES}
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    path = tmp_path / "fastagi-spy.sqlite3"
+    build_site(path)
+    return path
+
+
+def test_a_sqlite_site_moves_to_postgres_with_nothing_lost(
+        tmp_path: Path, site: Path, postgres_url: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path, postgres_url)
+    code, out, err = _run(capsys, "migrate", "--config", str(config), "--from-sqlite", str(site))
+    assert code == 0, err
+    assert "audit" in out and " 6" in out  # the per-table counts are printed
+    source = Database(site)
+    target = PostgresDatabase(postgres_url)
+    try:
+        expected, copied = _everything(source), _everything(target)
+        assert copied == expected  # every table, every row, every id
+        assert len(copied["audit"]) == 6 and len(copied["pins"]) == 2
+        code, out, err = _run(capsys, "audit", "--config", str(config), "--verify")
+        assert code == 0, err
+        assert "5 closed rows checked" in out and "audit chain OK" in out
+        # The next attempt gets the next id (not 1: the sequence was moved past the copied
+        # ids) and joins the copied chain.
+        log = AuditLog(target)
+        new = log.open(T0 + 200, "web", supervisor="2001")
+        assert new == 7
+        log.close(new, T0 + 201, EndReason.DENIED, "not allowed")
+        with target.snapshot() as conn:
+            report = chain.verify(conn, T0 + 300, 3600)
+        assert report.ok and report.checked == 6 and report.head_seq == 6
+    finally:
+        source.close()
+        target.close()
+
+
+def test_a_target_with_rows_is_refused_and_left_unchanged(
+        tmp_path: Path, site: Path, postgres_url: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path, postgres_url)
+    target = PostgresDatabase(postgres_url)
+    try:
+        schema.migrate(target)
+        AuditLog(target).open(T0, "phone", supervisor="2009")
+        before = _everything(target)
+        code, _out, err = _run(capsys, "migrate", "--config", str(config),
+                              "--from-sqlite", str(site))
+        assert code == 2
+        assert "already has rows in audit" in err and "nothing" in err
+        assert len(err.strip().splitlines()) == 1
+        assert _everything(target) == before
+    finally:
+        target.close()
+
+
+def test_plain_migrate_brings_the_store_to_the_latest_version_once(
+        tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path, postgres_url)
+    code, out, _ = _run(capsys, "migrate", "--config", str(config))
+    assert code == 0 and out.strip() == f"schema version 0 -> {schema.LATEST}"
+    code, out, _ = _run(capsys, "migrate", "--config", str(config))
+    assert code == 0 and out.strip() == f"already at version {schema.LATEST}"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again when this returns: nothing listens
+
+
+@pytest.mark.parametrize("extra", [(), ("--from-sqlite",)])
+def test_an_unreachable_postgres_is_one_line_naming_host_and_database_not_the_password(
+        tmp_path: Path, site: Path, capsys: pytest.CaptureFixture[str],
+        extra: tuple[str, ...]) -> None:
+    url = f"postgresql://spy:hunter2-not-shown@127.0.0.1:{_closed_port()}/callcentre"
+    config = _config(tmp_path, url)
+    argv = ["migrate", "--config", str(config), *extra, *([str(site)] if extra else [])]
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "127.0.0.1" in err and "callcentre" in err
+    assert "hunter2" not in err + out
+    assert "Traceback" not in err
