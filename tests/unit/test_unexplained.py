@@ -4,7 +4,6 @@ become `unexplained` audit rows (and errors in the log); ours never do."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from twisted.internet import task
@@ -36,10 +35,9 @@ def chanspy(event: str, spyer: str, spyee: str = AGENT_LEG, at: float = T0, *,
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "audit.sqlite3")
-    yield database
-    database.close()
+def db(any_db: Database) -> Database:
+    """On SQLite, then on the real PostgreSQL (tests/conftest.py)."""
+    return any_db
 
 
 @pytest.fixture
