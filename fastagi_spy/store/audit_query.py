@@ -115,7 +115,8 @@ def rows(db: Database, query: AuditQuery) -> Iterator[Row]:
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     sql = f"SELECT {', '.join(COLUMNS)} FROM audit{where}"
     if query.newest is not None:
-        sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id"
+        # The alias: PostgreSQL (before 16) requires one on a subquery in FROM.
+        sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) AS newest ORDER BY id"
         params.append(query.newest)
     else:
         sql += " ORDER BY id"

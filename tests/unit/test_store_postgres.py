@@ -14,8 +14,9 @@ import psycopg
 import pytest
 
 from fastagi_spy.config import parse
-from fastagi_spy.store import chain, schema
+from fastagi_spy.store import audit_query, chain, schema
 from fastagi_spy.store.audit import AuditLog, EndReason
+from fastagi_spy.store.audit_counts import AuditCounts
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.errors import StoreError
 from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
@@ -342,3 +343,23 @@ def test_store_url_must_be_postgresql() -> None:
     with pytest.raises(ConfigError, match=r"store\.url") as caught:
         parse(tomllib.loads(CONFIG.format(url="mysql://u:hunter2@h/db")))
     assert "hunter2" not in str(caught.value)
+
+
+def test_audit_queries_and_counts_on_both_backends(any_db: Database) -> None:
+    """The audit export's filters (newest N: a subquery PostgreSQL wants aliased) and the
+    /metrics tallies read the same on both backends."""
+    log = AuditLog(any_db)
+    for i in range(5):
+        record_id = log.open(T0 + i, "phone", supervisor="2001" if i % 2 else "2002")
+        log.update(record_id, agent=f"10{i}")
+        log.close(record_id, T0 + 10 + i, EndReason.SUPERVISOR_HANGUP if i < 3
+                  else EndReason.DENIED)
+    log.open(T0 + 9, "web", supervisor="2001")
+    newest = list(audit_query.rows(any_db, audit_query.AuditQuery(newest=2)))
+    assert [row["id"] for row in newest] == [5, 6]
+    theirs = list(audit_query.rows(any_db, audit_query.AuditQuery(
+        supervisor="2001", agents=frozenset({"101", "103", "999"}), since=T0, until=T0 + 4)))
+    assert [row["agent"] for row in theirs] == ["101", "103"]
+    counts = AuditCounts(any_db)
+    assert counts.outcomes() == {"supervisor_hangup": 3, "denied": 2}
+    assert counts.lockouts_active(T0) == 0
