@@ -146,6 +146,10 @@ def copy_site(source: Store, target: Store, tables: Sequence[str], *,
     with source.transaction() as src, target.transaction() as dst:
         have = {str(r[0]) for r in src.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if remote:
+            # An admin's one-off copy: no per-statement limit (a large audit table's chain
+            # check is one long SELECT); it ends with this transaction.
+            dst.execute("SET LOCAL statement_timeout = 0")
         _same_version(src, dst)
         unknown = sorted(t for t in have - set(tables) - {_VERSION_TABLE}
                          if not t.startswith("sqlite_"))

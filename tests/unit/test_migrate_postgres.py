@@ -5,13 +5,14 @@ on); a target with rows is refused untouched; an unreachable server is one clear
 from __future__ import annotations
 
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fastagi_spy import cli
-from fastagi_spy.store import chain, schema
+from fastagi_spy.store import chain, schema, transfer
 from fastagi_spy.store.audit import AuditLog, EndReason
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.postgres import PostgresDatabase
@@ -134,3 +135,92 @@ def test_an_unreachable_postgres_is_one_line_naming_host_and_database_not_the_pa
     assert "127.0.0.1" in err and "callcentre" in err
     assert "hunter2" not in err + out
     assert "Traceback" not in err
+
+
+def test_ids_never_come_back_even_when_the_newest_row_was_deleted(
+        tmp_path: Path, site: Path, postgres_url: str) -> None:
+    """SQLite's AUTOINCREMENT never reuses the id of a deleted newest row (sqlite_sequence
+    keeps it); after the move PostgreSQL does not either."""
+    conn = sqlite3.connect(site)
+    conn.execute("DELETE FROM audit WHERE id = 6 AND ended_at IS NULL")  # the open row
+    conn.commit()
+    conn.close()
+    source, target = Database(site), PostgresDatabase(postgres_url)
+    try:
+        schema.migrate(target)
+        copied = transfer.copy_site(source, target, schema.TABLES)
+        assert dict(copied.counts)["audit"] == 5
+        assert copied.sequences["audit.id"] == 7
+        assert AuditLog(target).open(T0 + 200, "web") == 7
+    finally:
+        source.close()
+        target.close()
+
+
+def test_a_site_from_before_schema_versions_moves_and_its_chain_verifies(
+        tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file from the first release (an audit table only, no chain yet) is upgraded as it is
+    opened, which the command says, and arrives with its closed row chained."""
+    old = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(old)
+    conn.execute("CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, started_at REAL "
+                 "NOT NULL, channel TEXT, uniqueid TEXT, via TEXT NOT NULL, supervisor TEXT, "
+                 "device TEXT, auth_result TEXT, requested_target TEXT, agent TEXT, "
+                 "resolved_channel TEXT, server TEXT, modes TEXT, spy_started_at REAL, "
+                 "spy_stopped_at REAL, ended_at REAL, end_reason TEXT, detail TEXT)")
+    conn.execute("INSERT INTO audit (id, started_at, via, ended_at, end_reason) "
+                 "VALUES (41, 1.5, 'phone', 2.5, 'agent_hangup')")
+    conn.commit()
+    conn.close()
+    config = _config(tmp_path, postgres_url)
+    code, out, err = _run(capsys, "migrate", "--config", str(config), "--from-sqlite", str(old))
+    assert code == 0, err
+    assert f"was at schema version 0; brought up to version {schema.LATEST} in place" in out
+    code, out, err = _run(capsys, "audit", "--config", str(config), "--verify")
+    assert code == 0 and "1 closed rows checked" in out, out + err
+    target = PostgresDatabase(postgres_url)
+    try:
+        assert AuditLog(target).open(T0, "web") == 42
+    finally:
+        target.close()
+
+
+def test_a_file_that_is_not_ours_is_refused_and_nothing_is_written(
+        tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "crm.sqlite3"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.commit()
+    conn.close()
+    config = _config(tmp_path, postgres_url)
+    code, _out, err = _run(capsys, "migrate", "--config", str(config), "--from-sqlite",
+                           str(other))
+    assert code == 2 and "not a fastagi-spy database" in err
+    target = PostgresDatabase(postgres_url)
+    try:
+        with target.snapshot() as conn2:
+            assert transfer.full_tables(conn2, schema.TABLES) == []
+    finally:
+        target.close()
+
+
+def test_a_row_postgres_rejects_half_way_leaves_the_target_empty(
+        tmp_path: Path, site: Path, postgres_url: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """All or nothing: the last table's bad row (text where a time belongs, which SQLite
+    took) fails the copy after the audit rows went in, and none of them stays."""
+    conn = sqlite3.connect(site)
+    conn.execute("UPDATE settings_changes SET at = 'yesterday' WHERE id = 3")
+    conn.commit()
+    conn.close()
+    config = _config(tmp_path, postgres_url)
+    code, _out, err = _run(capsys, "migrate", "--config", str(config), "--from-sqlite",
+                           str(site))
+    assert code == 2 and "copying settings_changes" in err, err
+    assert len(err.strip().splitlines()) == 1
+    target = PostgresDatabase(postgres_url)
+    try:
+        with target.snapshot() as conn2:
+            assert transfer.full_tables(conn2, schema.TABLES) == []
+    finally:
+        target.close()
