@@ -103,11 +103,14 @@ class Stores:
 
 
 def open_stores(config: Config, background_checkpoints: bool = False) -> Stores:
+    """``config``'s stores; audit rows carry this instance's name (several may share one
+    database: a restart reconciles only its own rows)."""
     db = open_database(config, background_checkpoints=background_checkpoints)
     s = config.security
     policy = LockoutPolicy(s.lockout_failures, s.lockout_window, s.lockout_duration,
                            supervisor_max_failures=s.supervisor_lockout_failures)
-    return Stores(db, PinStore(db), LockoutStore(db, policy), AuditLog(db), PasswordStore(db),
+    audit = AuditLog(db, instance=instance_name(config.agi_listen))
+    return Stores(db, PinStore(db), LockoutStore(db, policy), audit, PasswordStore(db),
                   LoginLockout(db))
 
 

@@ -151,8 +151,11 @@ class AuditEvent:
 class AuditLog:
     """Reads and writes the audit table; every method is one committed transaction."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, instance: str | None = None) -> None:
+        """``instance``: the name of the instance writing (several may share the database);
+        each row it opens carries it, so its restart reconciles only its own rows."""
         self._db = db
+        self._instance = instance
 
     def open(
         self,
@@ -175,8 +178,9 @@ class AuditLog:
         # end, so SQLite's autocommit commits it before this returns.
         rows = self._db.execute(
             "INSERT INTO audit (started_at, via, channel, uniqueid, supervisor, device, "
-            "auth_result) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (started_at, via, channel, uniqueid, supervisor, device, AuthResult(auth_result).value),
+            "auth_result, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (started_at, via, channel, uniqueid, supervisor, device,
+             AuthResult(auth_result).value, self._instance),
         ).fetchall()
         return int(rows[0][0])
 
@@ -291,9 +295,14 @@ class AuditLog:
         return cursor.rowcount
 
     def open_records(self) -> builtins.list[AuditRecord]:
-        """Every record not closed yet, oldest first: what a crashed run left behind."""
+        """Every record not closed yet, oldest first: what a crashed run left behind. With an
+        instance name, only the rows that instance opened, and rows from before names (NULL):
+        another live instance's open rows are its attempts in progress."""
+        where, params = "ended_at IS NULL", tuple[str, ...]()
+        if self._instance is not None:
+            where, params = f"{where} AND (instance IS NULL OR instance = ?)", (self._instance,)
         with self._db.transaction() as conn:
-            rows = conn.execute(f"{_SELECT} WHERE ended_at IS NULL ORDER BY id").fetchall()
+            rows = conn.execute(f"{_SELECT} WHERE {where} ORDER BY id", params).fetchall()
         return [AuditRecord(*row) for row in rows]
 
     def open_record_of(self, uniqueid: str, channel: str) -> int | None:

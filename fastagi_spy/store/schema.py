@@ -269,6 +269,12 @@ def _statements(statements: tuple[str, ...]) -> Callable[[Any], None]:
     return run
 
 
+# --- Version 2: which instance opened an audit row. Several instances share one database;
+# a restarted instance reconciles only the rows its own earlier run left open (and rows
+# from before this column, NULL), never another live instance's (supervise/reconcile.py).
+_V2 = ("ALTER TABLE audit ADD COLUMN instance TEXT",)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -279,6 +285,7 @@ class Migration:
 # In order; append only. A released migration is never edited: a new one changes things.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _v1_sqlite, _statements(_V1_POSTGRES)),
+    Migration(2, _statements(_V2), _statements(_V2)),
 )
 LATEST: int = MIGRATIONS[-1].version
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastagi_spy.net.fastagi import REACHED_VARIABLE
-from fastagi_spy.store.audit import AuditLog, EndReason
+from fastagi_spy.store.audit import AuditLog, EndReason, Via
+from fastagi_spy.store.database import Database
 from fastagi_spy.supervise.reconcile import OWNER_VARIABLE, Reconciler, instance_name
-from tests.unit.test_spy_lifetime import Event, FakeAMI, Site, audit, get, left_open
+from tests.unit.test_spy_lifetime import T0, Event, FakeAMI, Site, audit, get, left_open
 
 __all__ = ["audit"]  # the fixture
 
@@ -106,3 +108,28 @@ def test_the_name_is_stable_per_endpoint_and_differs_between_instances() -> None
     assert instance_name("tcp:4573\n", host="a\x00") == "a/tcp:4573"
     assert OWNER_VARIABLE == REACHED_VARIABLE  # one mark: fail-over and reconciliation
 
+
+
+def test_a_restart_takes_only_its_own_and_unnamed_left_open_rows(tmp_path: Path) -> None:
+    """Two instances on one database: B's start-up finds A's open rows not its own (A's
+    attempts in progress, whose calls may be gone already: a launch ringing a phone, a call
+    just hung up that A is about to close); rows from before names are everyone's."""
+    db = Database(tmp_path / "shared.sqlite3")
+    try:
+        before_names = AuditLog(db).open(T0, Via.PHONE.value, channel=OLD, uniqueid="1.3")
+        on_a = AuditLog(db, instance=OTHER).open(T0, Via.API.value)  # A's launch, no channel
+        mine = AuditLog(db, instance=ME).open(T0, Via.PHONE.value, channel=MINE, uniqueid="1.1")
+        b = AuditLog(db, instance=ME)
+        assert [r.id for r in b.open_records()] == [before_names, mine]
+        ami = OwnersAMI()  # none of their calls is up any more
+        site = Site(b, {"pbx1": ami})
+        reconciler = Reconciler(b, site.running, ("pbx1",), site.clock, site.clock.seconds,
+                                instance=ME)
+        assert reconciler.begin() == 2
+        reconciler.server_up("pbx1", ami)
+        assert get(b, on_a).ended_at is None  # A closes its own
+        assert get(b, mine).end_reason == EndReason.INTERRUPTED
+        assert get(b, before_names).end_reason == EndReason.INTERRUPTED
+        assert [r.id for r in AuditLog(db, instance=OTHER).open_records()] == [on_a]
+    finally:
+        db.close()
