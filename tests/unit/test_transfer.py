@@ -107,3 +107,46 @@ def test_a_table_this_version_does_not_know_is_refused(tmp_path: Path) -> None:
     source.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
     with pytest.raises(TransferError, match="tables this version does not know: notes"):
         copy_site(source, target, TABLES)
+
+
+SQLITE_CONFIG = """
+[server]
+pin_pepper = "migrate-test-pepper-0123456789"
+database = "{database}"
+
+[[asterisk]]
+name = "pbx1"
+ami_username = "fastagi-spy"
+ami_secret = "s3cret"
+"""
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from fastagi_spy import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return int(done.value.code or 0), out, err
+
+
+def test_migrate_on_a_sqlite_site_says_what_it_did_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(SQLITE_CONFIG.format(database=tmp_path / "site.sqlite3"))
+    assert _cli(capsys, "migrate", "--config", str(config)) == (
+        0, f"schema version 0 -> {schema.LATEST}\n", "")
+    assert _cli(capsys, "migrate", "--config", str(config)) == (
+        0, f"already at version {schema.LATEST}\n", "")
+
+
+def test_from_sqlite_needs_a_postgresql_store(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    build_site(tmp_path / "site.sqlite3")
+    config = tmp_path / "c.toml"
+    config.write_text(SQLITE_CONFIG.format(database=tmp_path / "other.sqlite3"))
+    code, out, err = _cli(capsys, "migrate", "--config", str(config), "--from-sqlite",
+                          str(tmp_path / "site.sqlite3"))
+    assert code == 2 and out == ""
+    assert "set [store] url" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "other.sqlite3").exists()
