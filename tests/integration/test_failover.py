@@ -1,7 +1,7 @@
 """Two instances, one bundle: the dialplan's fail-over on the real Asterisk 22.
 
-Two services (A and B), each on its own FastAGI and HTTP port, share one database and one
-sandbox Asterisk, whose bundle lists both in FASTAGI_SPY_SERVERS (set as a global over AMI,
+Two services (A and B), each on its own FastAGI and HTTP port, share one PostgreSQL database
+and one sandbox Asterisk, whose bundle lists both in FASTAGI_SPY_SERVERS (set as a global over AMI,
 as an admin sets it in [globals]). A supervisor is served by A; with A stopped, by B, which
 counts A's wrong PIN towards the lockout; with both stopped, the bundle's own fail-closed
 prompt. A server that began a call and then failed is never followed by a second one.
@@ -21,6 +21,8 @@ from fastagi_spy.net.fastagi import AGISession
 from fastagi_spy.sandbox import AsteriskSandbox, free_port
 from fastagi_spy.service import SpyService, make_service
 from fastagi_spy.store.audit import AuditRecord
+from fastagi_spy.store.postgres import PostgresDatabase
+from fastagi_spy.store.schema import migrate
 from fastagi_spy.wire.ami import AMIMessage
 from tests.integration.driver import Driver, is_event, sleep
 from tests.integration.site import (
@@ -64,12 +66,12 @@ def _counting(instance: Instance) -> None:
     agi.routes = {path: wrap(handler) for path, handler in agi.routes.items()}
 
 
-async def _start(sandbox: AsteriskSandbox, workdir: Path, database: Path) -> Instance:
+async def _start(sandbox: AsteriskSandbox, workdir: Path, url: str) -> Instance:
     workdir.mkdir()
     port = free_port()
     # lockout_failures = 2: one wrong PIN on A and one on B lock the phone only when B
     # sees A's failure in the shared database.
-    config = site_config(sandbox, workdir, agi_port=port, database=str(database),
+    config = site_config(sandbox, workdir, agi_port=port, store=f'url = "{url}"',
                          lockout_failures=2)
     service = make_service(config, reactor)
     set_pins(service)
@@ -81,11 +83,17 @@ async def _start(sandbox: AsteriskSandbox, workdir: Path, database: Path) -> Ins
 
 
 @pytest_twisted.async_yield_fixture()
-async def pair(sandbox: AsteriskSandbox, driver: Driver,
-               tmp_path: Path) -> AsyncIterator[tuple[Instance, Instance]]:
-    database = tmp_path / "shared.sqlite3"
-    a = await _start(sandbox, tmp_path / "a", database)
-    b = await _start(sandbox, tmp_path / "b", database)
+async def pair(sandbox: AsteriskSandbox, driver: Driver, tmp_path: Path,
+               postgres_url: str) -> AsyncIterator[tuple[Instance, Instance]]:
+    # One PostgreSQL database for both, migrated first as an admin does (`fastagi-spy
+    # migrate`): the service refuses an unmigrated PostgreSQL store.
+    db = PostgresDatabase(postgres_url)
+    try:
+        migrate(db)
+    finally:
+        db.close()
+    a = await _start(sandbox, tmp_path / "a", postgres_url)
+    b = await _start(sandbox, tmp_path / "b", postgres_url)
     # A blank after the comma, as an admin may type it: the bundle drops it.
     await _set_servers(driver, f"127.0.0.1:{a.port}, 127.0.0.1:{b.port}")
     try:
@@ -116,6 +124,12 @@ async def _records_of(a: Instance, line: str, timeout: float = 10) -> list[Audit
             return records
         await sleep(0.1)
     raise AssertionError(f"no closed audit record for {line}")
+
+
+def _instance_of(reader: Instance, record: AuditRecord) -> str | None:
+    with reader.service.stores.db.transaction() as conn:
+        row = conn.execute("SELECT instance FROM audit WHERE id = ?", (record.id,)).fetchone()
+    return None if row is None else row[0]
 
 
 async def _wrong_pin_then_hang_up(driver: Driver, mark: int) -> Supervisor:
@@ -157,9 +171,12 @@ async def test_a_serves_then_b_serves_with_a_s_lockout_count_then_none_fails_clo
     assert not driver.seen(is_event("ChanSpyStart"), since=mark)
     [on_b] = await _records_of(b, second.line)
     assert on_b.auth_result == "locked_out"
-    # The audit trail in the shared database holds both attempts, whoever served them.
+    # The audit trail in the shared database holds both attempts, whoever served them,
+    # each row naming the instance that opened it (what a restart reconciles by).
     lines = {r.channel for r in b.service.stores.audit.list(limit=50)}
     assert {first.line, second.line} <= lines
+    assert _instance_of(b, on_a) == a.service.reconciler.instance
+    assert _instance_of(b, on_b) == b.service.reconciler.instance != a.service.reconciler.instance
 
     # 3. Both stopped: the bundle plays its fail-closed prompt, never silence.
     await b.stop()
