@@ -150,3 +150,24 @@ def test_from_sqlite_needs_a_postgresql_store(
     assert code == 2 and out == ""
     assert "set [store] url" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "other.sqlite3").exists()
+
+
+def test_the_readme_steps_match_the_command_and_the_config() -> None:
+    """README's "Moving to PostgreSQL": its [store] block is a valid config and its
+    migrate command line is one the CLI takes."""
+    import re
+    import tomllib
+
+    from fastagi_spy import cli
+    from fastagi_spy.config import parse
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    part = readme.split("#### Moving to PostgreSQL", 1)[1].split("\n### ", 1)[0]
+    store = re.search(r"```toml\n(.*?)```", part, re.S)
+    assert store is not None
+    raw = tomllib.loads(SQLITE_CONFIG.format(database="x.sqlite3") + store.group(1))
+    assert (parse(raw).store_url or "").startswith("postgresql://fastagi_spy:")
+    command = re.search(r"fastagi-spy (migrate .*?)\n(?!    )", part.replace("\\\n", ""), re.S)
+    assert command is not None
+    args = cli._parser().parse_args(command.group(1).split())
+    assert args.run is cli._migrate and args.from_sqlite is not None
