@@ -10,12 +10,15 @@ ended while nobody was watching. A server whose AMI is not up yet keeps its reco
 nothing else waits for it.
 
 Several instances may share one database (and one Asterisk): an open record is then not
-necessarily left by a crash, it may be another live instance's attempt. Every FastAGI
-session marks its channel with its instance's name (:data:`OWNER_VARIABLE`, set by
-``net/fastagi.py`` before anything else), so a left-open record whose call is still up is
-hung up only when its channel carries this instance's name (a crashed run of this very
-instance), or no name or the bare "1" of a single instance; another instance's live call
-is left to that instance.
+necessarily left by a crash, it may be another live instance's attempt. Two guards:
+
+- each audit row names the instance that opened it (``AuditLog(instance=...)``), so
+  :meth:`Reconciler.begin` takes only this instance's rows and rows from before names;
+- every FastAGI session marks its channel with its instance's name (:data:`OWNER_VARIABLE`,
+  set by ``net/fastagi.py`` before anything else), so a left-open record whose call is
+  still up is hung up only when its channel carries this instance's name (a crashed run of
+  this very instance), or no name or the bare "1" of a single instance; another instance's
+  live call (an unnamed row of an older release, say) is left to that instance.
 """
 
 from __future__ import annotations
