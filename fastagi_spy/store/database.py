@@ -33,6 +33,8 @@ _PRAGMAS = (
 class Database:
     """One SQLite connection, shared by threads, with one transaction at a time."""
 
+    dialect = "sqlite"  # schema.py's DDL for it (postgres.PostgresDatabase says "postgresql")
+
     def __init__(self, path: str | Path, *, background_checkpoints: bool = False) -> None:
         """``background_checkpoints``: the caller runs :meth:`checkpoint` off its hot thread
         (the server does); commits then never pay for copying the WAL into the database."""

@@ -110,6 +110,7 @@ class PostgresDatabase(Database):
     """
 
     is_remote = True  # calls are network round trips: run them off the reactor
+    dialect = "postgresql"  # schema.py's DDL for it
 
     def __init__(self, url: str) -> None:
         self.url = url  # never printed: it may hold the password

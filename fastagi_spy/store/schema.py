@@ -291,7 +291,8 @@ LATEST: int = MIGRATIONS[-1].version
 
 
 def _is_postgres(db: object) -> bool:
-    return bool(getattr(db, "is_remote", False))
+    # The SQL dialect, not is_remote (which says where calls may run, and tests change it).
+    return getattr(db, "dialect", "sqlite") == "postgresql"
 
 
 def _has_version_table(conn: Any, postgres: bool) -> bool:
