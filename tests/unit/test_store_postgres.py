@@ -363,3 +363,25 @@ def test_audit_queries_and_counts_on_both_backends(any_db: Database) -> None:
     counts = AuditCounts(any_db)
     assert counts.outcomes() == {"supervisor_hangup": 3, "denied": 2}
     assert counts.lockouts_active(T0) == 0
+
+
+def test_open_stores_uses_the_configured_postgres_once_migrated(postgres_url: str) -> None:
+    """service.open_stores follows [store] url: the stores then write to PostgreSQL."""
+    import tomllib
+
+    from fastagi_spy.service import open_stores
+
+    config = parse(tomllib.loads(CONFIG.format(url=postgres_url)))
+    with pytest.raises(SchemaOutdated):
+        open_stores(config)
+    migrating = PostgresDatabase(postgres_url)
+    schema.migrate(migrating)
+    migrating.close()
+    stores = open_stores(config)
+    try:
+        assert isinstance(stores.db, PostgresDatabase)
+        stores.pins.set_hash("2001", "h", T0)
+        with psycopg.connect(postgres_url) as other:
+            assert other.execute("SELECT supervisor FROM pins").fetchall() == [("2001",)]
+    finally:
+        stores.db.close()
