@@ -139,14 +139,15 @@ def copy_site(source: Store, target: Store, tables: Sequence[str], *,
     sides and the chain checked on both before commit. TransferError says what was refused.
     """
     now = time.time() if now is None else now
-    remote = bool(getattr(target, "is_remote", False))
+    # The SQL dialect (as schema.py decides), not is_remote: that says where calls may run.
+    postgres = getattr(target, "dialect", "sqlite") == "postgresql"
     result = Copied()
     # The source's write lock, not a mere snapshot, until the target commits: a server still
     # running on the file waits (or fails) instead of writing a row the copy would miss.
     with source.transaction() as src, target.transaction() as dst:
         have = {str(r[0]) for r in src.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if remote:
+        if postgres:
             # An admin's one-off copy: no per-statement limit (a large audit table's chain
             # check is one long SELECT); it ends with this transaction.
             dst.execute("SET LOCAL statement_timeout = 0")
@@ -163,9 +164,9 @@ def copy_site(source: Store, target: Store, tables: Sequence[str], *,
                 result.missing.append(table)
                 result.counts.append((table, 0))
                 continue
-            result.counts.append((table, _copy_table(src, dst, table, remote)))
+            result.counts.append((table, _copy_table(src, dst, table, postgres)))
         _check_counts(src, dst, result, have)
-        if remote:
+        if postgres:
             result.sequences = _reset_sequences(src, dst, tables, have)
         result.chain = _check_chain(src, dst, now)
     return result
@@ -215,7 +216,7 @@ def _columns(conn: Any, table: str) -> list[str]:
     return [str(d[0]) for d in cursor.description]
 
 
-def _copy_table(src: Any, dst: Any, table: str, remote: bool) -> int:
+def _copy_table(src: Any, dst: Any, table: str, postgres: bool) -> int:
     columns = _columns(src, table)
     extra = sorted(set(columns) - set(_columns(dst, table)))
     if extra:
@@ -223,7 +224,7 @@ def _copy_table(src: Any, dst: Any, table: str, remote: bool) -> int:
                             "run `fastagi-spy migrate` with this version on both first")
     names = ", ".join(f'"{c}"' for c in columns)
     # Explicit ids: PostgreSQL takes them into an identity column only when told to.
-    override = " OVERRIDING SYSTEM VALUE" if remote else ""
+    override = " OVERRIDING SYSTEM VALUE" if postgres else ""
     insert = (f'INSERT INTO "{table}" ({names}){override} '
               f"VALUES ({', '.join('?' for _ in columns)})")
     copied = 0
