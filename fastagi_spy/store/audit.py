@@ -184,6 +184,24 @@ class AuditLog:
         ).fetchall()
         return int(rows[0][0])
 
+    def open_once(self, started_at: float, via: str, *, channel: str | None,
+                  uniqueid: str | None, device: str | None = None,
+                  **fields: FieldValue) -> tuple[int, bool]:
+        """Open a record with ``fields`` unless an open one of this ``via``, channel and
+        uniqueid exists; returns (its id, whether this call opened it). One transaction, and
+        writers of every instance sharing the database run one at a time, so instances that
+        see the same AMI event at once write one row between them."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT id FROM audit WHERE ended_at IS NULL AND via = ? AND uniqueid = ? "
+                "AND channel = ? ORDER BY id LIMIT 1", (via, uniqueid, channel)).fetchone()
+            if row is not None:
+                return int(row[0]), False
+            record = self.open(started_at, via, channel=channel, uniqueid=uniqueid,
+                               device=device)
+            self.update(record, **fields)
+            return record, True
+
     def update(self, record_id: int, **fields: FieldValue) -> None:
         """Set some columns; ValueError for a column outside the allow-list."""
         if not fields:

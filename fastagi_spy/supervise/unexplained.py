@@ -80,12 +80,16 @@ class UnexplainedSpies:
         agent = self._agent_of(server, event.get("SpyeeUniqueid") or "")
         number = _printable(event.get("SpyerCallerIDNum"))
         caller = f"{number} {_printable(event.get('SpyerCallerIDName'))}".strip()
-        record = self._audit.open(at, Via.UNEXPLAINED.value, channel=channel or None,
-                                  uniqueid=spyer or None, device=device_of_channel(channel))
-        self._audit.update(record, auth_result=None, agent=agent, resolved_channel=spyee or None,
-                           server=server, spy_started_at=at,
-                           detail=f"ChanSpy not started by us; spyer caller id {caller or '-'}")
+        # Every instance watching this Asterisk sees the event: one row between them. The
+        # others keep its id too, so whichever is still running closes it at ChanSpyStop.
+        record, opened = self._audit.open_once(
+            at, Via.UNEXPLAINED.value, channel=channel or None, uniqueid=spyer or None,
+            device=device_of_channel(channel), auth_result=None, agent=agent,
+            resolved_channel=spyee or None, server=server, spy_started_at=at,
+            detail=f"ChanSpy not started by us; spyer caller id {caller or '-'}")
         self._open[key] = _Open(record, spyee)
+        if not opened:
+            return
         self.log.error(
             "Unexplained ChanSpy on {server}: {spyer} (caller id {caller}) is spying on "
             "{spyee} (agent {agent}); audit record {record}", server=server, spyer=channel,
