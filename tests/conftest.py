@@ -26,10 +26,13 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def postgres_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> str:
-    """A fresh, empty database on the shared server: tests isolate by database."""
+def postgres_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database on the shared server: tests isolate by database. Dropped
+    after the test (a database is several MB on disk)."""
     # The test's name makes a failing test's database easy to find in the server log.
-    return postgres.new_database(postgres.unique_name(request.node.name))
+    name = postgres.unique_name(request.node.name)
+    yield postgres.new_database(name)
+    postgres.drop_database(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

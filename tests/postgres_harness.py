@@ -123,6 +123,12 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
+    def drop_database(self, name: str) -> None:
+        """DROP a test's database (FORCE: connections a test left open are cut), so a long
+        run does not fill the temporary directory with a cluster per test."""
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def stop(self) -> None:
         """Stop the server (fast: disconnects clients) and delete its directory."""
         if self._root is None:
