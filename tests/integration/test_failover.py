@@ -247,3 +247,30 @@ async def test_a_spy_one_instance_started_is_explained_to_the_other(
     rows = b.service.stores.audit.list(limit=50)
     assert [r.channel for r in rows if r.channel == sup.line and r.via == "phone"]
     assert not [r for r in rows if r.via == "unexplained"], rows
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_spy_nobody_started_is_one_row_between_the_instances(
+        driver: Driver, pair: tuple[Instance, Instance]) -> None:
+    """A ChanSpy from another dialplan: both instances see it on AMI; the shared audit log
+    gets one unexplained row, closed with Asterisk's stop time."""
+    a, b = pair
+    call = await agent_call(driver, "1001")
+    mark = driver.mark()
+    await driver.originate("Local/rogue-spy@fsp-tests/n", "fsp-handsets", "supervisor",
+                           variables={"_FSP_SPY_ON": call.agent_leg})
+    start = await driver.wait_for(is_event("ChanSpyStart", SpyeeChannel=call.agent_leg),
+                                  since=mark, what="the rogue ChanSpyStart")
+    spyer = start.get("SpyerChannel") or ""
+    await sleep(1.0)
+    await driver.hangup(spyer)
+    stop = await driver.wait_for(is_event("ChanSpyStop", SpyerChannel=spyer), since=mark)
+    for _ in range(50):
+        found = [r for r in a.service.stores.audit.list(limit=50) if r.via == "unexplained"]
+        if found and all(r.ended_at is not None for r in found):
+            break
+        await sleep(0.1)
+    await sleep(0.5)  # the slower instance has read the same events by now
+    found = [r for r in b.service.stores.audit.list(limit=50) if r.via == "unexplained"]
+    assert [(r.channel, r.ended_at) for r in found] == [
+        (spyer, float(stop.get("Timestamp") or ""))]
