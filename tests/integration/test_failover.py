@@ -274,3 +274,27 @@ async def test_a_spy_nobody_started_is_one_row_between_the_instances(
     found = [r for r in b.service.stores.audit.list(limit=50) if r.via == "unexplained"]
     assert [(r.channel, r.ended_at) for r in found] == [
         (spyer, float(stop.get("Timestamp") or ""))]
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_one_instance_leaves_the_others_spies_running(
+        driver: Driver, pair: tuple[Instance, Instance]) -> None:
+    """B serves a spy (A is draining); A then stops and hangs up its own spies at shutdown:
+    none of B's. B's spy runs on and its record stays open until the supervisor hangs up."""
+    a, b = pair
+    a.service.agi.draining = True
+    await agent_call(driver, "1001")
+    mark = driver.mark()
+    sup = await supervisor_dials(driver, "2001", "*2221001")
+    await answer(driver, sup, "agent-pass", "1234", since=mark)
+    await driver.wait_for(is_event("ChanSpyStart", SpyerChannel=sup.line), since=mark)
+    assert b.served == [sup.line]
+    await a.stop()
+    await sleep(1.5)
+    assert not driver.seen(is_event("ChanSpyStop", SpyerChannel=sup.line), since=mark)
+    [row] = [r for r in b.service.stores.audit.list(limit=50) if r.channel == sup.line]
+    assert row.ended_at is None and row.spy_started_at is not None
+    await driver.hangup(sup.line)
+    await driver.wait_for(is_event("ChanSpyStop", SpyerChannel=sup.line), since=mark)
+    [row] = await _records_of(b, sup.line)
+    assert row.end_reason == "supervisor_hangup"
