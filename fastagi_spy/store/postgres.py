@@ -35,6 +35,7 @@ from fastagi_spy.store.errors import StoreError
 WRITE_LOCK_KEY = 0x5F5A61C0DE
 CONNECT_TIMEOUT = 5  # seconds: a dead or unreachable server fails instead of hanging
 STATEMENT_TIMEOUT_MS = 5000  # also bounds waiting for the write lock, as SQLite's busy_timeout
+IDLE_IN_TRANSACTION_MS = 60_000  # a transaction never waits on anything but this process
 POOL_MIN, POOL_MAX = 1, 4
 
 
@@ -119,7 +120,13 @@ class PostgresDatabase(Database):
         self._local = _ThreadState()
         kwargs: dict[str, Any] = {
             "autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
-            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            # A hung instance must not hold the write lock for everyone: the server ends a
+            # transaction left idle this long (its lock goes with it).
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
+                       f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+            # A server gone without a word (power, network) is noticed in about a minute.
+            "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+            "keepalives_count": 3,
             "application_name": "fastagi-spy"}
         try:
             # One plain connection first: a refused or failed login reports the server's own

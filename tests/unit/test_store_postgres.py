@@ -385,3 +385,11 @@ def test_open_stores_uses_the_configured_postgres_once_migrated(postgres_url: st
             assert other.execute("SELECT supervisor FROM pins").fetchall() == [("2001",)]
     finally:
         stores.db.close()
+
+
+def test_every_connection_has_the_timeouts(pg: PostgresDatabase) -> None:
+    """A dead server or a stuck lock fails within seconds; a hung transaction cannot hold
+    every instance's write lock for long."""
+    with pg.transaction() as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("5s",)
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("1min",)
