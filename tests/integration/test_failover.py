@@ -66,7 +66,8 @@ def _counting(instance: Instance) -> None:
     agi.routes = {path: wrap(handler) for path, handler in agi.routes.items()}
 
 
-async def _start(sandbox: AsteriskSandbox, workdir: Path, url: str) -> Instance:
+async def _start(sandbox: AsteriskSandbox, workdir: Path, url: str,
+                 before_start: Callable[[SpyService], None] | None = None) -> Instance:
     workdir.mkdir()
     port = free_port()
     # lockout_failures = 2: one wrong PIN on A and one on B lock the phone only when B
@@ -75,6 +76,8 @@ async def _start(sandbox: AsteriskSandbox, workdir: Path, url: str) -> Instance:
                          lockout_failures=2)
     service = make_service(config, reactor)
     set_pins(service)
+    if before_start is not None:
+        before_start(service)
     service.startService()
     instance = Instance(service, port)
     _counting(instance)
@@ -297,4 +300,32 @@ async def test_stopping_one_instance_leaves_the_others_spies_running(
     await driver.hangup(sup.line)
     await driver.wait_for(is_event("ChanSpyStop", SpyerChannel=sup.line), since=mark)
     [row] = await _records_of(b, sup.line)
+    assert row.end_reason == "supervisor_hangup"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_third_instance_starting_leaves_a_live_spy_of_another_alone(
+        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path, postgres_url: str,
+        pair: tuple[Instance, Instance]) -> None:
+    """A spies; instance C starts on the same database and reconciles the rows left open:
+    A's open row is A's attempt in progress, not a crash's leftover, so C neither hangs
+    A's spy up nor closes its row."""
+    a, _b = pair
+    await agent_call(driver, "1001")
+    mark = driver.mark()
+    sup = await supervisor_dials(driver, "2001", "*2221001")
+    await answer(driver, sup, "agent-pass", "1234", since=mark)
+    await driver.wait_for(is_event("ChanSpyStart", SpyerChannel=sup.line), since=mark)
+    assert a.served == [sup.line]
+    c = await _start(sandbox, tmp_path / "c", postgres_url)
+    try:
+        await sleep(2.0)  # C's AMI is up and its reconciliation has run
+        assert c.service.reconciler.pending == 0
+        assert not driver.seen(is_event("ChanSpyStop", SpyerChannel=sup.line), since=mark)
+        [row] = [r for r in c.service.stores.audit.list(limit=50) if r.channel == sup.line]
+        assert row.ended_at is None
+    finally:
+        await c.stop()
+    await driver.hangup(sup.line)
+    [row] = await _records_of(a, sup.line)
     assert row.end_reason == "supervisor_hangup"
