@@ -18,6 +18,9 @@ from twisted.logger import globalLogPublisher
 
 from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.service import SpyService, make_service
+from fastagi_spy.store import schema
+from fastagi_spy.store.postgres import PostgresDatabase
+from fastagi_spy.store.runner import InlineRunner, ThreadRunner
 from tests.integration.driver import Driver
 from tests.integration.site import set_pins, site_config, wait_ready
 
@@ -53,9 +56,55 @@ async def driver(sandbox: AsteriskSandbox) -> AsyncIterator[Driver]:
     await drv.close()
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_stores: every test of the module that takes the `store` fixture "
+        "(or `site`) runs twice: on SQLite and on the real PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Per module, not suite-wide: the feature-code modules are where a supervisor's call
+    # drives every store path (PIN, lockout, audit) through the flow's store runner.
+    if "store" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_stores"):
+        metafunc.parametrize("store", BACKENDS, indirect=True)
+
+
+@pytest.fixture()
+def store(request: pytest.FixtureRequest) -> str:
+    """The site's ``[store]`` settings for site_config(store=...): "" (the SQLite file) unless
+    the module is marked both_stores, which runs each test on "sqlite" and "postgresql".
+    PostgreSQL: a fresh database on the session's server, migrated as the admin would
+    (the service refuses an unmigrated one)."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        return ""
+    url: str = request.getfixturevalue("postgres_url")
+    db = PostgresDatabase(url)
+    try:
+        schema.migrate(db)
+    finally:
+        db.close()
+    return f'url = "{url}"'
+
+
+def check_backend(service: SpyService, store: str) -> None:
+    """The service really runs on the store asked for: a PostgreSQL run that silently fell
+    back to the SQLite file would pass every test and prove nothing."""
+    if store:
+        assert isinstance(service.stores.db, PostgresDatabase), service.stores.db
+        assert isinstance(service.store_runner, ThreadRunner), service.store_runner
+    else:
+        assert not isinstance(service.stores.db, PostgresDatabase), service.stores.db
+        assert isinstance(service.store_runner, InlineRunner), service.store_runner
+
+
 @pytest_twisted.async_yield_fixture()
-async def site(sandbox: AsteriskSandbox, tmp_path: Path) -> AsyncIterator[SpyService]:
-    service = make_service(site_config(sandbox, tmp_path), reactor)
+async def site(sandbox: AsteriskSandbox, tmp_path: Path, store: str) -> AsyncIterator[SpyService]:
+    service = make_service(site_config(sandbox, tmp_path, store=store), reactor)
+    check_backend(service, store)
     set_pins(service)
     service.startService()
     await wait_ready(service)

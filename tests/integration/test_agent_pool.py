@@ -18,10 +18,13 @@ import pytest
 import pytest_twisted
 
 from fastagi_spy.sandbox import AsteriskSandbox
-from tests.integration.conftest import TEAMS
+from tests.integration.conftest import TEAMS, check_backend
 from tests.integration.driver import Driver, is_event
 from tests.integration.site import TONE, answer, site_config, supervisor_dials
 from tests.integration.test_agi_peers import running
+
+# Every test that takes `site` (or `store`) runs on SQLite and on the real PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 POOL_CONFIG = {
     "agents.conf": "[1001](agent-defaults)\nfullname = Agent 1001\n",
@@ -76,7 +79,7 @@ async def pool_login(driver: Driver, agent: str) -> str:
 
 @pytest_twisted.ensureDeferred
 async def test_an_agent_logged_in_before_the_server_started_is_spied_on(
-        on_box: Driver, pool_box: AsteriskSandbox, tmp_path: Path) -> None:
+        on_box: Driver, pool_box: AsteriskSandbox, tmp_path: Path, store: str) -> None:
     """1001 runs AgentLogin; then our server starts (its first resync is what a reconnect
     does). A customer is put through to 1001 with AgentRequest: *2221001 spies on the very
     channel that ran AgentLogin."""
@@ -85,8 +88,9 @@ async def test_an_agent_logged_in_before_the_server_started_is_spied_on(
     (item,) = [e for e in listed.events if e.get("Agent") == "1001"]
     assert (item.event, item.get("Status"), item.get("Channel")) == ("Agents", "AGENT_IDLE", leg)
 
-    config = site_config(pool_box, tmp_path, map_rules='logged_in_by = "login"')
-    async with running(config):
+    config = site_config(pool_box, tmp_path, map_rules='logged_in_by = "login"', store=store)
+    async with running(config) as service:
+        check_backend(service, store)
         mark = on_box.mark()
         await on_box.originate("Local/1001@fsp-pool-customers/n", "fsp-handsets", "customer",
                                variables={"FSP_TONE_customer": str(TONE["customer"])},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 
 from fastagi_spy.sandbox import AsteriskSandbox
@@ -16,6 +17,9 @@ from fastagi_spy.service import SpyService
 from tests.integration.audio import heard
 from tests.integration.driver import Driver, is_event, sleep, tag
 from tests.integration.site import TONE, answer, heard_prompt, supervisor_dials
+
+# Every test that takes `site` (or `store`) runs on SQLite and on the real PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 
 async def hot_desk_call(driver: Driver, agent: str = "", rec: str = "") -> str:

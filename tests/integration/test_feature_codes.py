@@ -28,6 +28,9 @@ from tests.integration.site import (
     supervisor_dials,
 )
 
+# Every test that takes `site` (or `store`) runs on SQLite and on the real PostgreSQL.
+pytestmark = pytest.mark.both_stores
+
 
 def spy_started(mark_events: list, spyer: str) -> list:  # type: ignore[type-arg]
     return [e for e in mark_events if e.event == "ChanSpyStart" and e.get("SpyerChannel") == spyer]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
 
@@ -15,9 +16,9 @@ from fastagi_spy.config import load
 from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.service import SpyService, make_service
 from fastagi_spy.store.audit import AuditLog
-from fastagi_spy.store.database import Database
+from fastagi_spy.store.open import open_database
 from tests.integration.audio import heard
-from tests.integration.conftest import failures
+from tests.integration.conftest import check_backend, failures
 from tests.integration.driver import Driver, is_event, sleep, tag
 from tests.integration.site import (
     TONE,
@@ -30,6 +31,9 @@ from tests.integration.site import (
     supervisor_dials,
     wait_ready,
 )
+
+# Every test that takes `site` (or `store`) runs on SQLite and on the real PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 NOTICE_HZ = 1400
 
@@ -92,11 +96,12 @@ async def test_listen_only_supervisor_cannot_switch_modes(
 
 @pytest_twisted.ensureDeferred
 async def test_join_notice_reaches_agent_and_customer(
-        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path) -> None:
+        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path, store: str) -> None:
     """With `notice` configured, both monitored parties hear it when a supervisor joins,
     even in listen mode, while the supervisor's own voice still reaches nobody."""
-    service = make_service(site_config(sandbox, tmp_path, notice=f"custom/fsp-tone-{NOTICE_HZ}"),
-                           reactor)
+    service = make_service(site_config(sandbox, tmp_path, notice=f"custom/fsp-tone-{NOTICE_HZ}",
+                                       store=store), reactor)
+    check_backend(service, store)
     set_pins(service)
     service.startService()
     try:
@@ -140,11 +145,11 @@ def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
 
 @pytest_twisted.ensureDeferred
 async def test_kill_9_mid_spy_loses_nothing_and_restart_closes_it_as_interrupted(
-        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path) -> None:
+        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path, store: str) -> None:
     """The real `fastagi-spy serve` process: PIN set with `set-pin`, a spy starts, the server
     is killed with SIGKILL; the record was already on disk; a restart closes it as
     interrupted, and `audit --csv` exports it."""
-    config = site_config(sandbox, tmp_path)
+    config = site_config(sandbox, tmp_path, store=store)
     path = Path(config.source)
     done = await threads.deferToThread(_cli, "set-pin", "--config", str(path), "2001", stdin="1234\n")
     assert done.returncode == 0, done.stderr
@@ -163,7 +168,16 @@ async def test_kill_9_mid_spy_loses_nothing_and_restart_closes_it_as_interrupted
     finally:
         if server.poll() is None:
             server.kill()
-    audit = AuditLog(Database(load(path).database))
+    # Read back through the store classes, on whichever backend the site is configured for.
+    db = open_database(load(path))
+    try:
+        await _killed_and_restarted(path, log, AuditLog(db))
+    finally:
+        db.close()
+
+
+async def _killed_and_restarted(path: Path, log: Path, audit: AuditLog) -> None:
+    """The record the killed server left open; a restart closes it as interrupted."""
     record = audit.list(limit=1)[0]
     assert record.supervisor == "2001" and record.agent == "1001"
     assert record.resolved_channel and record.resolved_channel.startswith("Local/1001@fsp-agents-")
@@ -190,10 +204,12 @@ async def test_kill_9_mid_spy_loses_nothing_and_restart_closes_it_as_interrupted
 
 @pytest_twisted.ensureDeferred
 async def test_before_ami_ever_comes_up_the_answer_is_service_unavailable(
-        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path) -> None:
+        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path, store: str) -> None:
     """Asterisk refuses our AMI login from start-up: the map has never been synced, so a
     supervisor whose agent is on a call hears 'all circuits busy', not 'not answering'."""
-    service = make_service(site_config(sandbox, tmp_path, ami_secret="not-the-secret"), reactor)
+    service = make_service(site_config(sandbox, tmp_path, ami_secret="not-the-secret",
+                                       store=store), reactor)
+    check_backend(service, store)
     set_pins(service)
     service.startService()
     try:
@@ -209,9 +225,11 @@ async def test_before_ami_ever_comes_up_the_answer_is_service_unavailable(
 
 @pytest_twisted.ensureDeferred
 async def test_stopping_the_service_closes_ami_without_a_reconnect_warning(
-        sandbox: AsteriskSandbox, tmp_path: Path, log_events: list[dict[str, object]]) -> None:
+        sandbox: AsteriskSandbox, tmp_path: Path, log_events: list[dict[str, object]],
+        store: str) -> None:
     """An admin stopping the server (Ctrl-C, SIGTERM) sees AMI closed, not 'lost'."""
-    service = make_service(site_config(sandbox, tmp_path), reactor)
+    service = make_service(site_config(sandbox, tmp_path, store=store), reactor)
+    check_backend(service, store)
     service.startService()
     await wait_ready(service)
     await service.stopService()

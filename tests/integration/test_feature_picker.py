@@ -6,6 +6,7 @@ they are offered is read off the AGI commands Asterisk reports running on their 
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 
 from fastagi_spy.service import SpyService
@@ -19,6 +20,9 @@ from tests.integration.site import (
     is_prompt,
     supervisor_dials,
 )
+
+# Every test that takes `site` (or `store`) runs on SQLite and on the real PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 
 def said(driver: Driver, sup: Supervisor, since: int) -> list[str]:

@@ -7,6 +7,7 @@ calls must still get in with the right PIN on the third; none of it sounds like 
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 
 from fastagi_spy.service import SpyService
@@ -19,6 +20,9 @@ from tests.integration.site import (
     is_prompt,
     supervisor_dials,
 )
+
+# Every test that takes `site` (or `store`) runs on SQLite and on the real PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 PIN_PROMPT = "agent-pass"
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
 from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.service import SpyService, make_service
 from tests.integration.audio import heard
+from tests.integration.conftest import check_backend
 from tests.integration.driver import Driver, is_event, sleep, tag
 from tests.integration.site import (
     TONE,
@@ -25,6 +27,9 @@ from tests.integration.site import (
     supervisor_dials,
     wait_ready,
 )
+
+# Every test that takes `site` (or `store`) runs on SQLite and on the real PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 
 async def agent_in_room(driver: Driver, agent: str, room: str) -> str:
@@ -84,10 +89,11 @@ HOT_DESK = "Local/3050@fsp-agents/n"  # a phone in the sales room, no agent's ow
 
 @pytest_twisted.async_yield_fixture()
 async def queue_site(sandbox: AsteriskSandbox, tmp_path: Path,
-                     driver: Driver) -> AsyncIterator[SpyService]:
+                     driver: Driver, store: str) -> AsyncIterator[SpyService]:
     """A site whose agents log in through the queue: queue membership is the truth."""
-    service = make_service(site_config(sandbox, tmp_path, map_rules='logged_in_by = "login"'),
-                           reactor)
+    service = make_service(site_config(sandbox, tmp_path, map_rules='logged_in_by = "login"',
+                                       store=store), reactor)
+    check_backend(service, store)
     set_pins(service)
     service.startService()
     await wait_ready(service)
