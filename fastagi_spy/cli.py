@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastagi_spy.config import Config, ConfigError, load
+from fastagi_spy.store.errors import StoreError
 from fastagi_spy.terminal import print_snapshot, print_table
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = args.run(args)
     except ConfigError as exc:
         print(f"fastagi-spy: config error: {exc}", file=sys.stderr)
+        code = 2
+    except StoreError as exc:  # unreachable, unmigrated or unreadable store: one line
+        print(f"fastagi-spy: store error: {exc}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         code = 130
@@ -131,7 +135,6 @@ def _people_commands(command: Any) -> None:
 
 def _init(args: argparse.Namespace) -> int:
     from fastagi_spy.bootstrap import PepperExists, initialise
-    from fastagi_spy.store.errors import StoreError
 
     path = Path(args.config)
     try:
@@ -201,17 +204,21 @@ def _check(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     config = load(args.config)
     from twisted.internet import defer, task
+    from twisted.internet import reactor as global_reactor
     from twisted.logger import Logger, globalLogBeginner
 
     from fastagi_spy import sdnotify
     from fastagi_spy.logs import observer
     from fastagi_spy.service import make_service
 
+    # Built before the reactor runs and before logging takes over stderr, so a store it
+    # cannot open (PostgreSQL down, or not yet migrated) is one line on stderr from main(),
+    # not a traceback from inside react(). Its log lines wait for the observer below.
+    service = make_service(config, global_reactor)
     globalLogBeginner.beginLoggingTo([observer(args.log_format, sys.stdout)])
     log = Logger(namespace="fastagi_spy.serve")
 
     def run(reactor: Any) -> defer.Deferred[None]:
-        service = make_service(config, reactor)
         service.startService()
         # systemd (Type=notify): started once both ports are bound, stopping before we drain.
         # react() calls us before the reactor runs; READY=1 waits for it to be running, when
@@ -341,7 +348,6 @@ def _locks(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     """``migrate``: the store to the latest schema; --from-sqlite: a site copied into it."""
-    from fastagi_spy.store.errors import StoreError
 
     config = load(args.config)
     try:

@@ -224,3 +224,16 @@ def test_a_row_postgres_rejects_half_way_leaves_the_target_empty(
             assert transfer.full_tables(conn2, schema.TABLES) == []
     finally:
         target.close()
+
+
+@pytest.mark.parametrize("command", [("serve",), ("locks",)])
+def test_a_server_or_command_on_an_unmigrated_postgres_says_to_migrate_in_one_line(
+        tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str],
+        command: tuple[str, ...]) -> None:
+    """An admin who set [store] url but did not migrate yet: one line naming the command to
+    run, exit 2, no traceback; the server never starts on a schema it does not know."""
+    config = _config(tmp_path, postgres_url)
+    code, out, err = _run(capsys, *command, "--config", str(config))
+    assert code == 2, (out, err)
+    assert err.strip().count("\n") == 0, err
+    assert "fastagi-spy migrate --config" in err and "Traceback" not in err
