@@ -1,6 +1,6 @@
 """FastAGI load: our whole supervision flow versus a minimal panoramisk FastAGI app.
 
-Usage: python bench/agi_load.py [--sessions 3000]
+Usage: python bench/agi_load.py [--sessions 3000] [--store sqlite|postgresql|both] [--quick]
 
 A synthetic Asterisk (asyncio, this process) opens FastAGI sessions over loopback and
 answers every command until it sees ``EXEC ChanSpy``; a session's time is connect -> EXEC.
@@ -34,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.pg_store import BenchPostgres, per_session  # noqa: E402
 from bench.report import report  # noqa: E402
 
 AGENTS = 5000
@@ -159,8 +160,8 @@ def wait_ready(proc: subprocess.Popen[bytes]) -> None:
 # -- the servers (each in its own process) ------------------------------------------------------
 
 
-def serve_ours(port: int, cost: str, probe: bool) -> None:
-    from twisted.internet import reactor, task, threads
+def serve_ours(port: int, cost: str, probe: bool, store_url: str | None = None) -> None:
+    from twisted.internet import defer, reactor, task, threads
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
     from bench.synthetic import bridged_call_items
@@ -175,6 +176,7 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     from fastagi_spy.store.database import Database
     from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
     from fastagi_spy.store.pins import PinHasher, PinStore
+    from fastagi_spy.store.runner import ThreadRunner, runner_for
     from fastagi_spy.supervise.flow import FlowDeps, SupervisionFlow
     from fastagi_spy.supervise.pincheck import PinChecker
     from fastagi_spy.supervise.spywatch import SpyWatches
@@ -190,8 +192,27 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     directory = Directory(agents, supervisors, frozenset())
     live_map = LiveMap(directory, {"pbx": ModelConfig(trunk_contexts=frozenset({"from-trunk"}))})
     live_map.resync("pbx", bridged_call_items([a.number for a in agents]), [], time.time())
-    db = Database(os.path.join(tempfile.mkdtemp(), "bench.sqlite3"), background_checkpoints=True)
+    db: Database
+    if store_url:
+        from fastagi_spy.store.postgres import PostgresDatabase
+
+        db = PostgresDatabase(store_url)  # migrated by the bench, as an admin would
+    else:
+        db = Database(os.path.join(tempfile.mkdtemp(), "bench.sqlite3"), background_checkpoints=True)
     task.LoopingCall(threads.deferToThread, db.checkpoint).start(5.0, now=False)
+    # As SpyService.store_runner: inline for SQLite, one store thread for PostgreSQL,
+    # drained at shutdown before the database closes.
+    store_runner = runner_for(db, reactor)
+    timer = None
+    if isinstance(store_runner, ThreadRunner):
+        from bench.pg_store import StoreTimer
+
+        store_runner.start()
+        reactor.addSystemEventTrigger("before", "shutdown",
+                                      lambda: defer.ensureDeferred(store_runner.stop()))
+        reactor.addSystemEventTrigger("after", "shutdown", db.close)
+        timer = StoreTimer()
+        timer.install(store_runner, db)
     pins = PinStore(db)
     for entry in supervisors:
         pins.set_hash(entry.number, hasher.hash_pin(entry.number, PIN), time.time())
@@ -201,9 +222,11 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", hash_worker.stop)
     flow = SupervisionFlow(FlowDeps(
         directory=directory, resolver=live_map,
-        pin_checker=PinChecker(pins, LockoutStore(db, LockoutPolicy()), audit, db),
+        pin_checker=PinChecker(pins, LockoutStore(db, LockoutPolicy()), audit, db,
+                               runner=store_runner),
         audit=audit, verify_pin=hash_worker.verify,
-        spies=SpyWatches(time.time), security=SecurityRules(), clock=reactor))
+        spies=SpyWatches(time.time), security=SecurityRules(), clock=reactor,
+        store_runner=store_runner))
     factory = FastAGIFactory({"spy/listen": lambda s: flow(s, Mode.LISTEN)}, reactor)
     TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(factory).addCallback(
         lambda _: print("READY", flush=True))
@@ -252,6 +275,10 @@ def serve_ours(port: int, cost: str, probe: bool) -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(warmed_up))
+    if timer is not None:
+        # The bench's phase marks: each SIGUSR2 prints the store's totals since the last one.
+        signal.signal(signal.SIGUSR2, lambda *_: reactor.callFromThread(
+            lambda: print(timer.dump(), flush=True)))
     bound_io_per_iteration(reactor)  # as SpyService.startService does
     freeze_startup_garbage()
     if probe:
@@ -380,78 +407,55 @@ def pin_verify_ms() -> float:
     return statistics.median(times) * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sessions", type=int, default=3000)
-    parser.add_argument("--serve")
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--cost", default="cheap")
-    parser.add_argument("--probe", action="store_true")
-    parser.add_argument("--production-only", action="store_true",
-                        help="only the production-hash-cost figures (a quicker before/after)")
-    args = parser.parse_args()
-    if args.serve == "ours":
-        serve_ours(args.port, args.cost, args.probe)
-        return
-    if args.serve == "floor":
-        serve_floor(args.port)
-        return
-    if args.serve == "panoramisk":
-        serve_panoramisk(args.port)
-        return
+def store_timer(proc: subprocess.Popen[bytes]) -> dict[str, float]:
+    """The PostgreSQL store's totals since the last call (the server prints them on SIGUSR2)."""
+    assert proc.stdout is not None
+    proc.send_signal(signal.SIGUSR2)
+    while line := proc.stdout.readline():
+        if line.startswith(b'{"store_timer"'):
+            return dict(json.loads(line)["store_timer"])
+    raise RuntimeError("server ended before printing its store timer")
 
-    figures: dict[str, float] = {}
-    if args.production_only:
-        proc, port = run_server("ours", "--cost", "production")
-        asyncio.run(drive(port, 50, 50))  # warm-up
-        prod_rate, prod = asyncio.run(drive(port, 500, 50))
-        stop(proc)
-        print(json.dumps({"production_cost_sessions_per_s_c50": round(prod_rate, 1),
-                          "production_cost_p99_ms_c50": round(p99(prod), 2),
-                          "pin_verify_ms": round(pin_verify_ms(), 2)}))
-        return
-    # Throughput at 50 concurrent, cheap PIN hash (said so in the output), same load both sides.
-    proc, port = run_server("ours", "--cost", "cheap")
+
+def ours_cheap(sessions: int, c1_sessions: int, extra: list[str],
+               pg: BenchPostgres | None) -> dict[str, float]:
+    """Throughput, CPU per session (c50) and latency (c1), cheap PIN-hash cost."""
+    proc, port = run_server("ours", "--cost", "cheap", *extra)
     asyncio.run(drive(port, 200, 50))  # warm-up
-    ours_rate, ours_cpu = timed_load(proc, port, args.sessions)
-    _, c1 = asyncio.run(drive(port, 1000, 1))
+    if pg:
+        store_timer(proc)  # reset: the phase starts here
+        pg_before = pg.cpu_seconds()
+    rate, cpu = timed_load(proc, port, sessions)
+    figures = {"sessions_per_s_c50": round(rate, 1), "server_cpu_us_per_session_c50": round(cpu)}
+    if pg:
+        figures["postgres_cpu_us_per_session_c50"] = round(
+            (pg.cpu_seconds() - pg_before) / sessions * 1e6)
+        figures.update(per_session(store_timer(proc), sessions, "c50_"))
+    _, c1 = asyncio.run(drive(port, c1_sessions, 1))
+    figures["p99_ms_c1"] = round(p99(c1), 3)
+    figures["p50_ms_c1"] = round(statistics.median(c1) * 1000, 3)
+    if pg:
+        figures.update(per_session(store_timer(proc), c1_sessions, "c1_"))
     stop(proc)
-    proc, port = run_server("panoramisk")
-    asyncio.run(drive(port, 200, 50))
-    pano_rate, pano_cpu = timed_load(proc, port, args.sessions)
-    _, pano_c1 = asyncio.run(drive(port, 1000, 1))
-    stop(proc)
-    proc, port = run_server("floor")
-    asyncio.run(drive(port, 200, 50))
-    floor_rate, floor_cpu = timed_load(proc, port, args.sessions)
-    stop(proc)
-    # Reactor stalls with the production hash cost, 50 concurrent.
-    proc, port = run_server("ours", "--cost", "production", "--probe")
+    return figures
+
+
+def ours_production(sessions: int, extra: list[str]) -> dict[str, float | None]:
+    """Reactor stalls and latencies with the production hash cost, 50 concurrent; then
+    fairness: 10 supervisors calling at once, alone and while one phone floods 40 calls at
+    once typing wrong PINs."""
+    proc, port = run_server("ours", "--cost", "production", "--probe", *extra)
     asyncio.run(drive(port, 50, 50))  # warm-up
     proc.send_signal(signal.SIGUSR1)
     time.sleep(0.2)
     ticks = cpu_ticks()
-    prod_rate, prod = asyncio.run(drive(port, 500, 50))
+    prod_rate, prod = asyncio.run(drive(port, sessions, 50))
     steal = steal_percent(ticks, cpu_ticks())
-    # Fairness: 10 supervisors calling at once, alone and while one phone floods 40 calls
-    # at once typing wrong PINs (production hash cost).
     _, alone = asyncio.run(drive(port, 100, 10))
     beside_flood = asyncio.run(flooded(port, 100, 10, 40))
     out = stop(proc)
-    stalls = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-
-    figures = {
-        "sessions_per_s_c50": round(ours_rate, 1),
-        "panoramisk_sessions_per_s_c50": round(pano_rate, 1),
-        "ratio_vs_panoramisk_c50": round(ours_rate / pano_rate, 3),
-        "server_cpu_us_per_session_c50": round(ours_cpu),
-        "panoramisk_server_cpu_us_per_session_c50": round(pano_cpu),
-        "protocol_only_server_cpu_us_per_session_c50": round(floor_cpu),
-        "protocol_only_sessions_per_s_c50": round(floor_rate, 1),
-        "protocol_only_ratio_vs_panoramisk_c50": round(floor_rate / pano_rate, 3),
-        "p99_ms_c1": round(p99(c1), 3),
-        "panoramisk_p99_ms_c1": round(p99(pano_c1), 3),
-        "pin_verify_ms": round(pin_verify_ms(), 2),
+    stalls = json.loads([line for line in out.splitlines() if line.startswith('{"max_stall')][-1])
+    return {
         "max_reactor_stall_ms": stalls["max_stall_ms"],
         "max_reactor_stall_busy_ms": stalls["max_stall_busy_ms"],
         "warmup_reactor_stall_ms": stalls["warmup_stall_ms"],
@@ -461,13 +465,116 @@ def main() -> None:
         "production_cost_p99_ms_c10": round(p99(alone), 2),
         "production_cost_p99_ms_c10_beside_flood": round(p99(beside_flood), 2),
     }
-    report("FastAGI load, loopback, sessions = connect -> EXEC ChanSpy", figures, notes=(
-        "ours: env + PIN (argon2id) + resolve among 5,000 agents + rights + SQLite audit",
+
+
+# Compared side by side (--store both): PostgreSQL's figure over SQLite's.
+COMPARED = ("sessions_per_s_c50", "server_cpu_us_per_session_c50", "p99_ms_c1", "p50_ms_c1",
+            "max_reactor_stall_ms", "production_cost_p99_ms_c50", "production_cost_p99_ms_c10")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=3000)
+    parser.add_argument("--store", choices=("sqlite", "postgresql", "both"), default="sqlite",
+                        help="the store behind our flow; both: each in turn, side by side")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer sessions (1000 at c50, 300 at c1, 200 in the stall probe)")
+    parser.add_argument("--serve")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--cost", default="cheap")
+    parser.add_argument("--probe", action="store_true")
+    parser.add_argument("--store-url", help=argparse.SUPPRESS)  # the bench's own, for --serve
+    parser.add_argument("--production-only", action="store_true",
+                        help="only the production-hash-cost figures (a quicker before/after)")
+    args = parser.parse_args()
+    if args.serve == "ours":
+        serve_ours(args.port, args.cost, args.probe, args.store_url)
+        return
+    if args.serve == "floor":
+        serve_floor(args.port)
+        return
+    if args.serve == "panoramisk":
+        serve_panoramisk(args.port)
+        return
+    stores = ("sqlite", "postgresql") if args.store == "both" else (args.store,)
+    pg = BenchPostgres() if "postgresql" in stores else None
+    if pg:
+        pg.start()
+    try:
+        run(args, stores, pg)
+    finally:
+        if pg:
+            pg.stop()
+
+
+def run(args: argparse.Namespace, stores: tuple[str, ...], pg: BenchPostgres | None) -> None:
+    def extra(store: str) -> list[str]:
+        # A fresh database per server process, as SQLite gets a fresh file: no lockout or
+        # audit rows carried over from the previous phase.
+        return ["--store-url", pg.fresh_database()] if store == "postgresql" and pg else []
+
+    def suffixed(store: str, figures: dict[str, float | None]) -> dict[str, float | None]:
+        return figures if len(stores) == 1 else {f"{k}_{store}": v for k, v in figures.items()}
+
+    sessions, c1_sessions, probe_sessions = ((1000, 300, 200) if args.quick
+                                             else (args.sessions, 1000, 500))
+    if args.production_only:
+        for store in stores:
+            proc, port = run_server("ours", "--cost", "production", *extra(store))
+            asyncio.run(drive(port, 50, 50))  # warm-up
+            prod_rate, prod = asyncio.run(drive(port, probe_sessions, 50))
+            stop(proc)
+            print(json.dumps(suffixed(store, {
+                "production_cost_sessions_per_s_c50": round(prod_rate, 1),
+                "production_cost_p99_ms_c50": round(p99(prod), 2),
+                "pin_verify_ms": round(pin_verify_ms(), 2)})))
+        return
+    # Throughput at 50 concurrent, cheap PIN hash (said so in the output), same load both sides.
+    cheap = {store: ours_cheap(sessions, c1_sessions, extra(store), pg
+                               if store == "postgresql" else None) for store in stores}
+    proc, port = run_server("panoramisk")
+    asyncio.run(drive(port, 200, 50))
+    pano_rate, pano_cpu = timed_load(proc, port, sessions)
+    _, pano_c1 = asyncio.run(drive(port, c1_sessions, 1))
+    stop(proc)
+    proc, port = run_server("floor")
+    asyncio.run(drive(port, 200, 50))
+    floor_rate, floor_cpu = timed_load(proc, port, sessions)
+    stop(proc)
+    production = {store: ours_production(probe_sessions, extra(store)) for store in stores}
+
+    figures: dict[str, float | None] = {}
+    per_store: dict[str, dict[str, float | None]] = {}
+    for store in stores:
+        ours: dict[str, float | None] = {**cheap[store], **production[store]}
+        ours["ratio_vs_panoramisk_c50"] = round(cheap[store]["sessions_per_s_c50"] / pano_rate, 3)
+        per_store[store] = ours
+        figures.update(suffixed(store, ours))
+    figures.update({
+        "panoramisk_sessions_per_s_c50": round(pano_rate, 1),
+        "panoramisk_server_cpu_us_per_session_c50": round(pano_cpu),
+        "protocol_only_server_cpu_us_per_session_c50": round(floor_cpu),
+        "protocol_only_sessions_per_s_c50": round(floor_rate, 1),
+        "protocol_only_ratio_vs_panoramisk_c50": round(floor_rate / pano_rate, 3),
+        "panoramisk_p99_ms_c1": round(p99(pano_c1), 3),
+        "pin_verify_ms": round(pin_verify_ms(), 2),
+    })
+    if len(stores) == 2:
+        for key in COMPARED:
+            lite, post = per_store["sqlite"].get(key), per_store["postgresql"].get(key)
+            figures[f"postgresql_vs_sqlite_{key}"] = (round(post / lite, 3) if lite and post
+                                                      is not None else None)
+    store_names = " and ".join({"sqlite": "SQLite", "postgresql": "PostgreSQL"}[s] for s in stores)
+    report(f"FastAGI load, loopback, sessions = connect -> EXEC ChanSpy ({store_names} store)",
+           figures, notes=(
+        f"ours: env + PIN (argon2id) + resolve among 5,000 agents + rights + {store_names} audit",
         "panoramisk: ANSWER, GET DATA, EXEC only (no auth, no resolution, no audit)",
         "protocol_only: our FastAGI server sending panoramisk's three commands, no work at all",
-        "server_cpu_us_per_session: the server's CPU (with its hash worker) per session at c50",
+        "server_cpu_us_per_session: the server's CPU (all its threads, with its hash worker)",
+        "per session at c50",
         "throughput and c1 figures use the CHEAP PIN-hash cost; the stall probe uses production",
-        "max_reactor_stall_ms: 1 ms LoopingCall probe, 500 sessions at 50 concurrent after 50",
+        f"max_reactor_stall_ms: 1 ms LoopingCall probe, {probe_sessions} sessions at 50 "
+        "concurrent after 50",
         "warm-up sessions; warmup_reactor_stall_ms is the worst gap during the warm-up;",
         "max_reactor_stall_busy_ms: reactor-thread CPU time within that worst gap; a gap",
         "with little of it is the OS or the hypervisor (see cpu_steal_percent) running others",
@@ -475,7 +582,22 @@ def main() -> None:
         "one worker per core, queued per calling device, served round-robin",
         "c10_beside_flood: 10 supervisors at once while one phone keeps 40 calls typing wrong",
         "PINs (locked out after 5, but each try is still hashed, in that phone's own queue)",
+        *(PG_NOTES if pg else ()),
+        *((f"--quick: {sessions} sessions at c50, {c1_sessions} at c1, {probe_sessions} in "
+           "the stall probe",) if args.quick else ()),
     ))
+
+
+PG_NOTES = (
+    "PostgreSQL: the tests' throwaway server on 127.0.0.1 (fsync off), a fresh migrated",
+    "database per server process; the flow's store calls on one store thread (ThreadRunner),",
+    "as the service runs them",
+    "postgres_cpu_us_per_session_c50: CPU of the postmaster and all its processes per session",
+    "c50_/c1_store_*: the store measured inside the server (bench-only wrappers): runner",
+    "calls, round trips (statements incl. BEGIN/COMMIT, the pool's connection check and the",
+    "advisory write lock), pool checkout time (includes its check round trip), time on the",
+    "store thread, and per call the hop to the worker (queueing included) and back",
+)
 
 
 if __name__ == "__main__":
