@@ -145,7 +145,8 @@ class SpyService(MultiService):
         # dialplan, the CLI): each is an "unexplained" audit row and an error in the log.
         self.unexplained = UnexplainedSpies(self.stores.audit, self._explains,
                                             self.live_map.channel_agent, self.now,
-                                            watched=self.spies.watched)
+                                            watched=self.spies.watched,
+                                            runner=self.store_runner)
         self.clients: dict[str, AMIClient] = {}
         self._start_metrics()
         self.syncs: dict[str, LiveSync] = {}
@@ -225,7 +226,7 @@ class SpyService(MultiService):
         # People's passwords (the HTTP API, VICIdial's API): checked in the hash workers.
         self.password_checker = PasswordChecker(config.directory, self.stores.passwords,
                                                 self.stores.logins, verify,
-                                                self.now)
+                                                self.now, runner=self.store_runner)
         throttle = AuthThrottle(config.http.auth_failures, config.http.auth_window, self.now)
         root = make_root(lambda: self.live_map.snapshot(self.now()), self.password_checker,
                          throttle)

@@ -6,6 +6,9 @@ active='Y'`), or LOCKED (10 failures in a row lock the user for 15 minutes, logi
 The hash is checked in the hash worker (never on the reactor), and always: an unknown user
 costs one Argon2 verify against a dummy hash, so the time says nothing about who exists.
 A locked user is refused before any hash, known or not, which also says nothing.
+Every store call (lockout reads and writes, the hash lookup) goes through the store runner:
+inline with SQLite, on the store thread with PostgreSQL, so a slow database never holds the
+reactor (and with it every call and AMI event) during a sign-in.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from twisted.logger import Logger
 from fastagi_spy.domain import Directory, SupervisorEntry
 from fastagi_spy.store.logins import LoginLockout
 from fastagi_spy.store.passwords import PasswordStore
+from fastagi_spy.store.runner import InlineRunner, StoreRunner
 from fastagi_spy.supervise.pincheck import PinCheckUnavailable
 
 MIN_LEVEL = 7  # VICIdial: user_authorization(..., 'REPORTS', ...) wants user_level > 6
@@ -60,8 +64,10 @@ class PasswordChecker:
     log = Logger()
 
     def __init__(self, directory: Directory, passwords: PasswordStore, lockout: LoginLockout,
-                 verify: Verify, now: Callable[[], float]) -> None:
+                 verify: Verify, now: Callable[[], float],
+                 runner: StoreRunner | None = None) -> None:
         self.directory = directory
+        self.runner: StoreRunner = runner or InlineRunner()
         self.passwords = passwords
         self.lockout = lockout
         self.verify = verify
@@ -70,22 +76,23 @@ class PasswordChecker:
     async def login(self, user: str, password: str, client: str) -> Login:
         if not user or len(user) > MAX_USER or len(password) > MAX_PASSWORD:
             return _BAD  # no configured user is this long: nothing to count or hash
-        if not self.lockout.admit(user, self.now()):
+        run = self.runner.run
+        if not await run(self.lockout.admit, user, self.now()):
             return _LOCKED
         person = self.directory.person(user)
-        stored = self.passwords.get_hash(user) if person is not None else None
+        stored = await run(self.passwords.get_hash, user) if person is not None else None
         try:
             matched = bool(await self.verify(f"http:{client}", user, password, stored,
                                              "password"))
         except PinCheckUnavailable as exc:
-            self.lockout.refund(user)
+            await run(self.lockout.refund, user)
             raise LoginUnavailable(str(exc)) from exc
         now = self.now()
         if matched and person is not None and person.active and person.user_level >= MIN_LEVEL:
-            if self.lockout.grant(user, now):
+            if await run(self.lockout.grant, user, now):
                 return Login(LoginVerdict.OK, person, "")
             return _LOCKED
-        if self.lockout.settle_failure(user, now):
+        if await run(self.lockout.settle_failure, user, now):
             self.log.warn("HTTP login: user {user!r} locked for {minutes:g} minutes after "
                           "{failures} failed logins (the last from {client})", user=user,
                           minutes=self.lockout.policy.lock_s / 60,

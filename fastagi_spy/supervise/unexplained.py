@@ -11,18 +11,27 @@ when it is the bundle's join notice barging into a call one of our attempts is s
 One row per spyer and spyee: ChanSpyStart opens it (server, spyer channel and caller id,
 spyee channel and the agent the live map says it belongs to, Asterisk's start time) and the
 matching ChanSpyStop closes it with Asterisk's stop time.
+
+The audit reads and writes go through the store runner (on the store thread with PostgreSQL:
+this runs from an AMI listener, which must not wait on the network). One spyer's events are
+handled one after the other, each after the previous one's store calls have come back, so a
+ChanSpyStop never looks for a row its ChanSpyStart has not opened yet. With SQLite (inline)
+each event is handled completely before ``feed`` returns, as before.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from fastagi_spy.domain import device_of_channel
 from fastagi_spy.store.audit import AuditLog, EndReason, Via
+from fastagi_spy.store.runner import InlineRunner, StoreRunner
 from fastagi_spy.supervise.spywatch import Event
 
 # The channel the bundle's [fastagi-spy-notice] context gives the notice's ChanSpy.
@@ -50,39 +59,74 @@ class UnexplainedSpies:
 
     def __init__(self, audit: AuditLog, explains: Explains,
                  agent_of: Callable[[str, str], str | None], now: Callable[[], float],
-                 watched: Callable[[str], bool] = lambda _uniqueid: False) -> None:
+                 watched: Callable[[str], bool] = lambda _uniqueid: False,
+                 runner: StoreRunner | None = None) -> None:
         self._audit = audit
-        self._explains = explains
+        self._explains = explains  # reads the store: called through the runner
         self._agent_of = agent_of  # (server, spyee uniqueid) -> agent number
         self._now = now
         self._watched = watched
+        self._runner: StoreRunner = runner or InlineRunner()
         self._open: dict[tuple[str, str], _Open] = {}  # (server, spyer uniqueid) -> row
+        # (server, spyer uniqueid) -> fires when that spyer's last event handed in is done
+        self._turns: dict[tuple[str, str], defer.Deferred[None]] = {}
 
     def feed(self, server: str, event: Event) -> None:
         name = event.event
+        if name not in ("ChanSpyStart", "ChanSpyStop"):
+            return
+        key = (server, event.get("SpyerUniqueid") or "")
+        at = self._time(event)
         if name == "ChanSpyStart":
-            self._started(server, event)
-        elif name == "ChanSpyStop":
-            self._stopped(server, event)
+            # What the reactor knows now (our watches, the live map) is read now, at the
+            # event; only the store is asked later, in this spyer's turn.
+            ours = self._watched(key[1])
+            agent = self._agent_of(server, event.get("SpyeeUniqueid") or "")
+            self._in_turn(key, lambda: self._started(key, event, at, ours, agent))
+        else:
+            self._in_turn(key, lambda: self._stopped(key, at))
 
-    def _started(self, server: str, event: Event) -> None:
-        spyer = event.get("SpyerUniqueid") or ""
+    def _in_turn(self, key: tuple[str, str], step: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``step`` once the spyer's earlier events are done (at once if none is pending)."""
+        done: defer.Deferred[None] = defer.Deferred()
+        previous = self._turns.get(key)
+        self._turns[key] = done
+
+        def finished(_: object) -> None:
+            if self._turns.get(key) is done:
+                del self._turns[key]
+            done.callback(None)
+
+        def go(_: object = None) -> None:
+            d: defer.Deferred[None] = defer.ensureDeferred(step())
+            d.addErrback(lambda f: self.log.failure(
+                "unexplained ChanSpy check failed for {key}", f, key=key))
+            d.addBoth(finished)
+
+        if previous is None:
+            go()
+        else:
+            previous.addCallback(go)
+
+    async def _started(self, key: tuple[str, str], event: Event, at: float, ours: bool,
+                       agent: str | None) -> None:
+        server, spyer = key
         channel = event.get("SpyerChannel") or ""
         spyee = event.get("SpyeeChannel") or ""
-        at = self._time(event)
-        if self._watched(spyer) or self._explains(server, spyer, spyee, at,
-                                                  channel.startswith(NOTICE_SPYER)):
+        run = self._runner.run
+        if ours or await run(self._explains, server, spyer, spyee, at,
+                             channel.startswith(NOTICE_SPYER)):
             return
-        key = (server, spyer)
         earlier = self._open.pop(key, None)
         if earlier is not None:  # ChanSpy moved on to another channel without a stop we saw
-            self._audit.close(earlier.record, at, EndReason.COMPLETED, None, spy_stopped_at=at)
-        agent = self._agent_of(server, event.get("SpyeeUniqueid") or "")
+            await run(self._audit.close, earlier.record, at, EndReason.COMPLETED, None,
+                      spy_stopped_at=at)
         number = _printable(event.get("SpyerCallerIDNum"))
         caller = f"{number} {_printable(event.get('SpyerCallerIDName'))}".strip()
         # Every instance watching this Asterisk sees the event: one row between them. The
         # others keep its id too, so whichever is still running closes it at ChanSpyStop.
-        record, opened = self._audit.open_once(
+        record, opened = await run(
+            self._audit.open_once,
             at, Via.UNEXPLAINED.value, channel=channel or None, uniqueid=spyer or None,
             device=device_of_channel(channel), auth_result=None, agent=agent,
             resolved_channel=spyee or None, server=server, spy_started_at=at,
@@ -95,11 +139,11 @@ class UnexplainedSpies:
             "{spyee} (agent {agent}); audit record {record}", server=server, spyer=channel,
             caller=caller or "-", spyee=spyee, agent=agent or "unknown", record=record)
 
-    def _stopped(self, server: str, event: Event) -> None:
-        found = self._open.pop((server, event.get("SpyerUniqueid") or ""), None)
+    async def _stopped(self, key: tuple[str, str], at: float) -> None:
+        found = self._open.pop(key, None)
         if found is not None:
-            at = self._time(event)
-            self._audit.close(found.record, at, EndReason.COMPLETED, None, spy_stopped_at=at)
+            await self._runner.run(self._audit.close, found.record, at, EndReason.COMPLETED,
+                                   None, spy_stopped_at=at)
 
     def _time(self, event: Event) -> float:
         # manager.conf timestampevents=yes adds "Timestamp: 1732165000.123456".
