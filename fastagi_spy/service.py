@@ -63,12 +63,13 @@ from fastagi_spy.web.actions import SpyResource
 from fastagi_spy.web.api import make_root
 from fastagi_spy.web.audit_view import AuditCsv, AuditView
 from fastagi_spy.web.guard import AuthThrottle, make_site
-from fastagi_spy.web.health import LinkState, link_problems, mount_health, store_problem
+from fastagi_spy.web.health import LinkState, link_problems, mount_health, store_problem_later
 from fastagi_spy.web.live import mount_live
 from fastagi_spy.web.livestream import LiveHub
 from fastagi_spy.web.login import mount_sign_in
 from fastagi_spy.web.metrics import (
     AMILink,
+    AuditFigures,
     LinkCounters,
     MetricsResource,
     RequestCounts,
@@ -300,16 +301,21 @@ class SpyService(MultiService):
                                    consumeErrors=True)
         return both.addCallback(lambda _: None)
 
-    def readiness(self) -> list[str]:
-        """What keeps this instance from serving a supervisor now (empty: ready)."""
+    def readiness(self) -> defer.Deferred[list[str]]:
+        """What keeps this instance from serving a supervisor now (empty: ready); the store
+        probe goes through the store runner (PostgreSQL: on the store thread)."""
         links = [LinkState(name, client.ready, not self.live_map.server(name).stale)
                  for name, client in self.clients.items()]
-        return link_problems(links) + store_problem(
-            lambda: self.stores.db.execute("SELECT 1").fetchone())
+        problems = link_problems(links)
+        store = store_problem_later(
+            lambda: self.store_runner.run(lambda: self.stores.db.execute("SELECT 1").fetchone()),
+            self.reactor)
+        return store.addCallback(lambda found: problems + found)
 
     def _mount_metrics(self, root: Resource) -> None:
         """/metrics (loopback clients only): see web/metrics.py for what each figure reads."""
-        counts = AuditCounts(self.stores.db)
+        # The audit's totals: read through the store runner before each scrape (web/metrics).
+        counts = AuditFigures(AuditCounts(self.stores.db), self.store_runner.run, self.now)
         live = self.live_map
         self.metrics.register(SpyCollector(Sources(
             links=lambda: [AMILink(name, client.ready, not live.server(name).stale,
@@ -318,14 +324,14 @@ class SpyService(MultiService):
             map_sizes=lambda: [(name, live.server(name).sizes()) for name in live.server_names],
             running_spies=lambda: [spy.uniqueid for spy in self.running_spies.running()],
             routes=self.route_tracker,
-            outcomes=counts.outcomes,
-            pin_results=counts.pin_results,
-            lockouts_active=lambda: counts.lockouts_active(self.now()),
+            outcomes=lambda: counts.outcomes,
+            pin_results=lambda: counts.pin_results,
+            lockouts_active=lambda: counts.lockouts_active,
             hash_queue=lambda: sum(len(lane) for lane in self.hash_worker.lanes.values()),
             agi_sessions=lambda: self.agi.running,
             requests=self.http_requests,
         )))
-        root.putChild(b"metrics", MetricsResource(self.metrics))
+        root.putChild(b"metrics", MetricsResource(self.metrics, before=counts.refresh))
 
     def ami_settings(self, name: str) -> AsteriskServer:
         """Server ``name``'s config with the settings page's AMI values over it."""

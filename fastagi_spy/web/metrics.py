@@ -10,6 +10,10 @@ queue. Only what no state remembers is counted as it happens, each in one place:
 - ``RouteTracker``: once per FastAGI call (start and end) and per AGI command;
 - ``verify_seconds``: once per PIN or password check.
 
+The audit's figures are the one part read from the store: ``AuditFigures.refresh`` reads them
+in one store call (through the store runner: on the store thread with PostgreSQL) before each
+scrape is rendered, so a slow database delays that scrape, never the reactor.
+
 Who may read it: /metrics answers only clients on a loopback address (127.0.0.0/8, ::1),
 403 to anyone else; a Prometheus on another host scrapes through a local proxy or agent.
 Nothing in it is secret (no PIN, password, login, address or typed number is ever a label),
@@ -29,14 +33,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 P = "fastagi_spy_"
 _METHODS = frozenset({"GET", "POST", "HEAD"})
 _COMMAND = re.compile(r"[A-Z][A-Z ]{0,23}")  # ours ("GET DATA"), kept to that shape as a label
 T = TypeVar("T")
+log = Logger()
 
 
 @dataclass
@@ -278,19 +285,65 @@ def _loopback(request: Request) -> bool:
         return False
 
 
+class AuditFigures:
+    """The audit's totals (``store.audit_counts.AuditCounts``) as of the last ``refresh``:
+    read in ONE store call handed to ``run`` (the store runner), then served to the
+    collector from here, on the reactor."""
+
+    def __init__(self, counts: Any, run: Callable[..., Deferred[Any]],
+                 now: Callable[[], float]) -> None:
+        self._counts, self._run, self._now = counts, run, now
+        self.outcomes: Mapping[str, int] = {}
+        self.pin_results: Mapping[str, int] = {}
+        self.lockouts_active = 0
+
+    def _read(self, now: float) -> tuple[dict[str, int], dict[str, int], int]:
+        counts = self._counts
+        return counts.outcomes(), counts.pin_results(), counts.lockouts_active(now)
+
+    async def refresh(self) -> None:
+        self.outcomes, self.pin_results, self.lockouts_active = await self._run(
+            self._read, self._now())
+
+
 class MetricsResource(Resource):
+    """``before``: awaited before each scrape is rendered (the audit figures' refresh)."""
+
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry,
+                 before: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
         Resource.__init__(self)
         self.registry = registry
+        self.before = before
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes | int:
         request.setHeader(b"cache-control", b"no-store")
         if not _loopback(request):
             request.setResponseCode(403)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"metrics are served to loopback clients only\n"
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-        return generate_latest(self.registry)
+        if self.before is None:
+            request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+            return generate_latest(self.registry)
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
 
+        def answer(result: object) -> None:
+            if gone:
+                return  # the scraper hung up first
+            if isinstance(result, Failure):
+                # A scrape without the audit's totals would show them as dropped: fail it.
+                log.failure("/metrics: the audit figures could not be read", result)
+                request.setResponseCode(503)
+                request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+                body = b"metrics unavailable: the store did not answer\n"
+            else:
+                request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+                body = generate_latest(self.registry)
+            request.setHeader(b"content-length", str(len(body)).encode())
+            request.write(body)
+            request.finish()
+
+        ensureDeferred(self.before()).addBoth(answer)
+        return NOT_DONE_YET
