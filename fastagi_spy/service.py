@@ -214,7 +214,8 @@ class SpyService(MultiService):
         self.launcher = MonitorLauncher(
             config.directory, config.phones, config.asterisk, self.live_map, tokens,
             self.stores.audit, self._originate, self.now,
-            route=lambda origin, destination: crossing.route(origin, destination) is not None)
+            route=lambda origin, destination: crossing.route(origin, destination) is not None,
+            runner=self.store_runner)
         self.agi = FastAGIFactory(
             self.routes(), reactor,
             peers=PeerServers({s.name: s.agi_peers for s in config.asterisk}),
@@ -352,7 +353,8 @@ class SpyService(MultiService):
         """The Live Monitor's buttons (/api/spy), settings (/settings) and audit (/audit)."""
         gate, db = self.web_sessions, self.stores.db
         root.children[b"api"].putChild(b"spy", SpyResource(
-            gate, self.launcher, self.settings.feature_codes, self.stores.audit, db, self.now))
+            gate, self.launcher, self.settings.feature_codes, self.stores.audit, db, self.now,
+            runner=self.store_runner))
 
         def servers() -> list[tuple[str, ServerAMI]]:
             shown = [self.ami_settings(s.name) for s in self.config.asterisk]
@@ -386,9 +388,13 @@ class SpyService(MultiService):
         none where it must): a closed audit record, before the bundle's error prompt."""
         audit = self.stores.audit
         now = self.now()
-        record = audit.open(now, Via.PHONE.value, channel=env.channel, uniqueid=env.uniqueid,
-                            device=device_of_channel(env.channel))
-        audit.close(record, now, EndReason.DENIED, f"agi server: {why}"[:200])
+
+        def record() -> None:  # nobody waits for it: handed to the store runner in turn
+            opened = audit.open(now, Via.PHONE.value, channel=env.channel,
+                                uniqueid=env.uniqueid, device=device_of_channel(env.channel))
+            audit.close(opened, now, EndReason.DENIED, f"agi server: {why}"[:200])
+
+        self.store_runner.submit(record)
 
     def required_notice(self) -> RequiredNotice:
         """notice_mode "required": the notice over this server's AMI links, to the end."""

@@ -39,6 +39,7 @@ from fastagi_spy.config import AsteriskServer
 from fastagi_spy.domain import Directory, Mode, PhoneEntry, SupervisorEntry
 from fastagi_spy.store.audit import AuditLog, AuthResult, EndReason, Via
 from fastagi_spy.store.errors import StoreError
+from fastagi_spy.store.runner import InlineRunner, StoreRunner
 from fastagi_spy.store.tokens import TokenGrant, TokenStore
 from fastagi_spy.supervise.rights import may_spy
 from fastagi_spy.wire.names import DEVICE_NAME
@@ -132,8 +133,11 @@ class MonitorLauncher:
                  servers: Iterable[AsteriskServer], resolver: Resolver, tokens: TokenStore,
                  audit: AuditLog, originate: Originate, now: Callable[[], float],
                  route: Callable[[str, str], bool] = lambda origin, destination: False,
-                 ttl: float = TOKEN_TTL) -> None:
+                 ttl: float = TOKEN_TTL, runner: StoreRunner | None = None) -> None:
         self._directory = directory
+        # Store calls (the launch row, the token) go through it: on the store thread with
+        # PostgreSQL, so a slow database holds this launch, not the reactor.
+        self._runner: StoreRunner = runner or InlineRunner()
         self._phones = {p.login: p for p in phones}
         self._servers = tuple(servers)
         self._resolver = resolver
@@ -209,7 +213,8 @@ class MonitorLauncher:
         """The launch row, the token and the Originate; returns the row's id."""
         mode = STAGE_MODE[stage]
         now = self._now()
-        try:
+
+        def row_and_token() -> tuple[int, str]:  # one hop to the store thread for all three
             record = self._audit.open(now, via.value, supervisor=person.number,
                                       device=phone.dial, auth_result=AuthResult.OK)
             self._audit.update(record, requested_target=target, agent=agent_number,
@@ -217,7 +222,10 @@ class MonitorLauncher:
             grant = TokenGrant(phone.server, phone.server, person.number, mode, target,
                                phone.dial, purpose="api", stage=stage.value, spy_server=server,
                                note=f"{note} launch=#{record}")
-            token = self._tokens.issue(grant, now, self._ttl)
+            return record, self._tokens.issue(grant, now, self._ttl)
+
+        try:
+            record, token = await self._runner.run(row_and_token)
         except StoreError as exc:
             log.error("blind_monitor not launched, store down: {error}", error=exc)
             raise LaunchRefused(REFUSED_UNAVAILABLE) from exc
@@ -227,14 +235,17 @@ class MonitorLauncher:
             # AMI down or the Originate refused: the token dies now, the row says why.
             log.error("blind_monitor Originate failed on {server}: {error}",
                       server=phone.server, error=exc)
-            self._quietly(lambda: self._tokens.revoke(token, self._now()))
+            failed_at = self._now()  # read here, on the reactor, not on the store thread
+            await self._quietly(lambda: self._tokens.revoke(token, failed_at))
             why = f"{note}: originate failed: {exc}"[:200]
-            self._quietly(lambda: self._audit.close(
-                record, self._now(), EndReason.SERVICE_UNAVAILABLE, why))
+            await self._quietly(lambda: self._audit.close(
+                record, failed_at, EndReason.SERVICE_UNAVAILABLE, why))
             raise LaunchRefused(REFUSED_UNAVAILABLE) from exc
         # The launch is done; the phone's answer is its own row (via api, "launch=#<id>").
-        self._quietly(lambda: self._audit.close(record, self._now(), EndReason.COMPLETED,
-                                                f"{note}: phone rung"))
+        # Awaited: the launch's status (web/actions.py) reads this close.
+        rung_at = self._now()
+        await self._quietly(lambda: self._audit.close(record, rung_at, EndReason.COMPLETED,
+                                                      f"{note}: phone rung"))
         return record
 
     def _check(self, person: SupervisorEntry, phone: PhoneEntry, server: str,
@@ -260,9 +271,9 @@ class MonitorLauncher:
     def _server_ip(self, server: str) -> str:
         return next((s.server_ip for s in self._servers if s.name == server), server)
 
-    def _quietly(self, step: Callable[[], object]) -> None:
+    async def _quietly(self, step: Callable[[], object]) -> None:
         try:
-            step()
+            await self._runner.run(step)
         except Exception:
             log.failure("blind_monitor clean-up step failed")
 

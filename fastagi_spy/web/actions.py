@@ -11,6 +11,9 @@
 
 The server refuses whatever the page shows: no ``spy`` scope or a mode the person lacks is
 403, a missing or wrong CSRF token is 403.
+
+The audit reads go through the store runner (on the store thread with PostgreSQL): a status
+poll waits for the database, the reactor does not.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from fastagi_spy.domain import Mode, PhoneEntry, SupervisorEntry
 from fastagi_spy.store.audit import AuditLog, AuditRecord, EndReason, Via
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.errors import StoreError
+from fastagi_spy.store.runner import InlineRunner, StoreRunner
 from fastagi_spy.supervise.launch import TARGET, TOKEN_TTL, LaunchRefused
 from fastagi_spy.web.api import send_json
 
@@ -69,8 +73,10 @@ class SpyResource(Resource):
     """``/api/spy``; its children are the launches' status."""
 
     def __init__(self, gate: Gate, launcher: Launcher,
-                 codes: Callable[[], Mapping[Mode, str | None]], audit: AuditLog, db: Database, now: Callable[[], float]) -> None:
+                 codes: Callable[[], Mapping[Mode, str | None]], audit: AuditLog, db: Database,
+                 now: Callable[[], float], runner: StoreRunner | None = None) -> None:
         Resource.__init__(self)
+        self.runner: StoreRunner = runner or InlineRunner()
         self.gate = gate
         self.launcher = launcher
         self.codes = codes
@@ -144,21 +150,51 @@ class SpyStatus(Resource):
         self.parent = parent
         self.path = path
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes | int:
         person = self.parent.gate.require(request, None)
         if person is None:
             return b""
         text = self.path.decode("ascii", "replace")
-        launch = self.parent.audit.get(int(text)) if text.isdigit() and len(text) < 19 else None
-        # Someone else's launch is as absent as one that never was.
-        if launch is None or launch.via != Via.WEB.value or launch.supervisor != person.number:
-            return send_json(request, 404, {"error": "no such launch of yours"})
+        if not (text.isdigit() and len(text) < 19):
+            return _no_such_launch(request)
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _failure: gone.append(True))
+        defer.ensureDeferred(self._status(request, gone, person, int(text))).addErrback(
+            lambda failure: log.failure("GET /api/spy/<id> failed", failure))
+        return NOT_DONE_YET
+
+    async def _status(self, request: Request, gone: list[bool], person: SupervisorEntry,
+                      launch_id: int) -> None:
+        parent = self.parent
         try:
-            answer = answer_to(self.parent.db, launch.id)
+            launch, answer = await parent.runner.run(_launch_and_answer, parent.audit,
+                                                     parent.db, launch_id)
         except StoreError:
-            return send_json(request, 503, {"error": "audit store unavailable"})
-        return send_json(request, 200, {"id": launch.id, **state_of(launch, answer,
-                                                                     self.parent.now())})
+            body = send_json(request, 503, {"error": "audit store unavailable"})
+        else:
+            # Someone else's launch is as absent as one that never was.
+            if (launch is None or launch.via != Via.WEB.value
+                    or launch.supervisor != person.number):
+                body = _no_such_launch(request)
+            else:
+                body = send_json(request, 200, {"id": launch.id, **state_of(
+                    launch, answer, parent.now())})
+        if not gone:
+            request.write(body)
+            request.finish()
+
+
+def _no_such_launch(request: Request) -> bytes:
+    return send_json(request, 404, {"error": "no such launch of yours"})
+
+
+def _launch_and_answer(audit: AuditLog, db: Database, launch_id: int
+                       ) -> tuple[AuditRecord | None, AuditRecord | None]:
+    """Both reads in one store call (one hop to the store thread)."""
+    launch = audit.get(launch_id)
+    if launch is None or launch.via != Via.WEB.value:
+        return launch, None
+    return launch, answer_to(db, launch_id)
 
 
 def answer_to(db: Database, launch_id: int) -> AuditRecord | None:
