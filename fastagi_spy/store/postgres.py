@@ -182,9 +182,10 @@ class PostgresDatabase(Database):
             return
         with self._connection() as conn:
             try:
-                conn.execute(begin)
-                if lock:
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+                # BEGIN and the write lock in one round trip (no parameters: one simple
+                # query may hold both statements); a transaction pays ~100 us per trip.
+                conn.execute(f"{begin}; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY:d})"
+                             if lock else begin)
             except psycopg.Error as exc:
                 self._rollback(conn)
                 raise StoreError(self._message("begin", exc)) from None
