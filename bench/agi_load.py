@@ -160,7 +160,8 @@ def wait_ready(proc: subprocess.Popen[bytes]) -> None:
 # -- the servers (each in its own process) ------------------------------------------------------
 
 
-def serve_ours(port: int, cost: str, probe: bool, store_url: str | None = None) -> None:
+def serve_ours(port: int, cost: str, probe: bool, store_url: str | None = None,
+               pool_check: bool = True) -> None:
     from twisted.internet import defer, reactor, task, threads
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
@@ -213,6 +214,8 @@ def serve_ours(port: int, cost: str, probe: bool, store_url: str | None = None) 
         reactor.addSystemEventTrigger("after", "shutdown", db.close)
         timer = StoreTimer()
         timer.install(store_runner, db)
+        if not pool_check:
+            db._pool._check = None  # type: ignore[attr-defined]  # an experiment (--no-pool-check), never the product
     pins = PinStore(db)
     for entry in supervisors:
         pins.set_hash(entry.number, hasher.hash_pin(entry.number, PIN), time.time())
@@ -484,11 +487,14 @@ def main() -> None:
     parser.add_argument("--cost", default="cheap")
     parser.add_argument("--probe", action="store_true")
     parser.add_argument("--store-url", help=argparse.SUPPRESS)  # the bench's own, for --serve
+    parser.add_argument("--no-pool-check", action="store_true",
+                        help="experiment: PostgreSQL pool checkouts without the product's "
+                             "connection check round trip (what it costs)")
     parser.add_argument("--production-only", action="store_true",
                         help="only the production-hash-cost figures (a quicker before/after)")
     args = parser.parse_args()
     if args.serve == "ours":
-        serve_ours(args.port, args.cost, args.probe, args.store_url)
+        serve_ours(args.port, args.cost, args.probe, args.store_url, not args.no_pool_check)
         return
     if args.serve == "floor":
         serve_floor(args.port)
@@ -511,7 +517,10 @@ def run(args: argparse.Namespace, stores: tuple[str, ...], pg: BenchPostgres | N
     def extra(store: str) -> list[str]:
         # A fresh database per server process, as SQLite gets a fresh file: no lockout or
         # audit rows carried over from the previous phase.
-        return ["--store-url", pg.fresh_database()] if store == "postgresql" and pg else []
+        if store != "postgresql" or not pg:
+            return []
+        return ["--store-url", pg.fresh_database(), *(["--no-pool-check"] if args.no_pool_check
+                                                       else [])]
 
     def suffixed(store: str, figures: dict[str, float | None]) -> dict[str, float | None]:
         return figures if len(stores) == 1 else {f"{k}_{store}": v for k, v in figures.items()}
@@ -583,6 +592,8 @@ def run(args: argparse.Namespace, stores: tuple[str, ...], pg: BenchPostgres | N
         "c10_beside_flood: 10 supervisors at once while one phone keeps 40 calls typing wrong",
         "PINs (locked out after 5, but each try is still hashed, in that phone's own queue)",
         *(PG_NOTES if pg else ()),
+        *(("--no-pool-check: EXPERIMENT, PostgreSQL pool checkouts skip the product's "
+           "connection check",) if args.no_pool_check else ()),
         *((f"--quick: {sessions} sessions at c50, {c1_sessions} at c1, {probe_sessions} in "
            "the stall probe",) if args.quick else ()),
     ))

@@ -13,6 +13,7 @@ Each wrapper adds two perf_counter() calls, well under a microsecond.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -55,11 +56,10 @@ class BenchPostgres:
         """User + system CPU of the postmaster and every process it forked (the backends
         serving our connections, the WAL writer, the checkpointer...)."""
         pid = int((self.server.data_dir / "postmaster.pid").read_text().split()[0])
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except OSError:
-            children = []
-        return sum(_cpu_seconds(int(p)) for p in [pid, *children])
+        pids = [pid]
+        with contextlib.suppress(OSError):  # no /proc: the postmaster's own CPU only
+            pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return sum(_cpu_seconds(p) for p in pids)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -83,6 +83,7 @@ class StoreTimer:
     def reset(self) -> None:
         with self._lock:
             self.totals = dict.fromkeys(self.FIELDS, 0.0)
+            self.waits: list[float] = []  # each call's hop to the worker (means hide outliers)
 
     def add(self, **amounts: float) -> None:
         with self._lock:
@@ -92,8 +93,11 @@ class StoreTimer:
     def dump(self) -> str:
         """One JSON line of the totals since the last reset; resets them."""
         with self._lock:
+            waits = sorted(self.waits)
+            self.totals["wait_p50_s"] = waits[len(waits) // 2] if waits else 0.0
+            self.totals["wait_p99_s"] = waits[len(waits) * 99 // 100] if waits else 0.0
             line = json.dumps({"store_timer": self.totals})
-            self.totals = dict.fromkeys(self.FIELDS, 0.0)
+        self.reset()
         return line
 
     def install(self, runner: Any, db: Any) -> None:
@@ -117,6 +121,7 @@ class StoreTimer:
             def back(result: Any) -> Any:
                 self.add(calls=1, wait_s=marks[0] - handed, run_s=marks[1] - marks[0],
                          back_s=time.perf_counter() - marks[1])
+                self.waits.append(marks[0] - handed)
                 return result
 
             return run(on_worker).addBoth(back)
@@ -147,7 +152,7 @@ class StoreTimer:
                     self.add(locks=1, lock_s=spent)
                 self.add(statements=1, statement_s=spent)
 
-        psycopg.Connection.execute = timed_execute  # type: ignore[method-assign]
+        psycopg.Connection.execute = timed_execute  # type: ignore[method-assign,assignment]
 
 
 def per_session(totals: dict[str, float], sessions: int, prefix: str) -> dict[str, float]:
@@ -165,5 +170,7 @@ def per_session(totals: dict[str, float], sessions: int, prefix: str) -> dict[st
         f"{prefix}store_pool_checkout_us_per_session": round(totals["checkout_s"] / n * 1e6),
         f"{prefix}store_worker_us_per_session": round(totals["run_s"] / n * 1e6),
         f"{prefix}store_hop_to_worker_us_per_call": round(totals["wait_s"] / calls * 1e6),
+        f"{prefix}store_hop_to_worker_us_p50": round(totals["wait_p50_s"] * 1e6),
+        f"{prefix}store_hop_to_worker_us_p99": round(totals["wait_p99_s"] * 1e6),
         f"{prefix}store_hop_back_us_per_call": round(totals["back_s"] / calls * 1e6),
     }
