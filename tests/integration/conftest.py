@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +16,13 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.logger import globalLogPublisher
 
+from fastagi_spy.config import load
 from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.service import SpyService, make_service
 from fastagi_spy.store import schema
+from fastagi_spy.store.audit import AuditLog
+from fastagi_spy.store.database import Database
+from fastagi_spy.store.open import open_database
 from fastagi_spy.store.postgres import PostgresDatabase
 from fastagi_spy.store.runner import InlineRunner, ThreadRunner
 from tests.integration.driver import Driver
@@ -99,6 +103,24 @@ def check_backend(service: SpyService, store: str) -> None:
     else:
         assert not isinstance(service.stores.db, PostgresDatabase), service.stores.db
         assert isinstance(service.store_runner, InlineRunner), service.store_runner
+
+
+@pytest.fixture()
+def site_audit(store: str) -> Iterator[Callable[[Path], AuditLog]]:
+    """Opens the audit log of a site config file on its own backend (the SQLite file or the
+    PostgreSQL database), for tests that run `fastagi-spy serve` as a process and read the
+    audit from outside it. Closed after the test (and before `store`'s database is dropped,
+    since this fixture depends on it)."""
+    opened: list[Database] = []
+
+    def audit_of(config: Path) -> AuditLog:
+        db = open_database(load(config))
+        opened.append(db)
+        return AuditLog(db)
+
+    yield audit_of
+    for db in opened:
+        db.close()
 
 
 @pytest_twisted.async_yield_fixture()

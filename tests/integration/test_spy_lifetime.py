@@ -12,18 +12,21 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import threads
 
-from fastagi_spy.config import load
 from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.store.audit import AuditLog, AuditRecord
-from fastagi_spy.store.database import Database
 from fastagi_spy.wire.ami import AMIMessage
 from tests.integration.driver import Driver, is_event, sleep
 from tests.integration.site import Supervisor, agent_call, answer, site_config, supervisor_dials
+
+# Both tests run on SQLite and on the real PostgreSQL (shutdown drains the store thread).
+pytestmark = pytest.mark.both_stores
 
 READY = "Live map for sandbox rebuilt"
 
@@ -98,10 +101,11 @@ def _stop_process(server: subprocess.Popen[bytes]) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_sigterm_during_a_spy_hangs_it_up_and_closes_the_record_server_shutdown(
-        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path) -> None:
-    config = Path(site_config(sandbox, tmp_path).source)
+        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path, store: str,
+        site_audit: Callable[[Path], AuditLog]) -> None:
+    config = Path(site_config(sandbox, tmp_path, store=store).source)
     await _set_pin(config)
-    audit = AuditLog(Database(load(config).database))
+    audit = site_audit(config)
     log = tmp_path / "serve.log"
     server = _serve(config, log)
     try:
@@ -129,10 +133,11 @@ async def test_sigterm_during_a_spy_hangs_it_up_and_closes_the_record_server_shu
 
 @pytest_twisted.ensureDeferred
 async def test_after_kill_9_the_next_start_hangs_up_the_left_over_spy_and_closes_it_interrupted(
-        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path) -> None:
-    config = Path(site_config(sandbox, tmp_path).source)
+        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path, store: str,
+        site_audit: Callable[[Path], AuditLog]) -> None:
+    config = Path(site_config(sandbox, tmp_path, store=store).source)
     await _set_pin(config)
-    audit = AuditLog(Database(load(config).database))
+    audit = site_audit(config)
     log = tmp_path / "serve.log"
     server = _serve(config, log)
     try:
