@@ -18,12 +18,13 @@ poll waits for the database, the reactor does not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import fields
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -87,12 +88,37 @@ class SpyResource(Resource):
     def getChild(self, path: bytes, request: Request) -> Resource:
         return SpyStatus(self, path)
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes | int:
         person = self.gate.require(request, None)
         if person is None:
             return b""
-        modes = button_modes(person, self.codes())
+        return self._later(request, self._buttons(request, person), "GET /api/spy")
+
+    async def _buttons(self, request: Request, person: SupervisorEntry) -> bytes:
+        try:
+            codes = await self.runner.run(self.codes)  # the settings page's feature codes
+        except StoreError:
+            return send_json(request, 503, {"error": "settings store unavailable"})
+        modes = button_modes(person, codes)
         return send_json(request, 200, {"modes": [m.value for m in modes]})
+
+    def _later(self, request: Request, answer: Coroutine[Any, Any, bytes], what: str) -> int:
+        """Write ``answer``'s body once it is ready, unless the client has gone."""
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _failure: gone.append(True))
+
+        def failed(failure: Failure) -> bytes:
+            log.failure(what + " failed", failure)
+            return send_json(request, 500, {"error": "internal error"})
+
+        def write(body: bytes) -> None:
+            if not gone:
+                request.write(body)
+                request.finish()
+
+        defer.ensureDeferred(answer).addErrback(failed).addCallback(write).addErrback(
+            lambda failure: log.failure(what + ": the answer could not be sent", failure))
+        return NOT_DONE_YET
 
     def render_POST(self, request: Request) -> bytes | int:
         person = self.gate.require(request, "spy")
@@ -110,21 +136,23 @@ class SpyResource(Resource):
             return send_json(request, 400, {"error": "mode: listen, whisper or barge"})
         if mode not in person.modes:
             return send_json(request, 403, {"error": f"you may not {mode.value}"})
-        if not self.codes().get(mode):
+        return self._later(request, self._launch(request, person, agent, mode),
+                           "POST /api/spy")
+
+    async def _launch(self, request: Request, person: SupervisorEntry, agent: str,
+                      mode: Mode) -> bytes:
+        try:
+            codes = await self.runner.run(self.codes)
+        except StoreError:
+            return send_json(request, 503, {"state": "refused",
+                                            "reason": "settings store unavailable"})
+        if not codes.get(mode):
             return send_json(request, 403, {"error": f"the {mode.value} feature code is not "
                                             "configured (settings)"})
         phone = self.launcher.phone(person.phone) if person.phone else None
         if phone is None:
             return send_json(request, 409, {"error": "your profile has no phone to ring; "
                                             "ask an administrator to set one"})
-        gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda _failure: gone.append(True))
-        defer.ensureDeferred(self._launch(request, gone, person, phone, agent, mode)).addErrback(
-            lambda failure: log.failure("POST /api/spy failed", failure))
-        return NOT_DONE_YET
-
-    async def _launch(self, request: Request, gone: list[bool], person: SupervisorEntry,
-                      phone: PhoneEntry, agent: str, mode: Mode) -> None:
         try:
             launch_id = await self.launcher.launch_agent(person, phone, agent, mode)
         except LaunchRefused as exc:
@@ -135,9 +163,7 @@ class SpyResource(Resource):
         else:
             body = send_json(request, 202, {"id": launch_id, "state": "ringing",
                                             "phone": phone.login})
-        if not gone:
-            request.write(body)
-            request.finish()
+        return body
 
 
 class SpyStatus(Resource):
@@ -157,14 +183,11 @@ class SpyStatus(Resource):
         text = self.path.decode("ascii", "replace")
         if not (text.isdigit() and len(text) < 19):
             return _no_such_launch(request)
-        gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda _failure: gone.append(True))
-        defer.ensureDeferred(self._status(request, gone, person, int(text))).addErrback(
-            lambda failure: log.failure("GET /api/spy/<id> failed", failure))
-        return NOT_DONE_YET
+        return self.parent._later(request, self._status(request, person, int(text)),
+                                  "GET /api/spy/<id>")
 
-    async def _status(self, request: Request, gone: list[bool], person: SupervisorEntry,
-                      launch_id: int) -> None:
+    async def _status(self, request: Request, person: SupervisorEntry,
+                      launch_id: int) -> bytes:
         parent = self.parent
         try:
             launch, answer = await parent.runner.run(_launch_and_answer, parent.audit,
@@ -179,9 +202,7 @@ class SpyStatus(Resource):
             else:
                 body = send_json(request, 200, {"id": launch.id, **state_of(
                     launch, answer, parent.now())})
-        if not gone:
-            request.write(body)
-            request.finish()
+        return body
 
 
 def _no_such_launch(request: Request) -> bytes:
