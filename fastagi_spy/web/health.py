@@ -86,7 +86,7 @@ class Readyz(Resource):
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
 
-        def answer(found: list[str] | Failure) -> None:
+        def answer(found: Any) -> None:  # list[str], or the Failure of a broken check
             if gone:
                 return  # the prober hung up before the store answered
             if isinstance(found, Failure):

@@ -40,7 +40,7 @@ from fastagi_spy.wire.agi import AGIEnvironment
 from tests.unit import test_launch, test_web_actions
 from tests.unit.people import people
 from tests.unit.test_unexplained import SERVER, chanspy
-from tests.unit.web_http import Reply, _unchunk
+from tests.unit.web_http import CSRF, Reply, _unchunk
 
 REACTOR_THREAD = threading.get_ident()  # pytest-twisted runs the tests on the reactor thread
 
@@ -296,7 +296,7 @@ async def test_a_live_monitor_button_and_its_status_use_the_store_off_the_reacto
     site.map.on_call.add("1001")
     threads.seen.clear()
     reply = await http_later(site.root, "POST", "/spy", "agent=1001&mode=listen",
-                             {"X-CSRF-Token": test_web_actions.CSRF})
+                             {"X-CSRF-Token": CSRF})
     assert reply.status == 202, reply.body
     launch = json.loads(reply.body)["id"]
     status = await http_later(site.root, "GET", f"/spy/{launch}")
