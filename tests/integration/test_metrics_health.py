@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+import pytest
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
@@ -21,6 +22,9 @@ from fastagi_spy.service import SpyService
 from tests.integration.driver import Driver, is_event, sleep
 from tests.integration.site import agent_call, answer, closed_records, supervisor_dials
 from tests.integration.test_vicidial_status import base, fetch
+
+# Every test that takes `site` (or `store`) runs on SQLite and on the real PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -22,6 +23,7 @@ from fastagi_spy.config import load
 from fastagi_spy.sandbox import AsteriskSandbox, write_tone
 from fastagi_spy.service import SpyService, make_service
 from tests.integration.audio import tone_shares
+from tests.integration.conftest import check_backend
 from tests.integration.driver import Driver, is_event, sleep, tag
 from tests.integration.site import (
     TONE,
@@ -35,6 +37,9 @@ from tests.integration.site import (
     supervisor_dials,
     wait_ready,
 )
+
+# Every test that takes `site` (or `store`) runs on SQLite and on the real PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 NOTICE_HZ = 1400
 NOTICE = "custom/fsp-notice-1400"  # 1.5 s of 1400 Hz, written by the test
@@ -63,11 +68,13 @@ def first_window(path: Path, hz: int) -> int | None:
 
 @pytest_twisted.ensureDeferred
 async def test_required_notice_reaches_the_agent_before_any_whisper(
-        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path) -> None:
+        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path, store: str) -> None:
     write_tone(sandbox.host_path("/usr/local/share/asterisk/sounds/fsp-notice-1400.wav"),
                NOTICE_HZ, seconds=1.5)
     service = await running(make_service(
-        site_config(sandbox, tmp_path, notice=NOTICE, notice_mode="required"), reactor))
+        site_config(sandbox, tmp_path, notice=NOTICE, notice_mode="required", store=store),
+        reactor))
+    check_backend(service, store)
     try:
         rec = f"{sandbox.recordings}/{tag('required')}"
         await agent_call(driver, "1001", rec=rec)
@@ -98,10 +105,11 @@ async def test_required_notice_reaches_the_agent_before_any_whisper(
 
 @pytest_twisted.ensureDeferred
 async def test_an_unplayable_required_notice_means_no_chanspy_and_notice_failed(
-        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path) -> None:
+        driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path, store: str) -> None:
     service = await running(make_service(
         site_config(sandbox, tmp_path, notice="custom/fsp-no-such-sound",
-                    notice_mode="required"), reactor))
+                    notice_mode="required", store=store), reactor))
+    check_backend(service, store)
     try:
         await agent_call(driver, "1001")
         mark = driver.mark()
@@ -177,14 +185,15 @@ class AMIRelay:
 
 
 @pytest_twisted.async_yield_fixture()
-async def relayed_site(sandbox: AsteriskSandbox, tmp_path: Path
+async def relayed_site(sandbox: AsteriskSandbox, tmp_path: Path, store: str
                        ) -> AsyncIterator[tuple[SpyService, AMIRelay]]:
     relay = AMIRelay(sandbox.ami_port)
     port = await relay.start()
-    path = Path(site_config(sandbox, tmp_path).source)
+    path = Path(site_config(sandbox, tmp_path, store=store).source)
     path.write_text(path.read_text().replace(f"ami_port = {sandbox.ami_port}",
                                              f"ami_port = {port}", 1))
     service = await running(make_service(load(path), reactor))
+    check_backend(service, store)
     yield service, relay
     await service.stopService()
     assert relay.port is not None

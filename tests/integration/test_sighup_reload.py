@@ -16,7 +16,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,6 @@ from twisted.internet import threads
 from fastagi_spy.config import load
 from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.store.audit import AuditLog, AuditRecord
-from fastagi_spy.store.database import Database
 from tests.integration.driver import Driver, is_event, sleep
 from tests.integration.site import answer, site_config, supervisor_dials
 from tests.integration.test_spy_lifetime import (
@@ -37,6 +36,9 @@ from tests.integration.test_spy_lifetime import (
     _stop_process,
     _until_logged,
 )
+
+# Every test that takes `site` (or `store`) runs on SQLite and on the real PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 NEW_PERSON, NEW_PASSWORD = "9200", "new-person-password"
 
@@ -100,13 +102,14 @@ async def _closed_for(audit: AuditLog, supervisor: str) -> AuditRecord:
 @pytest_twisted.ensureDeferred
 async def test_sighup_swaps_people_and_rights_without_dropping_the_spy(
         driver: Driver, sandbox: AsteriskSandbox, tmp_path: Path,
-        notify_socket: tuple[socket.socket, str]) -> None:
+        notify_socket: tuple[socket.socket, str], store: str,
+        site_audit: Callable[[Path], AuditLog]) -> None:
     sock, name = notify_socket
-    config = Path(site_config(sandbox, tmp_path).source)
+    config = Path(site_config(sandbox, tmp_path, store=store).source)
     await _set_pin(config)  # 2001: 1234
     await _cli(config, "set-pin", "2002", stdin="5678\n")
     http_listen = load(config).http_listen
-    audit = AuditLog(Database(load(config).database))
+    audit = site_audit(config)
     log = tmp_path / "serve.log"
     server = _serve(config, log, name)
     try:
