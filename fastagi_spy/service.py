@@ -155,7 +155,7 @@ class SpyService(MultiService):
         # left open (reconciled with each server's live channels once its AMI is up).
         self.running_spies = RunningSpies(self.spies.watched, self.now)
         self.spy_shutdown = SpyShutdown(self.running_spies, self.stores.audit, self.clients.get,
-                                        reactor, self.now)
+                                        reactor, self.now, runner=self.store_runner)
         # Several instances may share the database: each marks its calls with its name, and
         # a restart reconciles only its own crashed run's live calls (reconcile.py).
         self.reconciler = Reconciler(self.stores.audit, self.running_spies,

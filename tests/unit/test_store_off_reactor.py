@@ -37,7 +37,7 @@ from fastagi_spy.supervise.passwords import LoginVerdict
 from fastagi_spy.supervise.unexplained import UnexplainedSpies
 from fastagi_spy.web import health
 from fastagi_spy.wire.agi import AGIEnvironment
-from tests.unit import test_launch, test_web_actions
+from tests.unit import test_launch, test_spy_lifetime, test_web_actions
 from tests.unit.people import people
 from tests.unit.test_unexplained import SERVER, chanspy
 from tests.unit.web_http import CSRF, Reply, _unchunk
@@ -304,4 +304,27 @@ async def test_a_live_monitor_button_and_its_status_use_the_store_off_the_reacto
     buttons = await http_later(site.root, "GET", "/spy")
     assert json.loads(buttons.body) == {"modes": ["listen", "whisper", "barge"]}
     assert threads.off_reactor() and threads.on_reactor() == []
+    db.close()
+
+
+# -- shutdown ---------------------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_claims_and_closes_the_spys_record_off_the_reactor(
+        tmp_path: Path, threads: Threads, runner: ThreadRunner) -> None:
+    db = Database(tmp_path / "audit.sqlite3")
+    audit = AuditLog(db)
+    ami = test_spy_lifetime.FakeAMI()
+    site = test_spy_lifetime.Site(audit, {"pbx1": ami})
+    site.shutdown._runner = runner
+    record = site.spying()
+    ami.on_hangup = lambda channel: site.feed("pbx1", test_spy_lifetime.spy_stop(
+        channel=channel, at=test_spy_lifetime.T0 + 7.25))
+    threads.seen.clear()
+    await site.shutdown.stop_all()
+    assert ami.hangups() == [test_spy_lifetime.SPYER]
+    assert threads.off_reactor() and threads.on_reactor() == []
+    row = audit.get(record)
+    assert row is not None and row.end_reason == EndReason.SERVER_SHUTDOWN
+    assert row.spy_stopped_at == row.ended_at == test_spy_lifetime.T0 + 7.25
     db.close()
