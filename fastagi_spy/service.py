@@ -364,8 +364,10 @@ class SpyService(MultiService):
         root.putChild(b"settings", SettingsResource(
             gate, self.settings, layout.page, servers, self.apply_ami_settings,
             lambda name: self.clients[name].ready, self.now))
-        root.putChild(b"audit", AuditView(gate, db, self.config.directory, layout.page))
-        root.putChild(b"audit.csv", AuditCsv(gate, db, self.config.directory))
+        root.putChild(b"audit", AuditView(gate, db, self.config.directory, layout.page,
+                                          runner=self.store_runner))
+        root.putChild(b"audit.csv", AuditCsv(gate, db, self.config.directory,
+                                             runner=self.store_runner))
 
     def routes(self) -> dict[str, Callable[[AGISession], Any]]:
         def spy(mode: Mode) -> Callable[[AGISession], Any]:

@@ -4,27 +4,34 @@ Who listened to whom, when, for how long, in which modes, by which way in (featu
 API, page), and the unexplained spies; filtered by supervisor, agent, team, dates, end
 reason or unexplained only. The filters and the CSV are store/audit_query.py's, the same as
 the CLI's export. A person without ``see_everyone`` sees only rows on their teams' agents.
+The rows are read through the store runner (the store thread with PostgreSQL); the page is
+written when they come back, so a long export holds up no call or AMI event.
 """
 
 from __future__ import annotations
 
 import html
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from fastagi_spy.domain import Directory, SupervisorEntry
 from fastagi_spy.store.audit import EndReason, Via
 from fastagi_spy.store.audit_query import AuditQuery, QueryError, Row, build, rows, write_csv
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.errors import StoreError
+from fastagi_spy.store.runner import InlineRunner, StoreRunner
 
 Page = Callable[[str, SupervisorEntry, str, list[str], str], bytes]
+log = Logger()
 FILTERS = ("supervisor", "agent", "team", "since", "until", "reason")
 SHOWN = 500  # newest rows on the page; the CSV has them all
 _WAYS = {Via.PHONE.value: "feature code", Via.API.value: "API", Via.WEB.value: "page",
@@ -70,22 +77,53 @@ def _arg(request: Request, name: str) -> str | None:
     return str(values[0].decode("utf-8", "replace")).strip()[:100]
 
 
+def answer_later(request: Request, answer: Coroutine[Any, Any, bytes], what: str) -> int:
+    """Write ``answer``'s body once it is ready (500 if it broke), unless the client left."""
+    gone: list[bool] = []
+    request.notifyFinish().addErrback(lambda _failure: gone.append(True))
+
+    def failed(failure: Failure) -> bytes:
+        log.failure(what + " failed", failure)
+        request.setResponseCode(500)
+        request.setHeader("content-type", "text/plain; charset=utf-8")
+        return b"internal error"
+
+    def write(body: bytes) -> None:
+        if not gone:
+            request.write(body)
+            request.finish()
+
+    defer.ensureDeferred(answer).addErrback(failed).addCallback(write).addErrback(
+        lambda failure: log.failure(what + ": the answer could not be sent", failure))
+    return NOT_DONE_YET
+
+
+def _all_rows(db: Database, query: AuditQuery) -> list[Row]:
+    return list(rows(db, query))
+
+
 class AuditView(Resource):
     isLeaf = True
 
-    def __init__(self, gate: Gate, db: Database, directory: Directory, page: Page) -> None:
+    def __init__(self, gate: Gate, db: Database, directory: Directory, page: Page,
+                 runner: StoreRunner | None = None) -> None:
         Resource.__init__(self)
         self.gate, self.db, self.directory, self.page = gate, db, directory, page
+        self.runner: StoreRunner = runner or InlineRunner()
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes | int:
         person = self.gate.require(request, None)
         if person is None:
             return b""
         request.setHeader("cache-control", "no-store")
+        return answer_later(request, self._page(request, person), "GET /audit")
+
+    async def _page(self, request: Request, person: SupervisorEntry) -> bytes:
         error = ""
         found: list[Row] = []
         try:
-            found = list(rows(self.db, query_for(request, person, self.directory, SHOWN)))
+            query = query_for(request, person, self.directory, SHOWN)
+            found = await self.runner.run(_all_rows, self.db, query)
         except QueryError as exc:
             request.setResponseCode(400)
             error = str(exc).replace("--limit", "limit").lstrip("-")
@@ -155,23 +193,33 @@ def _duration(row: Row) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _csv(db: Database, query: AuditQuery) -> str:
+    out = io.StringIO(newline="")
+    write_csv(rows(db, query), out)
+    return out.getvalue()
+
+
 class AuditCsv(Resource):
     """``GET /audit.csv``: the filtered rows, all of them, as audit_query writes them."""
 
     isLeaf = True
 
-    def __init__(self, gate: Gate, db: Database, directory: Directory) -> None:
+    def __init__(self, gate: Gate, db: Database, directory: Directory,
+                 runner: StoreRunner | None = None) -> None:
         Resource.__init__(self)
         self.gate, self.db, self.directory = gate, db, directory
+        self.runner: StoreRunner = runner or InlineRunner()
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes | int:
         person = self.gate.require(request, None)
         if person is None:
             return b""
+        return answer_later(request, self._export(request, person), "GET /audit.csv")
+
+    async def _export(self, request: Request, person: SupervisorEntry) -> bytes:
         try:
             query = query_for(request, person, self.directory, None)
-            out = io.StringIO(newline="")
-            write_csv(rows(self.db, query), out)
+            text = await self.runner.run(_csv, self.db, query)
         except QueryError as exc:
             request.setResponseCode(400)
             request.setHeader("content-type", "text/plain; charset=utf-8")
@@ -183,4 +231,4 @@ class AuditCsv(Resource):
         request.setHeader("content-type", "text/csv; charset=utf-8")
         request.setHeader("content-disposition", 'attachment; filename="audit.csv"')
         request.setHeader("cache-control", "no-store")
-        return out.getvalue().encode()
+        return text.encode()

@@ -28,7 +28,7 @@ from fastagi_spy import service as service_module
 from fastagi_spy.config import load, parse
 from fastagi_spy.service import SpyService
 from fastagi_spy.store import audit_query
-from fastagi_spy.store.audit import AuditLog, EndReason
+from fastagi_spy.store.audit import AuditLog, EndReason, Via
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.runner import ThreadRunner
 from fastagi_spy.store.tokens import TokenStore
@@ -36,11 +36,12 @@ from fastagi_spy.supervise.launch import MonitorLauncher, Stage
 from fastagi_spy.supervise.passwords import LoginVerdict
 from fastagi_spy.supervise.unexplained import UnexplainedSpies
 from fastagi_spy.web import health
+from fastagi_spy.web.audit_view import AuditCsv, AuditView
 from fastagi_spy.wire.agi import AGIEnvironment
-from tests.unit import test_launch, test_spy_lifetime, test_web_actions
+from tests.unit import test_launch, test_spy_lifetime, test_web_actions, test_web_audit_view
 from tests.unit.people import people
 from tests.unit.test_unexplained import SERVER, chanspy
-from tests.unit.web_http import CSRF, Reply, _unchunk
+from tests.unit.web_http import CSRF, FakeGate, Reply, _unchunk, page
 
 REACTOR_THREAD = threading.get_ident()  # pytest-twisted runs the tests on the reactor thread
 
@@ -327,4 +328,30 @@ async def test_shutdown_claims_and_closes_the_spys_record_off_the_reactor(
     row = audit.get(record)
     assert row is not None and row.end_reason == EndReason.SERVER_SHUTDOWN
     assert row.spy_stopped_at == row.ended_at == test_spy_lifetime.T0 + 7.25
+    db.close()
+
+
+# -- the audit page and its CSV ---------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_the_audit_page_and_csv_read_the_store_off_the_reactor(
+        tmp_path: Path, threads: Threads, runner: ThreadRunner) -> None:
+    db = Database(tmp_path / "audit.sqlite3")
+    audit = AuditLog(db)
+    test_web_audit_view.spy(audit, Via.PHONE, "1001", test_web_audit_view.T0,
+                            EndReason.SUPERVISOR_HANGUP)
+    gate = FakeGate(test_web_audit_view.EVERYONE)
+    top = Resource()
+    top.putChild(b"audit", AuditView(gate, db, test_web_audit_view.DIRECTORY, page,
+                                     runner=runner))
+    top.putChild(b"audit.csv", AuditCsv(gate, db, test_web_audit_view.DIRECTORY,
+                                        runner=runner))
+    threads.seen.clear()
+    shown = await http_later(top, "GET", "/audit?agent=1001")
+    exported = await http_later(top, "GET", "/audit.csv")
+    wrong = await http_later(top, "GET", "/audit.csv?since=yesterday")
+    assert shown.status == 200 and "supervisor_hangup" in shown.body
+    assert exported.status == 200 and exported.body.count("\n") == 2  # header and one row
+    assert wrong.status == 400  # the filter's error, before any store call
+    assert threads.off_reactor() and threads.on_reactor() == []
     db.close()
