@@ -343,11 +343,14 @@ class SpyService(MultiService):
         return dataclasses.replace(server, ami_host=ami.host, ami_port=ami.port,
                                    ami_username=ami.username, ami_secret=ami.secret)
 
-    def apply_ami_settings(self, name: str) -> None:
-        """Reconnect ``name``'s AMI with its saved settings (no restart)."""
-        ami = self.ami_settings(name)
-        self.clients[name].reconfigure(clientFromString(self.reactor, ami.endpoint),
-                                       AMICredentials(ami.ami_username, ami.ami_secret))
+    def apply_ami_settings(self, name: str) -> defer.Deferred[None]:
+        """Reconnect ``name``'s AMI with its saved settings (no restart): read through the
+        store runner, reconnected on the reactor."""
+        def reconnect(ami: AsteriskServer) -> None:
+            self.clients[name].reconfigure(clientFromString(self.reactor, ami.endpoint),
+                                           AMICredentials(ami.ami_username, ami.ami_secret))
+
+        return self.store_runner.run(self.ami_settings, name).addCallback(reconnect)
 
     def _mount_console(self, root: Resource) -> None:
         """The Live Monitor's buttons (/api/spy), settings (/settings) and audit (/audit)."""
@@ -363,7 +366,7 @@ class SpyService(MultiService):
 
         root.putChild(b"settings", SettingsResource(
             gate, self.settings, layout.page, servers, self.apply_ami_settings,
-            lambda name: self.clients[name].ready, self.now))
+            lambda name: self.clients[name].ready, self.now, runner=self.store_runner))
         root.putChild(b"audit", AuditView(gate, db, self.config.directory, layout.page,
                                           runner=self.store_runner))
         root.putChild(b"audit.csv", AuditCsv(gate, db, self.config.directory,

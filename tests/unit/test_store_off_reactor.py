@@ -38,7 +38,13 @@ from fastagi_spy.supervise.unexplained import UnexplainedSpies
 from fastagi_spy.web import health
 from fastagi_spy.web.audit_view import AuditCsv, AuditView
 from fastagi_spy.wire.agi import AGIEnvironment
-from tests.unit import test_launch, test_spy_lifetime, test_web_actions, test_web_audit_view
+from tests.unit import (
+    test_launch,
+    test_spy_lifetime,
+    test_web_actions,
+    test_web_audit_view,
+    test_web_settings,
+)
 from tests.unit.people import people
 from tests.unit.test_unexplained import SERVER, chanspy
 from tests.unit.web_http import CSRF, FakeGate, Reply, _unchunk, page
@@ -354,4 +360,27 @@ async def test_the_audit_page_and_csv_read_the_store_off_the_reactor(
     assert exported.status == 200 and exported.body.count("\n") == 2  # header and one row
     assert wrong.status == 400  # the filter's error, before any store call
     assert threads.off_reactor() and threads.on_reactor() == []
+    db.close()
+
+
+# -- the settings page ------------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_the_settings_page_reads_and_saves_off_the_reactor(
+        tmp_path: Path, threads: Threads, runner: ThreadRunner) -> None:
+    db = Database(tmp_path / "settings.sqlite3")
+    site = test_web_settings.Site(db)
+    settings = site.root.children[b"settings"]
+    settings.runner = runner
+    threads.seen.clear()
+    form = await http_later(site.root, "GET", "/settings")
+    saved = await http_later(site.root, "POST", "/settings",
+                             "pbx1.ami_host=127.0.0.9&code_listen=*333", {"X-CSRF-Token": CSRF})
+    links = await http_later(site.root, "GET", "/settings/status")
+    assert form.status == 200 and 'name="pbx1.ami_host" value="127.0.0.1"' in form.body
+    assert saved.status == 200, saved.body
+    assert (links.status, json.loads(links.body)) == (200, {"pbx1": True})
+    assert threads.off_reactor() and threads.on_reactor() == []
+    assert site.applied == ["pbx1"]  # the reconnect itself stays on the reactor
+    assert site.ami().host == "127.0.0.9"
     db.close()
