@@ -19,6 +19,10 @@ necessarily left by a crash, it may be another live instance's attempt. Two guar
   still up is hung up only when its channel carries this instance's name (a crashed run of
   this very instance), or no name or the bare "1" of a single instance; another instance's
   live call (an unnamed row of an older release, say) is left to that instance.
+
+The closes go through the store runner (the store thread with PostgreSQL: they run while the
+service serves calls). :meth:`Reconciler.begin` reads inline: it runs once in start-up,
+before the store thread starts and before anything is served.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from fastagi_spy.store.audit import AuditLog, AuditRecord, EndReason, Via
+from fastagi_spy.store.runner import InlineRunner, StoreRunner
 from fastagi_spy.supervise.hangup import AMICaller, hang_up_spy
 from fastagi_spy.supervise.running import RunningSpies
 
@@ -61,10 +66,12 @@ class Reconciler:
 
     def __init__(self, audit: AuditLog, running: RunningSpies, servers: tuple[str, ...],
                  clock: IReactorTime, now: Callable[[], float],
-                 wait: float = RECONCILE_WAIT, instance: str | None = None) -> None:
+                 wait: float = RECONCILE_WAIT, instance: str | None = None,
+                 runner: StoreRunner | None = None) -> None:
         """``instance``: this instance's name (:func:`instance_name`), to leave other
         instances' live calls alone; None hangs up every live left-open call (one instance)."""
         self._audit = audit
+        self._runner: StoreRunner = runner or InlineRunner()
         self._instance = instance
         self._running = running
         self._servers = frozenset(servers)
@@ -128,7 +135,7 @@ class Reconciler:
                                   for r in found])
         self._checked.add(server)
         if self._checked >= self._servers:
-            self._close_the_rest()
+            await self._close_the_rest()
 
     @staticmethod
     async def _owner(ami: AMICaller, record: AuditRecord) -> str | None:
@@ -183,16 +190,21 @@ class Reconciler:
         fields: dict[str, float | int] = {"spy_stopped_at": at} if ended else {}
         if outcome.stopped_at is None:
             fields["times_uncertain"] = 1  # the stop time is ours, not Asterisk's
-        self._audit.close(record.id, at, EndReason.INTERRUPTED, detail, **fields)
+        await self._runner.run(self._audit.close, record.id, at, EndReason.INTERRUPTED, detail,
+                               **fields)
 
-    def _close_the_rest(self) -> None:
+    async def _close_the_rest(self) -> None:
         now = self._now()
-        for record in self._pending.values():
+        pending, self._pending = self._pending, {}
+        await self._runner.run(self._close_all, list(pending.values()), now)
+        if pending:
+            self.log.warn("Closed {count} audit records left open by a previous run as "
+                          "interrupted", count=len(pending))
+
+    def _close_all(self, records: list[AuditRecord], now: float) -> None:
+        """On the store thread: one hop for all of them."""
+        for record in records:
             fields: dict[str, float | int] = {"times_uncertain": 1}
             if record.spy_started_at is not None and record.spy_stopped_at is None:
                 fields["spy_stopped_at"] = now
             self._audit.close(record.id, now, EndReason.INTERRUPTED, UNCERTAIN, **fields)
-        if self._pending:
-            self.log.warn("Closed {count} audit records left open by a previous run as "
-                          "interrupted", count=len(self._pending))
-        self._pending = {}

@@ -34,6 +34,7 @@ from fastagi_spy.store.runner import ThreadRunner
 from fastagi_spy.store.tokens import TokenStore
 from fastagi_spy.supervise.launch import MonitorLauncher, Stage
 from fastagi_spy.supervise.passwords import LoginVerdict
+from fastagi_spy.supervise.reconcile import Reconciler
 from fastagi_spy.supervise.unexplained import UnexplainedSpies
 from fastagi_spy.web import health
 from fastagi_spy.web.audit_view import AuditCsv, AuditView
@@ -383,4 +384,33 @@ async def test_the_settings_page_reads_and_saves_off_the_reactor(
     assert threads.off_reactor() and threads.on_reactor() == []
     assert site.applied == ["pbx1"]  # the reconnect itself stays on the reactor
     assert site.ami().host == "127.0.0.9"
+    db.close()
+
+
+# -- start-up reconciliation ------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_reconciliation_closes_left_open_records_off_the_reactor(
+        tmp_path: Path, threads: Threads, runner: ThreadRunner) -> None:
+    """One left-open spy still running (hung up, closed with ChanSpyStop's time) and one gone
+    (closed uncertain once every server is checked): both closes on the store thread."""
+    lt = test_spy_lifetime
+    db = Database(tmp_path / "audit.sqlite3")
+    audit = AuditLog(db)
+    running = lt.left_open(audit, lt.UID, lt.SPYER)
+    gone = lt.left_open(audit, "1700000000.20", "PJSIP/2001-00000004")
+    ami = lt.FakeAMI(alive=[(lt.SPYER, lt.UID)])
+    site = lt.Site(audit, {"pbx1": ami})
+    reconciler = Reconciler(audit, site.running, ("pbx1",), site.clock, site.clock.seconds,
+                            runner=runner)
+    assert reconciler.begin() == 2  # start-up, before anything is served: inline
+    ami.on_hangup = lambda channel: site.feed("pbx1", lt.spy_stop(at=lt.T0 + 99))
+    threads.seen.clear()
+    await reconciler.server_up("pbx1", ami)
+    assert ami.hangups() == [lt.SPYER]
+    assert threads.off_reactor() and threads.on_reactor() == []
+    assert (lt.get(audit, running).end_reason, lt.get(audit, running).ended_at) == (
+        EndReason.INTERRUPTED, lt.T0 + 99)
+    assert lt.get(audit, gone).end_reason == EndReason.INTERRUPTED
+    assert lt.get(audit, gone).times_uncertain
     db.close()
