@@ -439,6 +439,7 @@ def ours_cheap(sessions: int, c1_sessions: int, extra: list[str],
     figures["p50_ms_c1"] = round(statistics.median(c1) * 1000, 3)
     if pg:
         figures.update(per_session(store_timer(proc), c1_sessions, "c1_"))
+        figures["postgres_bare_round_trip_us_p50"] = round(pg.round_trip_us())
     stop(proc)
     return figures
 
@@ -608,6 +609,9 @@ PG_NOTES = (
     "calls, round trips (statements incl. BEGIN/COMMIT, the pool's connection check and the",
     "advisory write lock), pool checkout time (includes its check round trip), time on the",
     "store thread, and per call the hop to the worker (queueing included) and back",
+    "postgres_bare_round_trip_us_p50: one SELECT 1 from the bench process just after the c1",
+    "phase: the machine's round-trip cost at that moment (store round trips x this = the",
+    "part of a session that is pure waiting on PostgreSQL)",
 )
 
 

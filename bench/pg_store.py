@@ -62,6 +62,20 @@ class BenchPostgres:
         return sum(_cpu_seconds(p) for p in pids)
 
 
+    def round_trip_us(self, count: int = 500) -> float:
+        """Median wall time of one bare ``SELECT 1`` from this process: what a round trip
+        costs on this machine right now, to read the store's figures against."""
+        import psycopg
+
+        times = []
+        with psycopg.connect(self.server.url, autocommit=True) as conn:
+            for _ in range(count):
+                started = time.perf_counter()
+                conn.execute("SELECT 1")
+                times.append(time.perf_counter() - started)
+        return sorted(times)[count // 2] * 1e6
+
+
 def _cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
