@@ -17,6 +17,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,6 @@ from twisted.internet import threads
 from fastagi_spy.config import load
 from fastagi_spy.sandbox import AsteriskSandbox
 from fastagi_spy.store.audit import AuditLog
-from fastagi_spy.store.database import Database
 from tests.integration.driver import Driver, is_event
 from tests.integration.site import API_USER, agent_call, answer, site_config, supervisor_dials
 from tests.integration.test_spy_lifetime import (
@@ -42,7 +42,13 @@ PIN, WRONG_PIN = "80417392", "61532907"
 PASSWORD, WRONG_PASSWORD = "Zq7pw-only-in-tests", "Wr0ng-pw-only-in-tests"
 AMI_SECRET = "change-me-fastagi-spy"  # the sandbox's account
 PEPPER = "integration-test-pepper-0123456789"
-SECRETS = (PIN, WRONG_PIN, PASSWORD, WRONG_PASSWORD, AMI_SECRET, PEPPER)
+# In the [store] url on the PostgreSQL run (the test server trusts 127.0.0.1, so it is
+# accepted and ignored there): the URL must never be logged with it.
+DB_PASSWORD = "Pg7-db-pw-only-in-tests"
+SECRETS = (PIN, WRONG_PIN, PASSWORD, WRONG_PASSWORD, AMI_SECRET, PEPPER, DB_PASSWORD)
+
+# Both log forms run on SQLite and on the real PostgreSQL.
+pytestmark = pytest.mark.both_stores
 
 
 async def _cli(config: Path, *args: str, stdin: str) -> None:
@@ -90,11 +96,15 @@ def _use_passwords(http_listen: str) -> list[str]:
 @pytest.mark.parametrize("form", ["text", "json"])
 @pytest_twisted.ensureDeferred
 async def test_a_full_run_logs_no_secret(form: str, driver: Driver, sandbox: AsteriskSandbox,
-                                         tmp_path: Path) -> None:
-    config = Path(site_config(sandbox, tmp_path).source)
+                                         tmp_path: Path, store: str,
+                                         site_audit: Callable[[Path], AuditLog]) -> None:
+    if store:
+        store = store.replace("postgresql://postgres@", f"postgresql://postgres:{DB_PASSWORD}@")
+        assert DB_PASSWORD in store, store
+    config = Path(site_config(sandbox, tmp_path, store=store).source)
     await _cli(config, "set-pin", "2001", stdin=f"{PIN}\n")
     await _cli(config, "set-password", API_USER, stdin=f"{PASSWORD}\n")
-    audit = AuditLog(Database(load(config).database))
+    audit = site_audit(config)
     log = tmp_path / "serve.log"
     server = _serve(config, log, form)
     try:
