@@ -9,16 +9,34 @@ transaction-scoped advisory lock, so all writers of all instances sharing the da
 one at a time, exactly as SQLite's writers do. The lockout's count-then-insert, the audit
 chain's seq/prev_hash and single-use tokens rely on that. :meth:`snapshot` takes no lock.
 
-Connections come from a small pool and belong to a thread while it is in a transaction:
-a store thread and the reactor thread never share one. Calls block (network round trips),
-so the server runs the supervision flow's store calls on a store thread (store/runner.py).
+Connections are sticky: a thread keeps the connection it first got, so the hot store
+thread (store/runner.py runs the supervision flow's calls on one) pays no pool checkout and
+no connection check per call: a feature-code attempt saves about six round trips. Two
+threads never share one. The pool stays, for making connections (its check vets a new
+one), for its cap (at most POOL_MAX connections per instance, however many threads come and
+go) and for close(); plain psycopg.connect per thread would need that cap and bookkeeping
+rebuilt. A connection goes back to the pool when its thread has ended (reaped at the next
+checkout), when it is broken, when another thread needs it at the cap while its owner is
+between calls, and at close().
+
+A sticky connection may have died while idle (server restarted, pg_terminate_backend,
+network cut). The first statement of a transaction (BEGIN and the lock, one round trip) that
+fails on a broken connection is retried ONCE on a new one: nothing of that transaction ran,
+and the server rolls back whatever a dead session held. A single autocommit statement is
+retried the same way only when it is a SELECT: a write whose reply was lost may have
+committed (psycopg cannot tell "never sent" from "sent, reply lost"), so it fails closed
+with StoreError and the caller hears the error. A failure after a transaction's statements
+ran is a StoreError too; a broken connection is dropped either way, so the next call
+reconnects.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -37,6 +55,9 @@ CONNECT_TIMEOUT = 5  # seconds: a dead or unreachable server fails instead of ha
 STATEMENT_TIMEOUT_MS = 5000  # also bounds waiting for the write lock, as SQLite's busy_timeout
 IDLE_IN_TRANSACTION_MS = 60_000  # a transaction never waits on anything but this process
 POOL_MIN, POOL_MAX = 1, 4
+# Statements that change nothing, so running one twice is harmless: safe to retry after a
+# broken connection even if the first copy reached the server.
+_READ_ONLY = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=512)
@@ -99,8 +120,20 @@ class _Result:
 
 
 class _ThreadState(threading.local):
-    conn: psycopg.Connection[Any] | None = None
+    conn: psycopg.Connection[Any] | None = None  # inside a transaction: its connection
     depth = 0
+
+
+class _Held:
+    """A thread's sticky connection; ``busy`` while the thread is in a call with it."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.busy = True
+
+
+def _usable(conn: psycopg.Connection[Any]) -> bool:
+    return not conn.closed and not conn.broken
 
 
 class PostgresDatabase(Database):
@@ -118,6 +151,11 @@ class PostgresDatabase(Database):
         self.description = describe(url)
         self.path = self.description  # what SQLite's messages call the database
         self._local = _ThreadState()
+        # Every thread's sticky connection, so close() and the reaping of ended threads find
+        # them; _held_changed wakes a thread waiting at the cap for one to come free.
+        self._held: dict[threading.Thread, _Held] = {}
+        self._held_changed = threading.Condition()
+        self._closed = False
         kwargs: dict[str, Any] = {
             "autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
             # A hung instance must not hold the write lock for everyone: the server ends a
@@ -157,16 +195,66 @@ class PostgresDatabase(Database):
         with contextlib.suppress(Exception):
             self._pool.close()
 
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _acquire(self) -> psycopg.Connection[Any]:
+        """This thread's connection, marked busy until _release()."""
+        me = threading.current_thread()
+        with self._held_changed:
+            held = self._held.get(me)
+            if held is not None and _usable(held.conn):
+                held.busy = True
+                return held.conn
+            if held is not None:  # broken while idle: found before anything was sent
+                self._drop(me)
+            self._reap()
+            deadline = time.monotonic() + CONNECT_TIMEOUT + STATEMENT_TIMEOUT_MS / 1000
+            while not self._closed and len(self._held) >= POOL_MAX:
+                # At the cap: take over one whose owner is between calls (it gets a new
+                # one on its next call); else wait for one to come free.
+                idle = next((t for t, h in self._held.items() if not h.busy), None)
+                if idle is not None:
+                    taken = self._held.pop(idle)
+                    taken.busy = True
+                    self._held[me] = taken
+                    return taken.conn
+                if not self._held_changed.wait(max(0.0, deadline - time.monotonic())):
+                    raise StoreError(self._message("cannot connect", PoolTimeout()))
         try:
             conn = self._pool.getconn()
-        except (PoolTimeout, psycopg.Error) as exc:
+        except psycopg.Error as exc:  # PoolTimeout, PoolClosed among them
             raise StoreError(self._message("cannot connect", exc)) from None
-        try:
-            yield conn
-        finally:
-            self._pool.putconn(conn)  # the pool discards a broken one
+        with self._held_changed:
+            self._held[me] = _Held(conn)
+        return conn
+
+    def _release(self) -> None:
+        with self._held_changed:
+            held = self._held.get(threading.current_thread())
+            if held is not None:
+                held.busy = False
+            self._held_changed.notify()
+
+    def _discard(self, conn: psycopg.Connection[Any]) -> None:
+        """Drop this thread's connection if it is ``conn`` and broken: the next call of
+        the thread reconnects."""
+        if _usable(conn):
+            return
+        me = threading.current_thread()
+        with self._held_changed:
+            held = self._held.get(me)
+            if held is not None and held.conn is conn:
+                self._drop(me)
+                self._held_changed.notify()
+
+    def _drop(self, thread: threading.Thread) -> None:
+        # Caller holds _held_changed. The pool replaces a broken or closed connection.
+        held = self._held.pop(thread)
+        with contextlib.suppress(Exception):
+            self._pool.putconn(held.conn)
+
+    def _reap(self) -> None:
+        """Give back the connections of threads that have ended (caller holds the lock)."""
+        for thread in [t for t in self._held if not t.is_alive()]:
+            self._drop(thread)
 
     @contextmanager
     def _begin(self, begin: str, lock: bool) -> Iterator[_Connection]:
@@ -180,15 +268,11 @@ class PostgresDatabase(Database):
             finally:
                 state.depth -= 1
             return
-        with self._connection() as conn:
-            try:
-                # BEGIN and the write lock in one round trip (no parameters: one simple
-                # query may hold both statements); a transaction pays ~100 us per trip.
-                conn.execute(f"{begin}; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY:d})"
-                             if lock else begin)
-            except psycopg.Error as exc:
-                self._rollback(conn)
-                raise StoreError(self._message("begin", exc)) from None
+        # BEGIN and the write lock in one round trip (no parameters: one simple query may
+        # hold both statements); a transaction pays ~100 us per trip.
+        sql = f"{begin}; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY:d})" if lock else begin
+        try:
+            conn = self._start(sql)
             state.conn, state.depth = conn, 1
             try:
                 yield _Connection(conn)
@@ -204,12 +288,29 @@ class PostgresDatabase(Database):
             except psycopg.Error as exc:
                 self._rollback(conn)
                 raise StoreError(self._message("commit", exc)) from None
+        finally:
+            self._release()
 
-    @staticmethod
-    def _rollback(conn: psycopg.Connection[Any]) -> None:
-        # A broken connection: the pool drops it; the server rolled back already.
+    def _start(self, sql: str) -> psycopg.Connection[Any]:
+        """Run the BEGIN on this thread's connection; once more on a new connection if the
+        old one turns out broken (nothing of the transaction ran on it)."""
+        for attempt in (1, 2):
+            conn = self._acquire()
+            try:
+                conn.execute(sql)
+                return conn
+            except psycopg.Error as exc:
+                self._rollback(conn)
+                if attempt == 1 and conn.broken:
+                    continue  # _rollback dropped it: the next _acquire connects anew
+                raise StoreError(self._message("begin", exc)) from None
+        raise AssertionError("unreachable")
+
+    def _rollback(self, conn: psycopg.Connection[Any]) -> None:
+        # A broken connection is dropped; the server rolled back already.
         with contextlib.suppress(psycopg.Error):
             conn.execute("ROLLBACK")
+        self._discard(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -229,18 +330,36 @@ class PostgresDatabase(Database):
         """One statement: inside a transaction on this thread it joins it; outside, it is
         its own transaction (autocommit). Its rows are read before it returns."""
         state = self._local
-        try:
-            if state.depth:
-                assert state.conn is not None
+        if state.depth:
+            assert state.conn is not None
+            try:
                 return _Connection(state.conn).execute(sql, params)
-            with self._connection() as conn:
-                return _Result(conn.execute(translate(sql), tuple(params)))
-        except psycopg.Error as exc:
-            raise StoreError(self._message("statement", exc)) from None
+            except psycopg.Error as exc:
+                raise StoreError(self._message("statement", exc)) from None
+        retry = _READ_ONLY.match(sql) is not None
+        try:
+            for attempt in (1, 2):
+                conn = self._acquire()
+                try:
+                    return _Result(conn.execute(translate(sql), tuple(params)))
+                except psycopg.Error as exc:
+                    self._discard(conn)
+                    if retry and attempt == 1 and conn.broken:
+                        continue  # a read: harmless even if the first copy ran
+                    raise StoreError(self._message("statement", exc)) from None
+            raise AssertionError("unreachable")
+        finally:
+            self._release()
 
     def checkpoint(self) -> None:
         """Nothing to do: the server checkpoints its own write-ahead log."""
 
     def close(self) -> None:
-        """Close every pooled connection; the object is unusable afterwards."""
+        """Close every connection, every thread's sticky one included; the object is
+        unusable afterwards."""
+        with self._held_changed:
+            self._closed = True
+            for thread in list(self._held):
+                self._drop(thread)
+            self._held_changed.notify_all()
         self._close_quietly()
