@@ -156,6 +156,7 @@ class PostgresDatabase(Database):
         self._held: dict[threading.Thread, _Held] = {}
         self._held_changed = threading.Condition()
         self._closed = False
+        self._checking_out = 0  # threads between the cap check and the pool's getconn
         kwargs: dict[str, Any] = {
             "autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
             # A hung instance must not hold the write lock for everyone: the server ends a
@@ -207,7 +208,7 @@ class PostgresDatabase(Database):
                 self._drop(me)
             self._reap()
             deadline = time.monotonic() + CONNECT_TIMEOUT + STATEMENT_TIMEOUT_MS / 1000
-            while not self._closed and len(self._held) >= POOL_MAX:
+            while not self._closed and len(self._held) + self._checking_out >= POOL_MAX:
                 # At the cap: take over one whose owner is between calls (it gets a new
                 # one on its next call); else wait for one to come free.
                 idle = next((t for t, h in self._held.items() if not h.busy), None)
@@ -218,13 +219,19 @@ class PostgresDatabase(Database):
                     return taken.conn
                 if not self._held_changed.wait(max(0.0, deadline - time.monotonic())):
                     raise StoreError(self._message("cannot connect", PoolTimeout()))
+            self._checking_out += 1  # the slot is this thread's while it connects
         try:
             conn = self._pool.getconn()
         except psycopg.Error as exc:  # PoolTimeout, PoolClosed among them
             raise StoreError(self._message("cannot connect", exc)) from None
-        with self._held_changed:
-            self._held[me] = _Held(conn)
-        return conn
+        else:
+            with self._held_changed:
+                self._held[me] = _Held(conn)
+            return conn
+        finally:
+            with self._held_changed:
+                self._checking_out -= 1
+                self._held_changed.notify()
 
     def _release(self) -> None:
         with self._held_changed:

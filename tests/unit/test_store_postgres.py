@@ -8,6 +8,7 @@ import multiprocessing
 import sqlite3
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import psycopg
@@ -23,8 +24,9 @@ from fastagi_spy.store.lockout import LockoutPolicy, LockoutStore
 from fastagi_spy.store.logins import LoginLockout, LoginPolicy
 from fastagi_spy.store.open import SchemaOutdated, open_database
 from fastagi_spy.store.passwords import PasswordStore
-from fastagi_spy.store.postgres import PostgresDatabase, describe, translate
+from fastagi_spy.store.postgres import POOL_MAX, PostgresDatabase, describe, translate
 from fastagi_spy.store.settings import SettingsStore
+from tests.postgres_harness import PostgresServer
 
 T0 = 1_700_000_000.0
 THRESHOLD = 3
@@ -393,3 +395,173 @@ def test_every_connection_has_the_timeouts(pg: PostgresDatabase) -> None:
     with pg.transaction() as conn:
         assert conn.execute("SHOW statement_timeout").fetchone() == ("5s",)
         assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("1min",)
+
+
+# -- sticky connections and broken ones -------------------------------------------------------
+
+
+def _ours(url: str) -> str:
+    return urllib.parse.urlparse(url).path.lstrip("/")
+
+
+def _backends(postgres: PostgresServer, url: str) -> list[int]:
+    """The server processes serving our connector's connections to the test's database."""
+    with psycopg.connect(postgres.url, autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND "
+                            "application_name = 'fastagi-spy'", (_ours(url),)).fetchall()
+    return sorted(pid for (pid,) in rows)
+
+
+def _kill_ours(postgres: PostgresServer, url: str) -> int:
+    """pg_terminate_backend every connection of ours, waiting until each has gone (as a
+    PostgreSQL restart or an admin's kill would leave them)."""
+    with psycopg.connect(postgres.url, autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                            "WHERE datname = %s AND application_name = 'fastagi-spy'",
+                            (_ours(url),)).fetchall()
+    assert rows and all(done for (done,) in rows)
+    return len(rows)
+
+
+def test_a_killed_idle_connection_costs_the_caller_nothing(
+        pg: PostgresDatabase, postgres: PostgresServer, postgres_url: str) -> None:
+    """After pg_terminate_backend of every connection (this thread's sticky one too), the
+    next transaction and the next read just work: the BEGIN and the read are retried once
+    on a new connection. Without the retry (checked by hand: return at once in _start and
+    execute) both raise StoreError "terminating connection due to administrator command"."""
+    pg.execute("INSERT INTO lockouts (key, until) VALUES (?, ?)", ("before", T0))
+    _kill_ours(postgres, postgres_url)
+    with pg.transaction() as conn:
+        conn.execute("INSERT INTO lockouts (key, until) VALUES (?, ?)", ("after", T0))
+    _kill_ours(postgres, postgres_url)
+    assert pg.execute("SELECT key FROM lockouts ORDER BY key").fetchall() == [
+        ("after",), ("before",)]
+    _kill_ours(postgres, postgres_url)
+    with pg.snapshot() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM lockouts").fetchone() == (2,)
+
+
+def test_a_write_outside_a_transaction_is_never_retried(
+        pg: PostgresDatabase, postgres: PostgresServer, postgres_url: str) -> None:
+    """An autocommit write on a killed connection may, for all psycopg can tell, have run:
+    it fails closed (StoreError, no second copy), and the next call reconnects."""
+    pg.execute("SELECT 1")
+    _kill_ours(postgres, postgres_url)
+    with pytest.raises(StoreError, match="statement"):
+        pg.execute("INSERT INTO lockouts (key, until) VALUES (?, ?)", ("maybe", T0))
+    assert pg.execute("SELECT key FROM lockouts").fetchall() == []  # the server said no
+    pg.execute("INSERT INTO lockouts (key, until) VALUES (?, ?)", ("next", T0))
+    assert pg.execute("SELECT key FROM lockouts").fetchall() == [("next",)]
+
+
+def test_a_connection_killed_inside_a_transaction_fails_closed_and_the_next_call_works(
+        pg: PostgresDatabase, postgres: PostgresServer, postgres_url: str) -> None:
+    """Statements already ran on the killed connection: the caller hears StoreError (no
+    retry could redo them safely), nothing of the transaction stays, the next call works."""
+    with pytest.raises(StoreError, match="statement"), pg.transaction() as conn:
+        conn.execute("INSERT INTO lockouts (key, until) VALUES (?, ?)", ("lost", T0))
+        _kill_ours(postgres, postgres_url)
+        conn.execute("INSERT INTO lockouts (key, until) VALUES (?, ?)", ("never", T0))
+    with pg.transaction() as conn:
+        assert conn.execute("SELECT key FROM lockouts").fetchall() == []
+        conn.execute("INSERT INTO lockouts (key, until) VALUES (?, ?)", ("kept", T0))
+    assert pg.execute("SELECT key FROM lockouts").fetchall() == [("kept",)]
+
+
+def test_the_store_thread_keeps_one_connection(
+        pg: PostgresDatabase, postgres: PostgresServer, postgres_url: str) -> None:
+    """A thread's repeated calls (transactions, snapshots, single statements) all run on one
+    connection, taken from the pool once: no checkout and no connection check per call.
+    Without the stickiness (checked by hand: a checkout per call) the pool counts 60
+    requests, not 1."""
+    seen: dict[str, object] = {}
+
+    def store_thread() -> None:
+        before = pg._pool.get_stats().get("requests_num", 0)
+        pids = set()
+        for _ in range(20):
+            with pg.transaction() as conn:
+                pids.add(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+            with pg.snapshot() as conn:
+                pids.add(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+            pids.add(pg.execute("SELECT pg_backend_pid()").fetchone()[0])
+        seen["pids"] = pids
+        seen["checkouts"] = pg._pool.get_stats().get("requests_num", 0) - before
+
+    thread = threading.Thread(target=store_thread)
+    thread.start()
+    thread.join(30)
+    assert seen["checkouts"] == 1
+    assert len(seen["pids"]) == 1  # type: ignore[arg-type]
+    assert set(seen["pids"]) <= set(_backends(postgres, postgres_url))  # type: ignore[call-overload]
+
+
+def test_ended_threads_give_their_connections_back_and_the_cap_holds(
+        pg: PostgresDatabase, postgres: PostgresServer, postgres_url: str) -> None:
+    """Short-lived threads (tests, the CLI), more of them than the pool's cap, one after the
+    other and then all alive at once: every call succeeds, and never more than the cap of
+    connections is open (an ended thread's connection is reaped, an idle live thread's is
+    taken over)."""
+    failures: list[BaseException] = []
+
+    def one_call(key: str) -> None:
+        try:
+            pg.execute("INSERT INTO lockouts (key, until) VALUES (?, ?)", (key, T0))
+        except BaseException as exc:
+            failures.append(exc)
+
+    for n in range(POOL_MAX * 2):  # one after the other
+        thread = threading.Thread(target=one_call, args=(f"seq{n}",))
+        thread.start()
+        thread.join(20)
+    done = threading.Event()
+
+    def call_then_stay(key: str) -> None:
+        one_call(key)
+        done.wait(20)  # alive, between calls, holding its connection
+
+    alive = [threading.Thread(target=call_then_stay, args=(f"live{n}",))
+             for n in range(POOL_MAX * 2)]
+    for thread in alive:
+        thread.start()
+    for _ in range(200):
+        if pg.execute("SELECT COUNT(*) FROM lockouts").fetchone()[0] == POOL_MAX * 4:
+            break
+        time.sleep(0.05)
+    assert len(_backends(postgres, postgres_url)) <= POOL_MAX
+    done.set()
+    for thread in alive:
+        thread.join(20)
+    assert failures == []
+    assert pg.execute("SELECT COUNT(*) FROM lockouts").fetchone() == (POOL_MAX * 4,)
+
+
+def test_close_leaves_no_connection_open(postgres: PostgresServer, postgres_url: str) -> None:
+    """close() closes every thread's connection: a thread still alive, this one, the pool's."""
+    db = PostgresDatabase(postgres_url)
+    schema.migrate(db)
+    other_called, stop = threading.Event(), threading.Event()
+
+    def other() -> None:
+        db.execute("SELECT 1")
+        other_called.set()
+        stop.wait(20)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        assert other_called.wait(20)
+        with db.transaction() as conn:
+            conn.execute("SELECT 1")
+        assert len(_backends(postgres, postgres_url)) >= 2
+        db.close()
+        for _ in range(100):  # a backend leaves pg_stat_activity as it exits
+            if not _backends(postgres, postgres_url):
+                break
+            time.sleep(0.05)
+        assert _backends(postgres, postgres_url) == []
+        with pytest.raises(StoreError):
+            db.execute("SELECT 1")
+    finally:
+        stop.set()
+        thread.join(20)
