@@ -222,7 +222,10 @@ class SpyCollector(Collector):
         yield calls
 
     def _audit(self) -> Iterator[Metric]:
-        yield _counter("attempts", "Attempts ended, by the audit's end reason", "outcome",
+        # Read from the audit trail, which instances sharing one database share: each of
+        # them reports the same site-wide totals (aggregate them with max, never sum).
+        yield _counter("attempts", "Attempts ended site-wide (the shared audit trail), by "
+                       "end reason", "outcome",
                        self.s.outcomes())
         yield _counter("pin_checks", "PINs typed, by result (bad_pin: a wrong PIN, "
                        "locked_out: refused as locked)", "result", self.s.pin_results())
