@@ -22,11 +22,9 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import fields
 from typing import Any, Protocol
 
-from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from fastagi_spy.domain import Mode, PhoneEntry, SupervisorEntry
 from fastagi_spy.store.audit import AuditLog, AuditRecord, EndReason, Via
@@ -35,6 +33,7 @@ from fastagi_spy.store.errors import StoreError
 from fastagi_spy.store.runner import InlineRunner, StoreRunner
 from fastagi_spy.supervise.launch import TARGET, TOKEN_TTL, LaunchRefused
 from fastagi_spy.web.api import send_json
+from fastagi_spy.web.later import answer_later
 
 log = Logger()
 _RECORD_COLUMNS = ", ".join(f.name for f in fields(AuditRecord))
@@ -102,23 +101,10 @@ class SpyResource(Resource):
         modes = button_modes(person, codes)
         return send_json(request, 200, {"modes": [m.value for m in modes]})
 
-    def _later(self, request: Request, answer: Coroutine[Any, Any, bytes], what: str) -> int:
-        """Write ``answer``'s body once it is ready, unless the client has gone."""
-        gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda _failure: gone.append(True))
-
-        def failed(failure: Failure) -> bytes:
-            log.failure(what + " failed", failure)
-            return send_json(request, 500, {"error": "internal error"})
-
-        def write(body: bytes) -> None:
-            if not gone:
-                request.write(body)
-                request.finish()
-
-        defer.ensureDeferred(answer).addErrback(failed).addCallback(write).addErrback(
-            lambda failure: log.failure(what + ": the answer could not be sent", failure))
-        return NOT_DONE_YET
+    @staticmethod
+    def _later(request: Request, answer: Coroutine[Any, Any, bytes], what: str) -> int:
+        """Write ``answer``'s body once it is ready (a JSON 500 if it broke)."""
+        return answer_later(request, answer, what, _json_error)
 
     def render_POST(self, request: Request) -> bytes | int:
         person = self.gate.require(request, "spy")
@@ -241,3 +227,7 @@ def state_of(launch: AuditRecord, answer: AuditRecord | None, now: float) -> dic
     if answer.ended_at is not None:
         return {"state": "refused", "reason": answer.end_reason or "refused"}
     return {"state": "answered"}
+
+
+def _json_error(request: Request) -> bytes:
+    return send_json(request, 500, {"error": "internal error"})

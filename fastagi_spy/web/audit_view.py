@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import html
 import io
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlencode
 
-from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from fastagi_spy.domain import Directory, SupervisorEntry
 from fastagi_spy.store.audit import EndReason, Via
@@ -29,6 +27,7 @@ from fastagi_spy.store.audit_query import AuditQuery, QueryError, Row, build, ro
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.errors import StoreError
 from fastagi_spy.store.runner import InlineRunner, StoreRunner
+from fastagi_spy.web.later import answer_later
 
 Page = Callable[[str, SupervisorEntry, str, list[str], str], bytes]
 log = Logger()
@@ -77,25 +76,6 @@ def _arg(request: Request, name: str) -> str | None:
     return str(values[0].decode("utf-8", "replace")).strip()[:100]
 
 
-def answer_later(request: Request, answer: Coroutine[Any, Any, bytes], what: str) -> int:
-    """Write ``answer``'s body once it is ready (500 if it broke), unless the client left."""
-    gone: list[bool] = []
-    request.notifyFinish().addErrback(lambda _failure: gone.append(True))
-
-    def failed(failure: Failure) -> bytes:
-        log.failure(what + " failed", failure)
-        request.setResponseCode(500)
-        request.setHeader("content-type", "text/plain; charset=utf-8")
-        return b"internal error"
-
-    def write(body: bytes) -> None:
-        if not gone:
-            request.write(body)
-            request.finish()
-
-    defer.ensureDeferred(answer).addErrback(failed).addCallback(write).addErrback(
-        lambda failure: log.failure(what + ": the answer could not be sent", failure))
-    return NOT_DONE_YET
 
 
 def _all_rows(db: Database, query: AuditQuery) -> list[Row]:

@@ -35,7 +35,7 @@ from fastagi_spy.store.settings import (
     validate,
 )
 from fastagi_spy.web.api import send_json
-from fastagi_spy.web.audit_view import answer_later
+from fastagi_spy.web.later import answer_later
 
 log = Logger()
 Page = Callable[[str, SupervisorEntry, str, list[str], str], bytes]
