@@ -160,7 +160,7 @@ class SpyService(MultiService):
         # a restart reconciles only its own crashed run's live calls (reconcile.py).
         self.reconciler = Reconciler(self.stores.audit, self.running_spies,
                                      tuple(s.name for s in config.asterisk), reactor, self.now,
-                                     instance=instance_name(config.agi_listen),
+                                     instance=self.stores.audit.instance,
                                      runner=self.store_runner)
         # The settings page's values (AMI logins, feature codes) over the config file's.
         self.settings = SettingsStore(self.stores.db)

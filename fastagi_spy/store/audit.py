@@ -157,6 +157,11 @@ class AuditLog:
         self._db = db
         self._instance = instance
 
+    @property
+    def instance(self) -> str | None:
+        """The name written on the rows this log opens."""
+        return self._instance
+
     def open(
         self,
         started_at: float,
