@@ -1,4 +1,5 @@
-"""Fixtures shared by the unit and the integration tests: a real PostgreSQL server.
+"""Fixtures shared by the unit and the integration tests: a real PostgreSQL server, and a
+started store thread (``runner``).
 
 The server must start: when it cannot, every test that needs it errors (never skips), as with
 the Asterisk sandbox, so a run can never pass with its PostgreSQL tests silently missing.
@@ -10,10 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
 
 from fastagi_spy.store import schema
 from fastagi_spy.store.database import Database
 from fastagi_spy.store.postgres import PostgresDatabase
+from fastagi_spy.store.runner import ThreadRunner
 from tests.postgres_harness import PostgresServer
 
 
@@ -47,3 +51,12 @@ def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]
         schema.migrate(database)  # the admin's step (fastagi-spy migrate)
     yield database
     database.close()
+
+
+@pytest.fixture
+def runner() -> Iterator[ThreadRunner]:
+    """A started store thread, drained and stopped after the test."""
+    started = ThreadRunner(reactor)
+    started.start()
+    yield started
+    pytest_twisted.blockon(defer.ensureDeferred(started.stop()))

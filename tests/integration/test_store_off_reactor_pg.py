@@ -5,12 +5,10 @@ says "store: unreachable" once the database refuses connections, then "ready" ag
 
 from __future__ import annotations
 
-import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -34,36 +32,12 @@ from tests.integration.test_blind_monitor import (
 )
 from tests.integration.test_vicidial_status import base, fetch
 from tests.postgres_harness import PostgresServer
-
-REACTOR_THREAD = threading.get_ident()  # pytest-twisted runs the tests on the reactor thread
-
-
-class Threads:
-    """Every PostgreSQL statement the service makes, with the thread it ran on."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int]] = []
-
-    def on_reactor(self) -> list[str]:
-        return [name for name, thread in self.seen if thread == REACTOR_THREAD]
-
-    def off_reactor(self) -> list[str]:
-        return [name for name, thread in self.seen if thread != REACTOR_THREAD]
+from tests.store_threads import Threads, note_threads
 
 
 @pytest.fixture
-def threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Threads]:
-    noted = Threads()
-    for name in ("execute", "transaction", "snapshot"):
-        original = getattr(PostgresDatabase, name)
-
-        def wrapper(self: PostgresDatabase, *args: Any, _name: str = name,
-                    _original: Any = original, **kw: Any) -> Any:
-            noted.seen.append((_name, threading.get_ident()))
-            return _original(self, *args, **kw)
-
-        monkeypatch.setattr(PostgresDatabase, name, wrapper)
-    yield noted
+def threads(monkeypatch: pytest.MonkeyPatch) -> Threads:
+    return note_threads(monkeypatch, PostgresDatabase)
 
 
 @pytest_twisted.async_yield_fixture()

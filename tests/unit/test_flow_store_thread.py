@@ -5,18 +5,17 @@ worker still fails closed. Real SQLite behind a recording wrapper, the real reac
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
 from twisted.python.failure import Failure
 
 from fastagi_spy.domain import Mode
 from fastagi_spy.store.errors import StoreError
 from fastagi_spy.store.runner import ThreadRunner
+from tests.store_threads import REACTOR_THREAD, until
 from tests.unit.test_supervise_flow import (
     PIN,
     PIN_ASK,
@@ -32,7 +31,6 @@ from tests.unit.test_supervise_flow import (
     talking,
 )
 
-REACTOR_THREAD = threading.get_ident()  # pytest-twisted runs the tests on the reactor thread
 Call = tuple[str, str, int]  # (store, method, thread)
 
 
@@ -62,22 +60,6 @@ def recording(calls: list[Call], fail: frozenset[str] = frozenset()) -> Callable
         return Recorded(store, type(store).__name__, calls, fail)
 
     return wrap
-
-
-@pytest.fixture
-def runner() -> Iterator[ThreadRunner]:
-    runner = ThreadRunner(reactor)
-    runner.start()
-    yield runner
-    pytest_twisted.blockon(defer.ensureDeferred(runner.stop()))
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.005)):
-        if condition():
-            return
-        await task.deferLater(reactor, 0.005, lambda: None)
-    raise AssertionError("condition never met")
 
 
 @pytest_twisted.ensureDeferred

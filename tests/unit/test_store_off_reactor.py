@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import threading
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -39,6 +38,7 @@ from fastagi_spy.supervise.unexplained import UnexplainedSpies
 from fastagi_spy.web import health
 from fastagi_spy.web.audit_view import AuditCsv, AuditView
 from fastagi_spy.wire.agi import AGIEnvironment
+from tests.store_threads import REACTOR_THREAD, Threads, note_threads, until
 from tests.unit import (
     test_launch,
     test_spy_lifetime,
@@ -50,51 +50,10 @@ from tests.unit.people import people
 from tests.unit.test_unexplained import SERVER, chanspy
 from tests.unit.web_http import CSRF, FakeGate, Reply, _unchunk, page
 
-REACTOR_THREAD = threading.get_ident()  # pytest-twisted runs the tests on the reactor thread
-
-
-class Threads:
-    """Every Database statement (execute, transaction, snapshot) and the thread it ran on."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int]] = []
-
-    def on_reactor(self) -> list[str]:
-        return [name for name, thread in self.seen if thread == REACTOR_THREAD]
-
-    def off_reactor(self) -> list[str]:
-        return [name for name, thread in self.seen if thread != REACTOR_THREAD]
-
 
 @pytest.fixture
 def threads(monkeypatch: pytest.MonkeyPatch) -> Threads:
-    noted = Threads()
-    for name in ("execute", "transaction", "snapshot"):
-        original = getattr(Database, name)
-
-        def wrapper(self: Database, *args: Any, _name: str = name, _original: Any = original,
-                    **kw: Any) -> Any:
-            noted.seen.append((_name, threading.get_ident()))
-            return _original(self, *args, **kw)
-
-        monkeypatch.setattr(Database, name, wrapper)
-    return noted
-
-
-@pytest.fixture
-def runner() -> Iterator[ThreadRunner]:
-    runner = ThreadRunner(reactor)
-    runner.start()
-    yield runner
-    pytest_twisted.blockon(defer.ensureDeferred(runner.stop()))
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.005)):
-        if condition():
-            return
-        await task.deferLater(reactor, 0.005, lambda: None)
-    raise AssertionError("condition never met")
+    return note_threads(monkeypatch, Database)
 
 
 async def http_later(root: Resource, method: str, path: str, body: str = "",
